@@ -1,0 +1,11 @@
+# tempest_strict(<target>): warnings (and -Werror when TEMPEST_WERROR) for tempest's own code only;
+# nothing here leaks into consumers' flags.
+function(tempest_strict target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic
+    $<$<BOOL:${TEMPEST_WERROR}>:-Werror>)
+  if(TEMPEST_SANITIZE)
+    target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer
+      -fno-sanitize-recover=undefined)
+    target_link_options(${target} PRIVATE -fsanitize=address,undefined)
+  endif()
+endfunction()

@@ -1,0 +1,17 @@
+// tempest logs through spdlog loggers named by module: "tempest.redis", "tempest.cache",
+// "tempest.http". Register your own logger under one of these names (spdlog::register_logger)
+// before first use to route it elsewhere; otherwise a stderr logger is created on first use.
+#pragma once
+
+#include <memory>
+#include <string>
+
+namespace spdlog {
+class logger;
+}
+
+namespace tempest {
+
+std::shared_ptr<spdlog::logger> logger(const std::string& name);
+
+}  // namespace tempest

@@ -1,0 +1,84 @@
+// Building commands: binary-safe arguments encoded as RESP arrays of bulk strings.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace tempest::redis {
+
+class Command {
+ public:
+  Command() = default;
+  explicit Command(std::string_view name) { arg(name); }
+
+  Command& arg(std::string_view a);
+  Command& arg(const char* a) { return arg(std::string_view(a)); }
+  Command& arg(const std::string& a) { return arg(std::string_view(a)); }
+  template <std::integral I>
+    requires(!std::same_as<I, bool> && !std::same_as<I, char>)
+  Command& arg(I v) {
+    return arg_int(static_cast<long long>(v));
+  }
+  template <class... A>
+  Command& args(const A&... a) {
+    (arg(a), ...);
+    return *this;
+  }
+
+  std::size_t argc() const noexcept { return argc_; }
+  bool empty() const noexcept { return argc_ == 0; }
+  // Appends the complete RESP encoding ("*N\r\n$len\r\narg\r\n...") to `out`.
+  void append_to(std::string& out) const;
+  std::string wire() const {
+    std::string s;
+    append_to(s);
+    return s;
+  }
+  // The command name as given (first argument), for logs and metrics.
+  std::string_view name() const noexcept;
+
+ private:
+  Command& arg_int(long long v);
+  std::string body_;
+  std::size_t argc_ = 0;
+};
+
+// cmd("SET", key, value, "EX", 300)
+template <class... A>
+Command cmd(std::string_view name, const A&... a) {
+  Command c(name);
+  c.args(a...);
+  return c;
+}
+
+// Several commands written as one unit; exec() returns one reply per command, in order.
+class Pipeline {
+ public:
+  Pipeline& add(const Command& c) {
+    c.append_to(wire_);
+    ++count_;
+    return *this;
+  }
+  template <class... A>
+  Pipeline& add(std::string_view name, const A&... a) {
+    return add(cmd(name, a...));
+  }
+  std::size_t size() const noexcept { return count_; }
+  bool empty() const noexcept { return count_ == 0; }
+  const std::string& wire() const noexcept { return wire_; }
+  // A pipeline from already encoded RESP commands (`count` of them), e.g. to splice pipelines.
+  static Pipeline from_wire(std::string wire, std::size_t count) {
+    Pipeline p;
+    p.wire_ = std::move(wire);
+    p.count_ = count;
+    return p;
+  }
+
+ private:
+  std::string wire_;
+  std::size_t count_ = 0;
+};
+
+}  // namespace tempest::redis

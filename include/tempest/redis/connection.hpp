@@ -1,0 +1,75 @@
+// One self-healing, automatically pipelined connection to Redis, shared by any number of
+// coroutines on any number of threads.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tempest/redis/command.hpp"
+#include "tempest/redis/config.hpp"
+#include "tempest/redis/reply.hpp"
+
+namespace tempest::redis {
+
+namespace asio = boost::asio;
+
+// Per-call overrides of the connection defaults.
+struct CallOptions {
+  std::optional<Duration> timeout;  // deadline of this call; default Config::command_timeout
+};
+
+enum class ConnectionState : std::uint8_t { idle, connecting, connected, disconnected, stopped };
+std::string_view to_string(ConnectionState s) noexcept;
+
+// Counters, readable at any time from any thread.
+struct ConnectionStats {
+  std::uint64_t commands = 0;     // requests completed with a reply (pipelines count once)
+  std::uint64_t errors = 0;       // requests failed with ConnectionError
+  std::uint64_t timeouts = 0;     // requests failed with TimeoutError (deadline or cancellation)
+  std::uint64_t reconnects = 0;   // successful connects after the first
+  std::uint64_t connects = 0;     // successful connects (handshake done)
+};
+
+class Connection {
+ public:
+  // Nothing is opened until start(). Throws ConfigError for TLS files that cannot be loaded.
+  Connection(asio::any_io_executor executor, Config config);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Starts connecting (and reconnecting) in the background. Idempotent; thread-safe.
+  void start();
+  // Waits until the connection is up or `timeout` passes; true when connected.
+  asio::awaitable<bool> wait_connected(Duration timeout);
+  // Stops taking requests, lets requests in flight finish within Config::disconnect_timeout,
+  // closes the socket and fails whatever is left with ConnectionError. Idempotent.
+  asio::awaitable<void> disconnect();
+  // Like disconnect() without waiting: used by destructors.
+  void close() noexcept;
+
+  // Sends one command. The reply may be an error reply (Reply::is_error()); typed helpers of
+  // Client turn those into ServerError. Throws TimeoutError, ConnectionError.
+  asio::awaitable<Reply> exec(Command command, CallOptions options = {});
+  // Sends a pipeline in one write; one reply per command, in order.
+  asio::awaitable<std::vector<Reply>> exec(const Pipeline& pipeline, CallOptions options = {});
+
+  ConnectionState state() const noexcept;
+  bool is_connected() const noexcept { return state() == ConnectionState::connected; }
+  ConnectionStats stats() const noexcept;
+  const Config& config() const noexcept;
+  // The last connection error (empty when none), e.g. "connection refused"; never a password.
+  std::string last_error() const;
+
+ private:
+  class Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace tempest::redis

@@ -1,0 +1,282 @@
+#include "tempest/redis/client.hpp"
+
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <boost/asio/use_awaitable.hpp>
+#include <stdexcept>
+
+namespace tempest::redis {
+namespace {
+
+using Conn = std::shared_ptr<Connection>;
+
+// Each public helper builds its Command eagerly (copying the caller's views) and returns one of
+// these coroutines, so no view is read after the caller's expression ends.
+asio::awaitable<Reply> checked(Conn c, Command cmd, CallOptions o) {
+  co_return (co_await c->exec(std::move(cmd), o)).checked();
+}
+asio::awaitable<long long> integer(Conn c, Command cmd, CallOptions o) {
+  co_return (co_await c->exec(std::move(cmd), o)).as_integer();
+}
+asio::awaitable<bool> boolean(Conn c, Command cmd, CallOptions o) {
+  co_return (co_await c->exec(std::move(cmd), o)).as_integer() != 0;
+}
+asio::awaitable<std::optional<std::string>> optional_string(Conn c, Command cmd, CallOptions o) {
+  co_return (co_await c->exec(std::move(cmd), o)).as_optional_string();
+}
+asio::awaitable<std::vector<std::string>> strings(Conn c, Command cmd, CallOptions o) {
+  std::vector<std::string> out;
+  for (auto& r : (co_await c->exec(std::move(cmd), o)).as_array()) out.push_back(std::move(r).as_string());
+  co_return out;
+}
+
+Command with_args(std::string_view name, const Args& a) {
+  Command c(name);
+  for (auto s : a.items()) c.arg(s);
+  return c;
+}
+
+void require_keys(const Args& a, const char* name) {
+  if (a.items().empty()) throw std::invalid_argument(std::string(name) + " needs at least one key");
+}
+
+Command script_command(std::string_view name, std::string_view body, const Args& keys,
+                       const Args& args) {
+  Command c(name);
+  c.arg(body).arg(keys.items().size());
+  for (auto k : keys.items()) c.arg(k);
+  for (auto v : args.items()) c.arg(v);
+  return c;
+}
+
+Command set_command(std::string_view key, std::string_view value, const SetOptions& o) {
+  Command c("SET");
+  c.arg(key).arg(value);
+  const int expiries = (o.expire_seconds ? 1 : 0) + (o.expire_millis ? 1 : 0) + (o.keep_ttl ? 1 : 0);
+  if (expiries > 1) throw std::invalid_argument("SET: EX, PX and KEEPTTL are mutually exclusive");
+  if (o.expire_seconds) {
+    if (o.expire_seconds->count() <= 0) throw std::invalid_argument("SET: EX must be positive");
+    c.arg("EX").arg(o.expire_seconds->count());
+  }
+  if (o.expire_millis) {
+    if (o.expire_millis->count() <= 0) throw std::invalid_argument("SET: PX must be positive");
+    c.arg("PX").arg(o.expire_millis->count());
+  }
+  if (o.keep_ttl) c.arg("KEEPTTL");
+  if (o.condition == SetCondition::if_not_exists) c.arg("NX");
+  if (o.condition == SetCondition::if_exists) c.arg("XX");
+  return c;
+}
+
+bool equals_ci(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
+         });
+}
+
+asio::awaitable<std::vector<Reply>> transaction_impl(Conn c, Pipeline p, CallOptions o) {
+  auto replies = co_await c->exec(p, o);
+  Reply exec = std::move(replies.back());
+  if (exec.is_error()) throw ServerError(exec.str());
+  if (exec.is_nil()) throw Error("transaction aborted: a WATCHed key changed");
+  co_return std::move(exec).as_array();
+}
+
+asio::awaitable<Reply> run_script(Conn c, Command evalsha, Command eval, CallOptions o) {
+  Reply r = co_await c->exec(std::move(evalsha), o);
+  if (r.is_error() && r.str().starts_with("NOSCRIPT")) r = co_await c->exec(std::move(eval), o);
+  co_return std::move(r).checked();
+}
+
+asio::awaitable<void> connect_impl(Conn c) {
+  c->start();
+  if (!co_await c->wait_connected(c->config().connect_timeout)) {
+    std::string why = c->last_error();
+    throw ConnectionError("cannot connect to " + c->config().redacted() +
+                          (why.empty() ? std::string(": timed out") : ": " + why));
+  }
+}
+
+std::string sha1_hex(std::string_view s) {
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(s.data()), s.size(), digest);
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : digest) {
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
+
+}  // namespace
+
+Script::Script(std::string source) : source_(std::move(source)), sha1_(sha1_hex(source_)) {}
+
+Client::Client(asio::any_io_executor executor, Config config)
+    : conn_(std::make_shared<Connection>(std::move(executor), std::move(config))) {}
+
+asio::awaitable<void> Client::connect() { return connect_impl(conn_); }
+
+asio::awaitable<Reply> Client::command(Command c, CallOptions o) {
+  const auto name = c.name();
+  for (std::string_view refused : {"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR"})
+    if (equals_ci(name, refused))
+      throw std::invalid_argument(std::string(refused) +
+                                  " needs a dedicated connection; it is not supported on the "
+                                  "shared, pipelined connection");
+  if (c.empty()) throw std::invalid_argument("empty command");
+  return checked(conn_, std::move(c), o);
+}
+
+asio::awaitable<std::vector<Reply>> Client::exec(const Pipeline& p, CallOptions o) {
+  return conn_->exec(p, o);
+}
+
+asio::awaitable<std::vector<Reply>> Client::transaction(const Pipeline& p, CallOptions o) {
+  Pipeline all;
+  all.add("MULTI");
+  // Re-encode: the pipeline's wire is already RESP, so splice it between MULTI and EXEC.
+  Pipeline tail;
+  tail.add("EXEC");
+  std::string wire = all.wire() + p.wire() + tail.wire();
+  Pipeline whole = Pipeline::from_wire(std::move(wire), p.size() + 2);
+  return transaction_impl(conn_, std::move(whole), o);
+}
+
+asio::awaitable<std::optional<std::string>> Client::get(std::string_view key, CallOptions o) {
+  return optional_string(conn_, cmd("GET", key), o);
+}
+
+asio::awaitable<bool> Client::set(std::string_view key, std::string_view value, SetOptions o) {
+  Command c = set_command(key, value, o);
+  return [](Conn conn, Command c, CallOptions co) -> asio::awaitable<bool> {
+    Reply r = (co_await conn->exec(std::move(c), co)).checked();
+    co_return !r.is_nil();
+  }(conn_, std::move(c), CallOptions{o.timeout});
+}
+
+asio::awaitable<std::optional<std::string>> Client::set_get(std::string_view key,
+                                                            std::string_view value, SetOptions o) {
+  Command c = set_command(key, value, o);
+  c.arg("GET");
+  return optional_string(conn_, std::move(c), CallOptions{o.timeout});
+}
+
+asio::awaitable<long long> Client::del(Args keys, CallOptions o) {
+  require_keys(keys, "DEL");
+  return integer(conn_, with_args("DEL", keys), o);
+}
+
+asio::awaitable<long long> Client::unlink(Args keys, CallOptions o) {
+  require_keys(keys, "UNLINK");
+  return integer(conn_, with_args("UNLINK", keys), o);
+}
+
+asio::awaitable<long long> Client::exists(Args keys, CallOptions o) {
+  require_keys(keys, "EXISTS");
+  return integer(conn_, with_args("EXISTS", keys), o);
+}
+
+asio::awaitable<bool> Client::expire(std::string_view key, std::chrono::seconds ttl, CallOptions o) {
+  return boolean(conn_, cmd("EXPIRE", key, ttl.count()), o);
+}
+
+asio::awaitable<long long> Client::ttl(std::string_view key, CallOptions o) {
+  return integer(conn_, cmd("TTL", key), o);
+}
+
+asio::awaitable<long long> Client::incr(std::string_view key, CallOptions o) {
+  return integer(conn_, cmd("INCR", key), o);
+}
+
+asio::awaitable<std::vector<std::optional<std::string>>> Client::mget(Args keys, CallOptions o) {
+  require_keys(keys, "MGET");
+  return [](Conn c, Command cmd, CallOptions o) -> asio::awaitable<std::vector<std::optional<std::string>>> {
+    std::vector<std::optional<std::string>> out;
+    for (auto& r : (co_await c->exec(std::move(cmd), o)).as_array())
+      out.push_back(std::move(r).as_optional_string());
+    co_return out;
+  }(conn_, with_args("MGET", keys), o);
+}
+
+asio::awaitable<void> Client::mset(const std::vector<std::pair<std::string, std::string>>& kv,
+                                   CallOptions o) {
+  if (kv.empty()) throw std::invalid_argument("MSET needs at least one key");
+  Command c("MSET");
+  for (const auto& [k, v] : kv) c.arg(k).arg(v);
+  return [](Conn conn, Command c, CallOptions o) -> asio::awaitable<void> {
+    (void)(co_await conn->exec(std::move(c), o)).checked();
+  }(conn_, std::move(c), o);
+}
+
+asio::awaitable<long long> Client::sadd(std::string_view key, Args members, CallOptions o) {
+  if (members.items().empty()) throw std::invalid_argument("SADD needs at least one member");
+  Command c("SADD");
+  c.arg(key);
+  for (auto m : members.items()) c.arg(m);
+  return integer(conn_, std::move(c), o);
+}
+
+asio::awaitable<std::vector<std::string>> Client::smembers(std::string_view key, CallOptions o) {
+  return strings(conn_, cmd("SMEMBERS", key), o);
+}
+
+asio::awaitable<std::vector<std::string>> Client::sunion(Args keys, CallOptions o) {
+  require_keys(keys, "SUNION");
+  return strings(conn_, with_args("SUNION", keys), o);
+}
+
+asio::awaitable<std::string> Client::ping(CallOptions o) {
+  return [](Conn c, CallOptions o) -> asio::awaitable<std::string> {
+    co_return (co_await c->exec(Command("PING"), o)).as_string();
+  }(conn_, o);
+}
+
+asio::awaitable<long long> Client::publish(std::string_view channel, std::string_view message,
+                                           CallOptions o) {
+  return integer(conn_, cmd("PUBLISH", channel, message), o);
+}
+
+asio::awaitable<Reply> Client::eval(std::string_view script, Args keys, Args args, CallOptions o) {
+  return checked(conn_, script_command("EVAL", script, keys, args), o);
+}
+
+asio::awaitable<Reply> Client::evalsha(std::string_view sha1, Args keys, Args args, CallOptions o) {
+  return checked(conn_, script_command("EVALSHA", sha1, keys, args), o);
+}
+
+asio::awaitable<Reply> Client::run(const Script& script, Args keys, Args args, CallOptions o) {
+  return run_script(conn_, script_command("EVALSHA", script.sha1(), keys, args),
+                    script_command("EVAL", script.source(), keys, args), o);
+}
+
+asio::awaitable<std::optional<std::vector<std::string>>> Scanner::next() {
+  if (done_) co_return std::nullopt;
+  Command c("SCAN");
+  c.arg(cursor_).arg("MATCH").arg(opts_.match).arg("COUNT").arg(std::max<std::size_t>(1, opts_.count));
+  if (!opts_.type.empty()) c.arg("TYPE").arg(opts_.type);
+  auto parts = (co_await conn_->exec(std::move(c), CallOptions{opts_.timeout})).as_array();
+  if (parts.size() != 2 || !parts[0].is_string() || !parts[1].is_array())
+    throw ProtocolError("unexpected SCAN reply shape");
+  cursor_ = std::move(parts[0]).as_string();
+  if (cursor_ == "0") done_ = true;
+  std::vector<std::string> keys;
+  keys.reserve(parts[1].elements().size());
+  for (auto& k : parts[1].elements()) keys.push_back(std::move(k).as_string());
+  co_return keys;
+}
+
+asio::awaitable<std::vector<std::string>> Client::scan_all(ScanOptions o) {
+  return [](Scanner s) -> asio::awaitable<std::vector<std::string>> {
+    std::vector<std::string> all;
+    while (auto batch = co_await s.next())
+      for (auto& k : *batch) all.push_back(std::move(k));
+    std::sort(all.begin(), all.end());
+    all.erase(std::unique(all.begin(), all.end()), all.end());
+    co_return all;
+  }(scan(std::move(o)));
+}
+
+}  // namespace tempest::redis

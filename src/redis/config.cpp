@@ -1,0 +1,273 @@
+#include "tempest/redis/config.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <string>
+
+#include "tempest/redis/error.hpp"
+
+namespace tempest::redis {
+namespace {
+
+[[noreturn]] void fail(const std::string& what) { throw ConfigError("invalid Redis URL: " + what); }
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Percent-decodes `in`; `what` names the part for the error (the text itself is never echoed,
+// since it may be a password).
+std::string percent_decode(std::string_view in, const char* what) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) fail(std::string("bad percent-encoding in ") + what);
+    const int hi = hex_value(in[i + 1]);
+    const int lo = hex_value(in[i + 2]);
+    if (hi < 0 || lo < 0) fail(std::string("bad percent-encoding in ") + what);
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+bool all_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+int parse_db(std::string_view s) {
+  int db = 0;
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), db);
+  if (!all_digits(s) || ec != std::errc{} || p != s.data() + s.size())
+    fail("bad db '" + std::string(s) + "': expected a non-negative integer");
+  return db;
+}
+
+std::uint16_t parse_port(std::string_view s) {
+  unsigned port = 0;
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), port);
+  if (!all_digits(s) || ec != std::errc{} || p != s.data() + s.size() || port == 0 || port > 65535)
+    fail("bad port '" + std::string(s) + "': expected an integer in 1..65535");
+  return static_cast<std::uint16_t>(port);
+}
+
+Duration parse_duration(std::string_view name, std::string_view v) {
+  std::string_view num = v;
+  double scale = 1000.0;  // bare numbers are seconds, as in redis-py's socket_timeout
+  if (num.ends_with("ms")) {
+    num.remove_suffix(2);
+    scale = 1.0;
+  } else if (num.ends_with("s")) {
+    num.remove_suffix(1);
+  }
+  double value = 0;
+  const auto [p, ec] = std::from_chars(num.data(), num.data() + num.size(), value);
+  if (num.empty() || ec != std::errc{} || p != num.data() + num.size() || !std::isfinite(value) ||
+      value <= 0 || value * scale > 1e9)
+    fail("bad value '" + std::string(v) + "' for parameter '" + std::string(name) +
+         "': expected a positive duration such as 250ms, 1.5s or 2");
+  return Duration(std::max<long long>(1, std::llround(value * scale)));
+}
+
+bool parse_bool(std::string_view name, std::string_view v) {
+  const std::string l = lower(v);
+  if (l == "1" || l == "true" || l == "yes" || l == "on" || l == "required") return true;
+  if (l == "0" || l == "false" || l == "no" || l == "off" || l == "none") return false;
+  fail("bad value '" + std::string(v) + "' for parameter '" + std::string(name) +
+       "': expected true or false");
+}
+
+void parse_host_port(std::string_view hp, Config& c) {
+  if (hp.empty()) fail("missing host");
+  std::string_view host = hp;
+  std::string_view port;
+  if (hp.front() == '[') {
+    const auto close = hp.find(']');
+    if (close == std::string_view::npos) fail("bad host: '[' without ']'");
+    host = hp.substr(1, close - 1);
+    const auto after = hp.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') fail("bad host: unexpected text after ']'");
+      port = after.substr(1);
+      if (port.empty()) fail("bad port '': expected an integer in 1..65535");
+    }
+    if (host.empty() || host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string_view::npos)
+      fail("bad host '" + std::string(host) + "': not an IPv6 address");
+  } else {
+    const auto colon = hp.rfind(':');
+    if (colon != std::string_view::npos) {
+      host = hp.substr(0, colon);
+      port = hp.substr(colon + 1);
+      if (port.empty()) fail("bad port '': expected an integer in 1..65535");
+    }
+    if (host.empty()) fail("missing host");
+    const bool ok = std::all_of(host.begin(), host.end(), [](unsigned char ch) {
+      return std::isalnum(ch) || ch == '-' || ch == '.' || ch == '_';
+    });
+    if (!ok) fail("bad host '" + std::string(host) + "'");
+  }
+  c.host = std::string(host);
+  if (!port.empty()) c.port = parse_port(port);
+}
+
+void apply_param(Config& c, std::string_view key, std::string_view raw) {
+  const std::string k = lower(key);
+  const std::string v = percent_decode(raw, "a query parameter");
+  auto need_value = [&] {
+    if (v.empty()) fail("empty value for parameter '" + k + "'");
+  };
+  if (k == "connect_timeout" || k == "socket_connect_timeout") {
+    c.connect_timeout = parse_duration(k, v);
+  } else if (k == "command_timeout" || k == "timeout" || k == "socket_timeout") {
+    c.command_timeout = parse_duration(k, v);
+  } else if (k == "health_interval" || k == "health_check_interval") {
+    c.health_interval = parse_duration(k, v);
+  } else if (k == "health_timeout") {
+    c.health_timeout = parse_duration(k, v);
+  } else if (k == "reconnect_min") {
+    c.reconnect_min = parse_duration(k, v);
+  } else if (k == "reconnect_max") {
+    c.reconnect_max = parse_duration(k, v);
+  } else if (k == "disconnect_timeout") {
+    c.disconnect_timeout = parse_duration(k, v);
+  } else if (k == "client_name" || k == "name") {
+    need_value();
+    if (v.find_first_of(" \r\n\t") != std::string::npos)
+      fail("bad value for parameter '" + k + "': a client name cannot contain spaces");
+    c.client_name = v;
+  } else if (k == "db") {
+    c.db = parse_db(v);
+  } else if (k == "tls_ca" || k == "ssl_ca_certs") {
+    need_value();
+    c.tls.ca_file = v;
+  } else if (k == "tls_cert" || k == "ssl_certfile") {
+    need_value();
+    c.tls.cert_file = v;
+  } else if (k == "tls_key" || k == "ssl_keyfile") {
+    need_value();
+    c.tls.key_file = v;
+  } else if (k == "tls_verify" || k == "ssl_cert_reqs") {
+    c.tls.verify_peer = parse_bool(k, v);
+  } else if (k == "tls_verify_host" || k == "ssl_check_hostname") {
+    c.tls.verify_host = parse_bool(k, v);
+  } else if (k == "tls_server_name") {
+    need_value();
+    c.tls.server_name = v;
+  } else {
+    fail("unknown parameter '" + std::string(key) + "'");
+  }
+}
+
+void parse_userinfo(std::string_view ui, Config& c) {
+  const auto colon = ui.find(':');
+  if (colon == std::string_view::npos) {
+    // Never echo it: it may be a password written without the leading ':'.
+    fail("credentials without ':' (use redis://:password@host or redis://user:password@host)");
+  }
+  c.username = percent_decode(ui.substr(0, colon), "the user name");
+  c.password = percent_decode(ui.substr(colon + 1), "the password");
+  if (c.password.empty()) fail("empty password after ':'");
+}
+
+}  // namespace
+
+Config Config::from_url(std::string_view url) {
+  Config c;
+  const auto sep = url.find("://");
+  if (sep == std::string_view::npos)
+    fail("missing scheme (expected redis://, rediss:// or unix://)");
+  const std::string scheme = lower(url.substr(0, sep));
+  if (scheme == "rediss") {
+    c.tls.enabled = true;
+  } else if (scheme == "unix") {
+    c.transport = Transport::unix_socket;
+  } else if (scheme != "redis") {
+    fail("unsupported scheme '" + scheme + "' (expected redis://, rediss:// or unix://)");
+  }
+  std::string_view rest = url.substr(sep + 3);
+
+  // Credentials end at the last '@' so that unencoded '/', '?' or '@' in a password still parse.
+  const auto at = rest.rfind('@');
+  std::string_view userinfo;
+  if (at != std::string_view::npos) {
+    userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+  }
+  std::string_view query;
+  if (const auto q = rest.find('?'); q != std::string_view::npos) {
+    query = rest.substr(q + 1);
+    rest = rest.substr(0, q);
+  }
+  if (rest.find('#') != std::string_view::npos) fail("unexpected '#' fragment");
+  if (at != std::string_view::npos) parse_userinfo(userinfo, c);
+
+  if (c.transport == Transport::unix_socket) {
+    if (rest.empty() || rest == "/") fail("missing socket path (expected unix:///path/to/redis.sock)");
+    if (rest.front() != '/') fail("socket path must be absolute (expected unix:///path/to/redis.sock)");
+    c.path = percent_decode(rest, "the socket path");
+  } else {
+    const auto slash = rest.find('/');
+    parse_host_port(rest.substr(0, slash), c);
+    if (slash != std::string_view::npos) {
+      std::string_view db = rest.substr(slash + 1);
+      if (!db.empty()) c.db = parse_db(db);
+    }
+  }
+
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view item = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (item.empty()) continue;
+    const auto eq = item.find('=');
+    if (eq == std::string_view::npos || eq == 0)
+      fail("bad query parameter '" + std::string(item.substr(0, eq)) + "': expected name=value");
+    apply_param(c, item.substr(0, eq), item.substr(eq + 1));
+  }
+  if (c.reconnect_min > c.reconnect_max)
+    fail("reconnect_min is larger than reconnect_max");
+  if (c.tls.enabled && c.transport == Transport::unix_socket) fail("TLS over a Unix socket is not supported");
+  if (c.transport == Transport::tcp && c.tls.enabled == false &&
+      (!c.tls.ca_file.empty() || !c.tls.cert_file.empty()))
+    fail("TLS parameters given with redis:// (use rediss:// for TLS)");
+  return c;
+}
+
+std::string Config::redacted() const {
+  std::string out;
+  if (transport == Transport::unix_socket) {
+    out = "unix://";
+  } else {
+    out = tls.enabled ? "rediss://" : "redis://";
+  }
+  if (!password.empty()) out += username + ":***@";
+  if (transport == Transport::unix_socket) {
+    out += path;
+    out += "?db=" + std::to_string(db);
+    return out;
+  }
+  if (host.find(':') != std::string::npos) {
+    out += "[" + host + "]";
+  } else {
+    out += host;
+  }
+  out += ":" + std::to_string(port) + "/" + std::to_string(db);
+  return out;
+}
+
+}  // namespace tempest::redis

@@ -1,0 +1,96 @@
+#include "tempest/redis/detail/reader.hpp"
+
+#include <hiredis/read.h>
+
+#include <algorithm>
+#include <new>
+#include <string>
+
+#include "tempest/redis/error.hpp"
+
+namespace tempest::redis::detail {
+namespace {
+
+// Arrays larger than this are refused; it bounds the memory a hostile peer can make us reserve up
+// front (elements are still appended one by one, so real large replies are fine below it).
+constexpr int kMaxArrayElements = 1 << 28;
+
+// Only the root of a reply is heap-allocated; nested values live inside their parent's element
+// vector. hiredis builds depth first, so growing a parent's vector only moves finished siblings.
+Reply* place(const redisReadTask* task, Reply&& value) noexcept {
+  try {
+    if (task->parent == nullptr) return new Reply(std::move(value));
+    auto* parent = static_cast<Reply*>(task->parent->obj);
+    auto& elems = parent->elements();
+    if (static_cast<std::size_t>(task->idx) != elems.size()) return nullptr;  // never out of order
+    elems.push_back(std::move(value));
+    return &elems.back();
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
+
+void* create_string(const redisReadTask* task, char* str, size_t len) {
+  std::string s(str, len);
+  switch (task->type) {
+    case REDIS_REPLY_ERROR: return place(task, Reply::error(std::move(s)));
+    case REDIS_REPLY_STATUS: return place(task, Reply::status(std::move(s)));
+    default: return place(task, Reply::string(std::move(s)));
+  }
+}
+
+void* create_array(const redisReadTask* task, int elements) {
+  if (elements < 0 || elements > kMaxArrayElements) return nullptr;
+  std::vector<Reply> v;
+  try {
+    v.reserve(static_cast<std::size_t>(std::min(elements, 1024)));
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+  return place(task, Reply::array(std::move(v)));
+}
+
+void* create_integer(const redisReadTask* task, long long value) {
+  return place(task, Reply::integer(value));
+}
+
+void* create_nil(const redisReadTask* task) { return place(task, Reply::nil()); }
+
+void free_object(void* obj) { delete static_cast<Reply*>(obj); }
+
+redisReplyObjectFunctions kFunctions = {create_string, create_array, create_integer, create_nil,
+                                        free_object};
+
+}  // namespace
+
+ReplyReader::ReplyReader() { reset(); }
+
+ReplyReader::~ReplyReader() {
+  if (reader_ != nullptr) redisReaderFree(reader_);
+}
+
+void ReplyReader::reset() {
+  if (reader_ != nullptr) redisReaderFree(reader_);
+  reader_ = redisReaderCreateWithFunctions(&kFunctions);
+  if (reader_ == nullptr) throw std::bad_alloc();
+}
+
+void ReplyReader::feed(const char* data, std::size_t size) {
+  if (reader_->err != 0) throw ProtocolError(std::string("RESP parse error: ") + reader_->errstr);
+  if (redisReaderFeed(reader_, data, size) != REDIS_OK)
+    throw ProtocolError(std::string("RESP parse error: ") + reader_->errstr);
+}
+
+std::optional<Reply> ReplyReader::next() {
+  if (reader_->err != 0) throw ProtocolError(std::string("RESP parse error: ") + reader_->errstr);
+  void* out = nullptr;
+  if (redisReaderGetReply(reader_, &out) != REDIS_OK)
+    throw ProtocolError(std::string("RESP parse error: ") + reader_->errstr);
+  if (out == nullptr) return std::nullopt;
+  auto* root = static_cast<Reply*>(out);
+  Reply r = std::move(*root);
+  delete root;
+  return r;
+}
+
+}  // namespace tempest::redis::detail
