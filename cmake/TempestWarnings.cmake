@@ -2,6 +2,8 @@
 # nothing here leaks into consumers' flags.
 function(tempest_strict target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic
+    # GCC 12 false positive on Asio's coroutine frame operator delete.
+    -Wno-mismatched-new-delete
     $<$<BOOL:${TEMPEST_WERROR}>:-Werror>)
   if(TEMPEST_SANITIZE)
     target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer

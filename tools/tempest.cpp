@@ -1,11 +1,11 @@
 // tempest: the ops command-line tool.
 //   tempest bench --url URL --mode get --concurrency C --requests N [--value-size B] [--keys K]
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -71,7 +71,8 @@ long long to_count(const std::map<std::string, std::string>& f, const std::strin
 }
 
 int bench(int argc, char** argv) {
-  const auto f = parse_flags(argc, argv, 2, {"url", "mode", "concurrency", "requests", "value-size", "keys"});
+  const auto f =
+      parse_flags(argc, argv, 2, {"url", "mode", "concurrency", "requests", "value-size", "keys"});
   if (!f.contains("url")) throw UsageError("--url is required");
   const std::string mode = f.contains("mode") ? f.at("mode") : "get";
   if (mode != "get") throw UsageError("--mode must be 'get', got '" + mode + "'");
@@ -97,7 +98,8 @@ int bench(int argc, char** argv) {
           co_await client.exec(p, {.timeout = std::chrono::seconds(30)});
         }
         std::vector<std::string> names;
-        for (long long i = 0; i < keys; ++i) names.push_back("tempest:bench:" + std::to_string(i));
+        for (long long i = 0; i < keys; ++i)
+          names.push_back("tempest:bench:" + std::to_string(i));
         long long done = 0;
         int running = 0;
         asio::steady_timer finished(io, std::chrono::steady_clock::time_point::max());

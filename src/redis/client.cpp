@@ -16,6 +16,17 @@ using Conn = std::shared_ptr<Connection>;
 asio::awaitable<Reply> checked(Conn c, Command cmd, CallOptions o) {
   co_return (co_await c->exec(std::move(cmd), o)).checked();
 }
+// (Coroutines here are named functions, never lambdas: GCC 12 miscompiles the by-value
+// parameters of an immediately invoked coroutine lambda.)
+asio::awaitable<bool> not_nil(Conn c, Command cmd, CallOptions o) {
+  co_return !(co_await c->exec(std::move(cmd), o)).checked().is_nil();
+}
+asio::awaitable<void> ok(Conn c, Command cmd, CallOptions o) {
+  (void)(co_await c->exec(std::move(cmd), o)).checked();
+}
+asio::awaitable<std::string> string(Conn c, Command cmd, CallOptions o) {
+  co_return (co_await c->exec(std::move(cmd), o)).as_string();
+}
 asio::awaitable<long long> integer(Conn c, Command cmd, CallOptions o) {
   co_return (co_await c->exec(std::move(cmd), o)).as_integer();
 }
@@ -27,33 +38,43 @@ asio::awaitable<std::optional<std::string>> optional_string(Conn c, Command cmd,
 }
 asio::awaitable<std::vector<std::string>> strings(Conn c, Command cmd, CallOptions o) {
   std::vector<std::string> out;
-  for (auto& r : (co_await c->exec(std::move(cmd), o)).as_array()) out.push_back(std::move(r).as_string());
+  for (auto& r : (co_await c->exec(std::move(cmd), o)).as_array())
+    out.push_back(std::move(r).as_string());
   co_return out;
 }
 
-Command with_args(std::string_view name, const Args& a) {
+Command with_args(std::string_view name, const Keys& a) {
+  if (a.empty()) throw std::invalid_argument(std::string(name) + " needs at least one key");
   Command c(name);
-  for (auto s : a.items()) c.arg(s);
+  for (const auto& s : a)
+    c.arg(s);
   return c;
 }
 
-void require_keys(const Args& a, const char* name) {
-  if (a.items().empty()) throw std::invalid_argument(std::string(name) + " needs at least one key");
+asio::awaitable<std::vector<std::optional<std::string>>> optional_strings(Conn c, Command cmd,
+                                                                          CallOptions o) {
+  std::vector<std::optional<std::string>> out;
+  for (auto& r : (co_await c->exec(std::move(cmd), o)).as_array())
+    out.push_back(std::move(r).as_optional_string());
+  co_return out;
 }
 
-Command script_command(std::string_view name, std::string_view body, const Args& keys,
-                       const Args& args) {
+Command script_command(std::string_view name, std::string_view body, const Keys& keys,
+                       const Keys& args) {
   Command c(name);
-  c.arg(body).arg(keys.items().size());
-  for (auto k : keys.items()) c.arg(k);
-  for (auto v : args.items()) c.arg(v);
+  c.arg(body).arg(keys.size());
+  for (const auto& k : keys)
+    c.arg(k);
+  for (const auto& v : args)
+    c.arg(v);
   return c;
 }
 
 Command set_command(std::string_view key, std::string_view value, const SetOptions& o) {
   Command c("SET");
   c.arg(key).arg(value);
-  const int expiries = (o.expire_seconds ? 1 : 0) + (o.expire_millis ? 1 : 0) + (o.keep_ttl ? 1 : 0);
+  const int expiries =
+      (o.expire_seconds ? 1 : 0) + (o.expire_millis ? 1 : 0) + (o.keep_ttl ? 1 : 0);
   if (expiries > 1) throw std::invalid_argument("SET: EX, PX and KEEPTTL are mutually exclusive");
   if (o.expire_seconds) {
     if (o.expire_seconds->count() <= 0) throw std::invalid_argument("SET: EX must be positive");
@@ -71,7 +92,8 @@ Command set_command(std::string_view key, std::string_view value, const SetOptio
 
 bool equals_ci(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
+           return std::toupper(static_cast<unsigned char>(x)) ==
+                  std::toupper(static_cast<unsigned char>(y));
          });
 }
 
@@ -112,12 +134,28 @@ std::string sha1_hex(std::string_view s) {
 
 }  // namespace
 
+asio::awaitable<std::vector<std::string>> scan_everything(Client client, ScanOptions o) {
+  Scanner s = client.scan(std::move(o));
+  std::vector<std::string> all;
+  for (;;) {
+    auto batch = co_await s.next();
+    if (!batch) break;
+    for (auto& k : *batch)
+      all.push_back(std::move(k));
+  }
+  std::sort(all.begin(), all.end());
+  all.erase(std::unique(all.begin(), all.end()), all.end());
+  co_return all;
+}
+
 Script::Script(std::string source) : source_(std::move(source)), sha1_(sha1_hex(source_)) {}
 
 Client::Client(asio::any_io_executor executor, Config config)
     : conn_(std::make_shared<Connection>(std::move(executor), std::move(config))) {}
 
-asio::awaitable<void> Client::connect() { return connect_impl(conn_); }
+asio::awaitable<void> Client::connect() {
+  return connect_impl(conn_);
+}
 
 asio::awaitable<Reply> Client::command(Command c, CallOptions o) {
   const auto name = c.name();
@@ -151,10 +189,7 @@ asio::awaitable<std::optional<std::string>> Client::get(std::string_view key, Ca
 
 asio::awaitable<bool> Client::set(std::string_view key, std::string_view value, SetOptions o) {
   Command c = set_command(key, value, o);
-  return [](Conn conn, Command c, CallOptions co) -> asio::awaitable<bool> {
-    Reply r = (co_await conn->exec(std::move(c), co)).checked();
-    co_return !r.is_nil();
-  }(conn_, std::move(c), CallOptions{o.timeout});
+  return not_nil(conn_, std::move(c), CallOptions{o.timeout});
 }
 
 asio::awaitable<std::optional<std::string>> Client::set_get(std::string_view key,
@@ -164,22 +199,33 @@ asio::awaitable<std::optional<std::string>> Client::set_get(std::string_view key
   return optional_string(conn_, std::move(c), CallOptions{o.timeout});
 }
 
-asio::awaitable<long long> Client::del(Args keys, CallOptions o) {
-  require_keys(keys, "DEL");
+asio::awaitable<long long> Client::integer_reply(Command c, CallOptions o) {
+  return integer(conn_, std::move(c), o);
+}
+
+asio::awaitable<std::vector<std::string>> Client::strings_reply(Command c, CallOptions o) {
+  return strings(conn_, std::move(c), o);
+}
+
+asio::awaitable<std::vector<std::optional<std::string>>> Client::optional_strings_reply(
+    Command c, CallOptions o) {
+  return optional_strings(conn_, std::move(c), o);
+}
+
+asio::awaitable<long long> Client::del(const Keys& keys, CallOptions o) {
   return integer(conn_, with_args("DEL", keys), o);
 }
 
-asio::awaitable<long long> Client::unlink(Args keys, CallOptions o) {
-  require_keys(keys, "UNLINK");
+asio::awaitable<long long> Client::unlink(const Keys& keys, CallOptions o) {
   return integer(conn_, with_args("UNLINK", keys), o);
 }
 
-asio::awaitable<long long> Client::exists(Args keys, CallOptions o) {
-  require_keys(keys, "EXISTS");
+asio::awaitable<long long> Client::exists(const Keys& keys, CallOptions o) {
   return integer(conn_, with_args("EXISTS", keys), o);
 }
 
-asio::awaitable<bool> Client::expire(std::string_view key, std::chrono::seconds ttl, CallOptions o) {
+asio::awaitable<bool> Client::expire(std::string_view key, std::chrono::seconds ttl,
+                                     CallOptions o) {
   return boolean(conn_, cmd("EXPIRE", key, ttl.count()), o);
 }
 
@@ -191,31 +237,26 @@ asio::awaitable<long long> Client::incr(std::string_view key, CallOptions o) {
   return integer(conn_, cmd("INCR", key), o);
 }
 
-asio::awaitable<std::vector<std::optional<std::string>>> Client::mget(Args keys, CallOptions o) {
-  require_keys(keys, "MGET");
-  return [](Conn c, Command cmd, CallOptions o) -> asio::awaitable<std::vector<std::optional<std::string>>> {
-    std::vector<std::optional<std::string>> out;
-    for (auto& r : (co_await c->exec(std::move(cmd), o)).as_array())
-      out.push_back(std::move(r).as_optional_string());
-    co_return out;
-  }(conn_, with_args("MGET", keys), o);
+asio::awaitable<std::vector<std::optional<std::string>>> Client::mget(const Keys& keys,
+                                                                      CallOptions o) {
+  return optional_strings(conn_, with_args("MGET", keys), o);
 }
 
 asio::awaitable<void> Client::mset(const std::vector<std::pair<std::string, std::string>>& kv,
                                    CallOptions o) {
   if (kv.empty()) throw std::invalid_argument("MSET needs at least one key");
   Command c("MSET");
-  for (const auto& [k, v] : kv) c.arg(k).arg(v);
-  return [](Conn conn, Command c, CallOptions o) -> asio::awaitable<void> {
-    (void)(co_await conn->exec(std::move(c), o)).checked();
-  }(conn_, std::move(c), o);
+  for (const auto& [k, v] : kv)
+    c.arg(k).arg(v);
+  return ok(conn_, std::move(c), o);
 }
 
-asio::awaitable<long long> Client::sadd(std::string_view key, Args members, CallOptions o) {
-  if (members.items().empty()) throw std::invalid_argument("SADD needs at least one member");
+asio::awaitable<long long> Client::sadd(std::string_view key, const Keys& members, CallOptions o) {
+  if (members.empty()) throw std::invalid_argument("SADD needs at least one member");
   Command c("SADD");
   c.arg(key);
-  for (auto m : members.items()) c.arg(m);
+  for (const auto& m : members)
+    c.arg(m);
   return integer(conn_, std::move(c), o);
 }
 
@@ -223,15 +264,12 @@ asio::awaitable<std::vector<std::string>> Client::smembers(std::string_view key,
   return strings(conn_, cmd("SMEMBERS", key), o);
 }
 
-asio::awaitable<std::vector<std::string>> Client::sunion(Args keys, CallOptions o) {
-  require_keys(keys, "SUNION");
+asio::awaitable<std::vector<std::string>> Client::sunion(const Keys& keys, CallOptions o) {
   return strings(conn_, with_args("SUNION", keys), o);
 }
 
 asio::awaitable<std::string> Client::ping(CallOptions o) {
-  return [](Conn c, CallOptions o) -> asio::awaitable<std::string> {
-    co_return (co_await c->exec(Command("PING"), o)).as_string();
-  }(conn_, o);
+  return string(conn_, Command("PING"), o);
 }
 
 asio::awaitable<long long> Client::publish(std::string_view channel, std::string_view message,
@@ -239,44 +277,61 @@ asio::awaitable<long long> Client::publish(std::string_view channel, std::string
   return integer(conn_, cmd("PUBLISH", channel, message), o);
 }
 
-asio::awaitable<Reply> Client::eval(std::string_view script, Args keys, Args args, CallOptions o) {
+asio::awaitable<Reply> Client::eval(std::string_view script, const Keys& keys, const Keys& args,
+                                    CallOptions o) {
   return checked(conn_, script_command("EVAL", script, keys, args), o);
 }
 
-asio::awaitable<Reply> Client::evalsha(std::string_view sha1, Args keys, Args args, CallOptions o) {
+asio::awaitable<Reply> Client::evalsha(std::string_view sha1, const Keys& keys, const Keys& args,
+                                       CallOptions o) {
   return checked(conn_, script_command("EVALSHA", sha1, keys, args), o);
 }
 
-asio::awaitable<Reply> Client::run(const Script& script, Args keys, Args args, CallOptions o) {
+asio::awaitable<Reply> Client::run(const Script& script, const Keys& keys, const Keys& args,
+                                   CallOptions o) {
   return run_script(conn_, script_command("EVALSHA", script.sha1(), keys, args),
                     script_command("EVAL", script.source(), keys, args), o);
 }
 
-asio::awaitable<std::optional<std::vector<std::string>>> Scanner::next() {
-  if (done_) co_return std::nullopt;
+struct Scanner::State {
+  Conn conn;
+  ScanOptions opts;
+  std::string cursor = "0";
+  bool done = false;
+};
+
+namespace {
+asio::awaitable<std::optional<std::vector<std::string>>> scan_next(
+    std::shared_ptr<Scanner::State> st) {
+  if (st->done) co_return std::nullopt;
   Command c("SCAN");
-  c.arg(cursor_).arg("MATCH").arg(opts_.match).arg("COUNT").arg(std::max<std::size_t>(1, opts_.count));
-  if (!opts_.type.empty()) c.arg("TYPE").arg(opts_.type);
-  auto parts = (co_await conn_->exec(std::move(c), CallOptions{opts_.timeout})).as_array();
+  c.arg(st->cursor).arg("MATCH").arg(st->opts.match).arg("COUNT");
+  c.arg(std::max<std::size_t>(1, st->opts.count));
+  if (!st->opts.type.empty()) c.arg("TYPE").arg(st->opts.type);
+  Reply reply = co_await st->conn->exec(std::move(c), CallOptions{st->opts.timeout});
+  auto parts = std::move(reply).as_array();
   if (parts.size() != 2 || !parts[0].is_string() || !parts[1].is_array())
     throw ProtocolError("unexpected SCAN reply shape");
-  cursor_ = std::move(parts[0]).as_string();
-  if (cursor_ == "0") done_ = true;
+  st->cursor = std::move(parts[0]).as_string();
+  if (st->cursor == "0") st->done = true;
   std::vector<std::string> keys;
   keys.reserve(parts[1].elements().size());
-  for (auto& k : parts[1].elements()) keys.push_back(std::move(k).as_string());
+  for (auto& k : parts[1].elements())
+    keys.push_back(std::move(k).as_string());
   co_return keys;
+}
+}  // namespace
+
+asio::awaitable<std::optional<std::vector<std::string>>> Scanner::next() {
+  return scan_next(state_);
+}
+
+Scanner Client::scan(ScanOptions o) const {
+  return Scanner(std::make_shared<Scanner::State>(Scanner::State{conn_, std::move(o)}));
 }
 
 asio::awaitable<std::vector<std::string>> Client::scan_all(ScanOptions o) {
-  return [](Scanner s) -> asio::awaitable<std::vector<std::string>> {
-    std::vector<std::string> all;
-    while (auto batch = co_await s.next())
-      for (auto& k : *batch) all.push_back(std::move(k));
-    std::sort(all.begin(), all.end());
-    all.erase(std::unique(all.begin(), all.end()), all.end());
-    co_return all;
-  }(scan(std::move(o)));
+  return scan_everything(*this, std::move(o));
 }
 
 }  // namespace tempest::redis

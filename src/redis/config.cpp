@@ -10,7 +10,9 @@
 namespace tempest::redis {
 namespace {
 
-[[noreturn]] void fail(const std::string& what) { throw ConfigError("invalid Redis URL: " + what); }
+[[noreturn]] void fail(const std::string& what) {
+  throw ConfigError("invalid Redis URL: " + what);
+}
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -106,7 +108,8 @@ void parse_host_port(std::string_view hp, Config& c) {
       port = after.substr(1);
       if (port.empty()) fail("bad port '': expected an integer in 1..65535");
     }
-    if (host.empty() || host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string_view::npos)
+    if (host.empty() ||
+        host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string_view::npos)
       fail("bad host '" + std::string(host) + "': not an IPv6 address");
   } else {
     const auto colon = hp.rfind(':');
@@ -217,8 +220,10 @@ Config Config::from_url(std::string_view url) {
   if (at != std::string_view::npos) parse_userinfo(userinfo, c);
 
   if (c.transport == Transport::unix_socket) {
-    if (rest.empty() || rest == "/") fail("missing socket path (expected unix:///path/to/redis.sock)");
-    if (rest.front() != '/') fail("socket path must be absolute (expected unix:///path/to/redis.sock)");
+    if (rest.empty() || rest == "/")
+      fail("missing socket path (expected unix:///path/to/redis.sock)");
+    if (rest.front() != '/')
+      fail("socket path must be absolute (expected unix:///path/to/redis.sock)");
     c.path = percent_decode(rest, "the socket path");
   } else {
     const auto slash = rest.find('/');
@@ -239,9 +244,9 @@ Config Config::from_url(std::string_view url) {
       fail("bad query parameter '" + std::string(item.substr(0, eq)) + "': expected name=value");
     apply_param(c, item.substr(0, eq), item.substr(eq + 1));
   }
-  if (c.reconnect_min > c.reconnect_max)
-    fail("reconnect_min is larger than reconnect_max");
-  if (c.tls.enabled && c.transport == Transport::unix_socket) fail("TLS over a Unix socket is not supported");
+  if (c.reconnect_min > c.reconnect_max) fail("reconnect_min is larger than reconnect_max");
+  if (c.tls.enabled && c.transport == Transport::unix_socket)
+    fail("TLS over a Unix socket is not supported");
   if (c.transport == Transport::tcp && c.tls.enabled == false &&
       (!c.tls.ca_file.empty() || !c.tls.cert_file.empty()))
     fail("TLS parameters given with redis:// (use rediss:// for TLS)");

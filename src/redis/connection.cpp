@@ -34,18 +34,23 @@ namespace tempest::redis {
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using unix_stream = asio::local::stream_protocol;
-using detail::Clock;
 using asio::use_awaitable;
 using boost::system::error_code;
+using detail::Clock;
 using namespace asio::experimental::awaitable_operators;
 
 std::string_view to_string(ConnectionState s) noexcept {
   switch (s) {
-    case ConnectionState::idle: return "idle";
-    case ConnectionState::connecting: return "connecting";
-    case ConnectionState::connected: return "connected";
-    case ConnectionState::disconnected: return "disconnected";
-    case ConnectionState::stopped: return "stopped";
+    case ConnectionState::idle:
+      return "idle";
+    case ConnectionState::connecting:
+      return "connecting";
+    case ConnectionState::connected:
+      return "connected";
+    case ConnectionState::disconnected:
+      return "disconnected";
+    case ConnectionState::stopped:
+      return "stopped";
   }
   return "unknown";
 }
@@ -77,9 +82,10 @@ class AsyncRequest final : public detail::Request {
     auto slot = asio::get_associated_cancellation_slot(handler_);
     if (slot.is_connected()) slot.clear();
     auto ex = asio::get_associated_executor(handler_, fallback_);
-    asio::dispatch(ex, [h = std::move(handler_), e = std::move(error), r = std::move(reply)]() mutable {
-      std::move(h)(std::move(e), std::move(r));
-    });
+    asio::dispatch(ex,
+                   [h = std::move(handler_), e = std::move(error), r = std::move(reply)]() mutable {
+                     std::move(h)(std::move(e), std::move(r));
+                   });
   }
 
   Handler handler_;
@@ -100,7 +106,8 @@ class InternalRequest final : public detail::Request {
 struct Waiters {
   std::vector<asio::steady_timer*> timers;
   void notify_all() {
-    for (auto* t : timers) t->cancel();
+    for (auto* t : timers)
+      t->cancel();
   }
 };
 
@@ -152,18 +159,18 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
   void submit(std::shared_ptr<AsyncRequest> req) {
     auto slot = asio::get_associated_cancellation_slot(req->handler());
     if (slot.is_connected()) {
-      slot.assign([w = std::weak_ptr<AsyncRequest>(req), self = weak_from_this()](
-                      asio::cancellation_type) {
-        auto s = self.lock();
-        if (!s) return;
-        asio::post(s->strand_, [w, s] {
-          if (auto r = w.lock()) {
-            if (s->mux_.cancel(*r, std::make_exception_ptr(TimeoutError(
-                                       "Redis " + std::string(r->name()) + " was cancelled"))))
-              s->counters_->timeouts.fetch_add(1, std::memory_order_relaxed);
-          }
-        });
-      });
+      slot.assign(
+          [w = std::weak_ptr<AsyncRequest>(req), self = weak_from_this()](asio::cancellation_type) {
+            auto s = self.lock();
+            if (!s) return;
+            asio::post(s->strand_, [w, s] {
+              if (auto r = w.lock()) {
+                if (s->mux_.cancel(*r, std::make_exception_ptr(TimeoutError(
+                                           "Redis " + std::string(r->name()) + " was cancelled"))))
+                  s->counters_->timeouts.fetch_add(1, std::memory_order_relaxed);
+              }
+            });
+          });
     }
     asio::post(strand_, [self = shared_from_this(), req = std::move(req)]() mutable {
       self->enqueue(std::move(req));
@@ -182,9 +189,10 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     const bool refused = stopping_ || !started_;
     mux_.add(req);
     if (refused) {
-      mux_.cancel(*req, std::make_exception_ptr(ConnectionError(
-                            stopping_ ? "the Redis connection was closed by disconnect()"
-                                      : "the Redis connection was not started: call connect() first")));
+      mux_.cancel(*req,
+                  std::make_exception_ptr(ConnectionError(
+                      stopping_ ? "the Redis connection was closed by disconnect()"
+                                : "the Redis connection was not started: call connect() first")));
       counters_->errors.fetch_add(1, std::memory_order_relaxed);
       return;
     }
@@ -207,8 +215,10 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
       if (failure) {
         close_stream();
         set_last_error(describe(failure));
-        if (!failing) log_->warn("cannot connect to {}: {}", cfg_.redacted(), last_error());
-        else log_->debug("cannot connect to {}: {}", cfg_.redacted(), last_error());
+        if (!failing)
+          log_->warn("cannot connect to {}: {}", cfg_.redacted(), last_error());
+        else
+          log_->debug("cannot connect to {}: {}", cfg_.redacted(), last_error());
         failing = true;
         state_.store(ConnectionState::disconnected);
         if (stopping_) break;
@@ -228,9 +238,9 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
       close_stream();
       const std::string reason = last_error();
       const auto lost = mux_.in_flight();
-      mux_.on_disconnect(std::make_exception_ptr(ConnectionError(
-          "connection to " + cfg_.redacted() + " lost (" + reason +
-          "); the command was sent and may or may not have been applied")));
+      mux_.on_disconnect(std::make_exception_ptr(
+          ConnectionError("connection to " + cfg_.redacted() + " lost (" + reason +
+                          "); the command was sent and may or may not have been applied")));
       counters_->errors.fetch_add(lost, std::memory_order_relaxed);
       state_.store(ConnectionState::disconnected);
       if (stopping_) break;
@@ -263,10 +273,12 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
 
   asio::awaitable<bool> wait_connected(Duration timeout) {
     auto self = shared_from_this();
-    co_return co_await wait_for(connected_waiters_, timeout, [this] {
-      return state_.load() == ConnectionState::connected ||
-             state_.load() == ConnectionState::stopped;
-    }) && state_.load() == ConnectionState::connected;
+    co_return co_await wait_for(connected_waiters_, timeout,
+                                [this] {
+                                  return state_.load() == ConnectionState::connected ||
+                                         state_.load() == ConnectionState::stopped;
+                                }) &&
+        state_.load() == ConnectionState::connected;
   }
 
   asio::awaitable<void> disconnect() {
@@ -281,7 +293,8 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     if (!stopping_) {
       stopping_ = true;
       if (link_up_) {
-        co_await wait_for(drained_waiters_, cfg_.disconnect_timeout, [this] { return mux_.idle(); });
+        co_await wait_for(drained_waiters_, cfg_.disconnect_timeout,
+                          [this] { return mux_.idle(); });
       }
       begin_stop();
     }
@@ -312,7 +325,8 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     error_code ec;
     auto check = [&](const char* what, const std::string& file) {
       if (ec)
-        throw ConfigError(std::string("cannot load TLS ") + what + " '" + file + "': " + ec.message());
+        throw ConfigError(std::string("cannot load TLS ") + what + " '" + file +
+                          "': " + ec.message());
     };
     if (cfg_.tls.verify_peer) {
       tls_ctx_->set_verify_mode(ssl::verify_peer, ec);
@@ -406,20 +420,34 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
 
   asio::awaitable<std::size_t> read_some() {
     switch (stream_.index()) {
-      case 1: co_return co_await std::get<1>(stream_).async_read_some(asio::buffer(read_buf_), use_awaitable);
-      case 2: co_return co_await std::get<2>(stream_).async_read_some(asio::buffer(read_buf_), use_awaitable);
-      case 3: co_return co_await std::get<3>(stream_).async_read_some(asio::buffer(read_buf_), use_awaitable);
-      default: throw ConnectionError("not connected");
+      case 1:
+        co_return co_await std::get<1>(stream_).async_read_some(asio::buffer(read_buf_),
+                                                                use_awaitable);
+      case 2:
+        co_return co_await std::get<2>(stream_).async_read_some(asio::buffer(read_buf_),
+                                                                use_awaitable);
+      case 3:
+        co_return co_await std::get<3>(stream_).async_read_some(asio::buffer(read_buf_),
+                                                                use_awaitable);
+      default:
+        throw ConnectionError("not connected");
     }
   }
 
   asio::awaitable<void> write_all(const std::string& data) {
     auto buf = asio::buffer(data);
     switch (stream_.index()) {
-      case 1: co_await asio::async_write(std::get<1>(stream_), buf, use_awaitable); break;
-      case 2: co_await asio::async_write(std::get<2>(stream_), buf, use_awaitable); break;
-      case 3: co_await asio::async_write(std::get<3>(stream_), buf, use_awaitable); break;
-      default: throw ConnectionError("not connected");
+      case 1:
+        co_await asio::async_write(std::get<1>(stream_), buf, use_awaitable);
+        break;
+      case 2:
+        co_await asio::async_write(std::get<2>(stream_), buf, use_awaitable);
+        break;
+      case 3:
+        co_await asio::async_write(std::get<3>(stream_), buf, use_awaitable);
+        break;
+      default:
+        throw ConnectionError("not connected");
     }
   }
 
@@ -455,7 +483,8 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     if (cfg_.transport == Config::Transport::unix_socket) {
       auto& s = stream_.emplace<unix_stream::socket>(strand_);
       error_code ec;
-      co_await s.async_connect(unix_stream::endpoint(cfg_.path), asio::redirect_error(use_awaitable, ec));
+      co_await s.async_connect(unix_stream::endpoint(cfg_.path),
+                               asio::redirect_error(use_awaitable, ec));
       if (ec) throw ConnectionError("cannot connect to " + cfg_.path + ": " + ec.message());
       co_return;
     }
@@ -472,7 +501,8 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
       co_return;
     }
     auto& s = stream_.emplace<TlsStream>(strand_, *tls_ctx_);
-    co_await asio::async_connect(s.lowest_layer(), endpoints, asio::redirect_error(use_awaitable, ec));
+    co_await asio::async_connect(s.lowest_layer(), endpoints,
+                                 asio::redirect_error(use_awaitable, ec));
     if (ec) throw ConnectionError("cannot connect to " + where + ": " + ec.message());
     s.lowest_layer().set_option(tcp::no_delay(true), ec);
     const std::string& name = cfg_.tls.server_name.empty() ? cfg_.host : cfg_.tls.server_name;
@@ -488,8 +518,10 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     Pipeline p;
     std::vector<std::string> what;
     if (!cfg_.password.empty()) {
-      if (cfg_.username.empty()) p.add("AUTH", cfg_.password);
-      else p.add("AUTH", cfg_.username, cfg_.password);
+      if (cfg_.username.empty())
+        p.add("AUTH", cfg_.password);
+      else
+        p.add("AUTH", cfg_.username, cfg_.password);
       what.push_back(cfg_.username.empty() ? "AUTH" : "AUTH as user '" + cfg_.username + "'");
     }
     if (cfg_.db != 0) {
@@ -522,7 +554,8 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
         const auto n = co_await read_some();
         last_read_ = Clock::now();
         reader_.feed(read_buf_.data(), n);
-        while (auto r = reader_.next()) mux_.on_reply(std::move(*r));
+        while (auto r = reader_.next())
+          mux_.on_reply(std::move(*r));
         if (stopping_ && mux_.idle()) drained_waiters_.notify_all();
       }
     } catch (const std::exception& e) {
@@ -617,11 +650,17 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
 Connection::Connection(asio::any_io_executor executor, Config config)
     : impl_(std::make_shared<Impl>(std::move(executor), std::move(config))) {}
 
-Connection::~Connection() { close(); }
+Connection::~Connection() {
+  close();
+}
 
-void Connection::start() { impl_->start(); }
+void Connection::start() {
+  impl_->start();
+}
 
-void Connection::close() noexcept { impl_->close(); }
+void Connection::close() noexcept {
+  impl_->close();
+}
 
 asio::awaitable<bool> Connection::wait_connected(Duration timeout) {
   const std::shared_ptr<Impl> impl = impl_;
@@ -653,7 +692,8 @@ asio::awaitable<Reply> Connection::exec(Command command, CallOptions options) {
   co_return r;
 }
 
-asio::awaitable<std::vector<Reply>> Connection::exec(const Pipeline& pipeline, CallOptions options) {
+asio::awaitable<std::vector<Reply>> Connection::exec(const Pipeline& pipeline,
+                                                     CallOptions options) {
   if (pipeline.empty()) co_return std::vector<Reply>{};
   const std::shared_ptr<Impl> impl = impl_;
   const auto deadline = Clock::now() + options.timeout.value_or(impl->cfg_.command_timeout);
@@ -676,7 +716,9 @@ asio::awaitable<std::vector<Reply>> Connection::exec(const Pipeline& pipeline, C
   co_return out;
 }
 
-ConnectionState Connection::state() const noexcept { return impl_->state_.load(); }
+ConnectionState Connection::state() const noexcept {
+  return impl_->state_.load();
+}
 
 ConnectionStats Connection::stats() const noexcept {
   const auto& c = *impl_->counters();
@@ -684,8 +726,12 @@ ConnectionStats Connection::stats() const noexcept {
                          c.connects.load()};
 }
 
-const Config& Connection::config() const noexcept { return impl_->cfg_; }
+const Config& Connection::config() const noexcept {
+  return impl_->cfg_;
+}
 
-std::string Connection::last_error() const { return impl_->last_error(); }
+std::string Connection::last_error() const {
+  return impl_->last_error();
+}
 
 }  // namespace tempest::redis

@@ -33,9 +33,12 @@ Reply* place(const redisReadTask* task, Reply&& value) noexcept {
 void* create_string(const redisReadTask* task, char* str, size_t len) {
   std::string s(str, len);
   switch (task->type) {
-    case REDIS_REPLY_ERROR: return place(task, Reply::error(std::move(s)));
-    case REDIS_REPLY_STATUS: return place(task, Reply::status(std::move(s)));
-    default: return place(task, Reply::string(std::move(s)));
+    case REDIS_REPLY_ERROR:
+      return place(task, Reply::error(std::move(s)));
+    case REDIS_REPLY_STATUS:
+      return place(task, Reply::status(std::move(s)));
+    default:
+      return place(task, Reply::string(std::move(s)));
   }
 }
 
@@ -54,16 +57,22 @@ void* create_integer(const redisReadTask* task, long long value) {
   return place(task, Reply::integer(value));
 }
 
-void* create_nil(const redisReadTask* task) { return place(task, Reply::nil()); }
+void* create_nil(const redisReadTask* task) {
+  return place(task, Reply::nil());
+}
 
-void free_object(void* obj) { delete static_cast<Reply*>(obj); }
+void free_object(void* obj) {
+  delete static_cast<Reply*>(obj);
+}
 
 redisReplyObjectFunctions kFunctions = {create_string, create_array, create_integer, create_nil,
                                         free_object};
 
 }  // namespace
 
-ReplyReader::ReplyReader() { reset(); }
+ReplyReader::ReplyReader() {
+  reset();
+}
 
 ReplyReader::~ReplyReader() {
   if (reader_ != nullptr) redisReaderFree(reader_);

@@ -6,12 +6,18 @@ namespace tempest::redis {
 
 std::string_view to_string(Reply::Type t) noexcept {
   switch (t) {
-    case Reply::Type::nil: return "nil";
-    case Reply::Type::string: return "string";
-    case Reply::Type::integer: return "integer";
-    case Reply::Type::status: return "status";
-    case Reply::Type::error: return "error";
-    case Reply::Type::array: return "array";
+    case Reply::Type::nil:
+      return "nil";
+    case Reply::Type::string:
+      return "string";
+    case Reply::Type::integer:
+      return "integer";
+    case Reply::Type::status:
+      return "status";
+    case Reply::Type::error:
+      return "error";
+    case Reply::Type::array:
+      return "array";
   }
   return "unknown";
 }
@@ -53,11 +59,16 @@ Reply&& Reply::checked() && {
 
 std::string Reply::debug_string() const {
   switch (type_) {
-    case Type::nil: return "(nil)";
-    case Type::integer: return "(integer) " + std::to_string(integer_);
-    case Type::string: return "\"" + str_ + "\"";
-    case Type::status: return str_;
-    case Type::error: return "(error) " + str_;
+    case Type::nil:
+      return "(nil)";
+    case Type::integer:
+      return "(integer) " + std::to_string(integer_);
+    case Type::string:
+      return "\"" + str_ + "\"";
+    case Type::status:
+      return str_;
+    case Type::error:
+      return "(error) " + str_;
     case Type::array: {
       std::string out = "[";
       for (std::size_t i = 0; i < elements_.size(); ++i) {

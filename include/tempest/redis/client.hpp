@@ -5,7 +5,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
-#include <initializer_list>
+#include <concepts>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,45 +21,47 @@
 
 namespace tempest::redis {
 
-// A list of binary-safe arguments (keys, members). Views: the strings must outlive the call
-// expression; every helper copies them into its command before it first suspends.
-class Args {
- public:
-  Args(std::initializer_list<std::string_view> a) : v_(a) {}
-  Args(const std::vector<std::string>& a) : v_(a.begin(), a.end()) {}
-  Args(const std::vector<std::string_view>& a) : v_(a) {}
-  const std::vector<std::string_view>& items() const noexcept { return v_; }
+// Something that is passed as one binary-safe string argument.
+template <class T>
+concept StringLike = std::convertible_to<const T&, std::string_view>;
 
- private:
-  std::vector<std::string_view> v_;
-};
+// Multi-key helpers take keys either as separate arguments, client.del(k1, k2), or as one
+// std::vector<std::string> (with an optional CallOptions). There are no braced-list overloads:
+// GCC 12 cannot compile a braced list inside a co_await expression ("array used as initializer").
+using Keys = std::vector<std::string>;
 
-// SET expiry, written as named types: client.set(k, v, ex{300s}) or px{1500ms}.
-struct ex {
-  std::chrono::seconds value;
-};
-struct px {
-  std::chrono::milliseconds value;
-};
 enum class SetCondition { always, if_not_exists /* NX */, if_exists /* XX */ };
 
 struct SetOptions {
-  SetOptions() = default;
-  SetOptions(ex e) : expire_seconds(e.value) {}
-  SetOptions(px p) : expire_millis(p.value) {}
-
-  std::optional<std::chrono::seconds> expire_seconds;      // EX
-  std::optional<std::chrono::milliseconds> expire_millis;  // PX
+  std::optional<std::chrono::seconds> expire_seconds = std::nullopt;      // EX
+  std::optional<std::chrono::milliseconds> expire_millis = std::nullopt;  // PX
   SetCondition condition = SetCondition::always;
-  bool keep_ttl = false;  // KEEPTTL
-  std::optional<Duration> timeout;  // per-call deadline override
+  bool keep_ttl = false;                           // KEEPTTL
+  std::optional<Duration> timeout = std::nullopt;  // per-call deadline override
 };
 
+// SET expiry as named types: client.set(k, v, ex{300s}) or client.set(k, v, px{1500ms}).
+struct ex {
+  std::chrono::seconds value;
+  operator SetOptions() const { return SetOptions{.expire_seconds = value}; }
+};
+struct px {
+  std::chrono::milliseconds value;
+  operator SetOptions() const { return SetOptions{.expire_millis = value}; }
+};
+
+// Not an aggregate on purpose: g++ 12 miscompiles a braced aggregate temporary holding a short
+// std::string inside a co_await expression (it relocates the string bitwise), so options with
+// strings are built with constructors: client.scan_all(ScanOptions("user:*", 500)).
 struct ScanOptions {
+  ScanOptions() = default;
+  explicit ScanOptions(std::string match_pattern, std::size_t count_hint = 1000)
+      : match(std::move(match_pattern)), count(count_hint) {}
+
   std::string match = "*";
-  std::size_t count = 1000;   // COUNT hint per round trip
-  std::string type;           // TYPE filter; empty: any
-  std::optional<Duration> timeout;
+  std::size_t count = 1000;  // COUNT hint per round trip
+  std::string type;          // TYPE filter; empty: any
+  std::optional<Duration> timeout = std::nullopt;
 };
 
 // A Lua script run with EVALSHA, falling back to EVAL when the server does not know it (NOSCRIPT).
@@ -83,13 +85,12 @@ class Scanner {
   // The next batch (possibly empty), or nullopt when the iteration is complete.
   asio::awaitable<std::optional<std::vector<std::string>>> next();
 
+  struct State;
+
  private:
   friend class Client;
-  Scanner(std::shared_ptr<Connection> c, ScanOptions o) : conn_(std::move(c)), opts_(std::move(o)) {}
-  std::shared_ptr<Connection> conn_;
-  ScanOptions opts_;
-  std::string cursor_ = "0";
-  bool done_ = false;
+  explicit Scanner(std::shared_ptr<State> s) : state_(std::move(s)) {}
+  std::shared_ptr<State> state_;  // shared, so a Scanner is a cheap handle
 };
 
 class Client {
@@ -128,32 +129,67 @@ class Client {
   // SET ... GET: the previous value.
   asio::awaitable<std::optional<std::string>> set_get(std::string_view key, std::string_view value,
                                                       SetOptions o = {});
-  asio::awaitable<long long> del(Args keys, CallOptions o = {});
-  asio::awaitable<long long> unlink(Args keys, CallOptions o = {});
-  asio::awaitable<long long> exists(Args keys, CallOptions o = {});
+  asio::awaitable<long long> del(const Keys& keys, CallOptions o = {});
+  asio::awaitable<long long> unlink(const Keys& keys, CallOptions o = {});
+  asio::awaitable<long long> exists(const Keys& keys, CallOptions o = {});
+  template <StringLike... K>
+  requires(sizeof...(K) > 0) asio::awaitable<long long> del(const K&... keys) {
+    return integer_reply(cmd("DEL", keys...), {});
+  }
+  template <StringLike... K>
+  requires(sizeof...(K) > 0) asio::awaitable<long long> unlink(const K&... keys) {
+    return integer_reply(cmd("UNLINK", keys...), {});
+  }
+  template <StringLike... K>
+  requires(sizeof...(K) > 0) asio::awaitable<long long> exists(const K&... keys) {
+    return integer_reply(cmd("EXISTS", keys...), {});
+  }
   asio::awaitable<bool> expire(std::string_view key, std::chrono::seconds ttl, CallOptions o = {});
   // Seconds to live; -1 without expiry, -2 when the key does not exist (Redis's TTL).
   asio::awaitable<long long> ttl(std::string_view key, CallOptions o = {});
   asio::awaitable<long long> incr(std::string_view key, CallOptions o = {});
-  asio::awaitable<std::vector<std::optional<std::string>>> mget(Args keys, CallOptions o = {});
+  asio::awaitable<std::vector<std::optional<std::string>>> mget(const Keys& keys,
+                                                                CallOptions o = {});
+  template <StringLike... K>
+  requires(sizeof...(K) >
+           0) asio::awaitable<std::vector<std::optional<std::string>>> mget(const K&... keys) {
+    return optional_strings_reply(cmd("MGET", keys...), {});
+  }
   asio::awaitable<void> mset(const std::vector<std::pair<std::string, std::string>>& kv,
                              CallOptions o = {});
-  asio::awaitable<long long> sadd(std::string_view key, Args members, CallOptions o = {});
+  asio::awaitable<long long> sadd(std::string_view key, const Keys& members, CallOptions o = {});
+  template <StringLike... M>
+  requires(sizeof...(M) > 0) asio::awaitable<long long> sadd(std::string_view key,
+                                                             const M&... members) {
+    return integer_reply(cmd("SADD", key, members...), {});
+  }
   asio::awaitable<std::vector<std::string>> smembers(std::string_view key, CallOptions o = {});
-  asio::awaitable<std::vector<std::string>> sunion(Args keys, CallOptions o = {});
+  asio::awaitable<std::vector<std::string>> sunion(const Keys& keys, CallOptions o = {});
+  template <StringLike... K>
+  requires(sizeof...(K) > 0) asio::awaitable<std::vector<std::string>> sunion(const K&... keys) {
+    return strings_reply(cmd("SUNION", keys...), {});
+  }
   asio::awaitable<std::string> ping(CallOptions o = {});
   asio::awaitable<long long> publish(std::string_view channel, std::string_view message,
                                      CallOptions o = {});
-  asio::awaitable<Reply> eval(std::string_view script, Args keys, Args args, CallOptions o = {});
-  asio::awaitable<Reply> evalsha(std::string_view sha1, Args keys, Args args, CallOptions o = {});
+  asio::awaitable<Reply> eval(std::string_view script, const Keys& keys = {}, const Keys& args = {},
+                              CallOptions o = {});
+  asio::awaitable<Reply> evalsha(std::string_view sha1, const Keys& keys = {},
+                                 const Keys& args = {}, CallOptions o = {});
   // EVALSHA, and EVAL when the script is not loaded yet (NOSCRIPT).
-  asio::awaitable<Reply> run(const Script& script, Args keys, Args args, CallOptions o = {});
+  asio::awaitable<Reply> run(const Script& script, const Keys& keys = {}, const Keys& args = {},
+                             CallOptions o = {});
 
-  Scanner scan(ScanOptions o = {}) const { return Scanner(conn_, std::move(o)); }
+  Scanner scan(ScanOptions o = {}) const;
   // Every matching key (for modest key counts; use scan() to stream large ones).
   asio::awaitable<std::vector<std::string>> scan_all(ScanOptions o = {});
 
  private:
+  asio::awaitable<long long> integer_reply(Command c, CallOptions o);
+  asio::awaitable<std::vector<std::string>> strings_reply(Command c, CallOptions o);
+  asio::awaitable<std::vector<std::optional<std::string>>> optional_strings_reply(Command c,
+                                                                                  CallOptions o);
+
   std::shared_ptr<Connection> conn_;
 };
 

@@ -17,8 +17,7 @@ class Command {
   Command& arg(const char* a) { return arg(std::string_view(a)); }
   Command& arg(const std::string& a) { return arg(std::string_view(a)); }
   template <std::integral I>
-    requires(!std::same_as<I, bool> && !std::same_as<I, char>)
-  Command& arg(I v) {
+  requires(!std::same_as<I, bool> && !std::same_as<I, char>) Command& arg(I v) {
     return arg_int(static_cast<long long>(v));
   }
   template <class... A>

@@ -21,7 +21,8 @@ namespace asio = boost::asio;
 
 // Per-call overrides of the connection defaults.
 struct CallOptions {
-  std::optional<Duration> timeout;  // deadline of this call; default Config::command_timeout
+  std::optional<Duration> timeout =
+      std::nullopt;  // deadline of this call; default Config::command_timeout
 };
 
 enum class ConnectionState : std::uint8_t { idle, connecting, connected, disconnected, stopped };
@@ -29,11 +30,11 @@ std::string_view to_string(ConnectionState s) noexcept;
 
 // Counters, readable at any time from any thread.
 struct ConnectionStats {
-  std::uint64_t commands = 0;     // requests completed with a reply (pipelines count once)
-  std::uint64_t errors = 0;       // requests failed with ConnectionError
-  std::uint64_t timeouts = 0;     // requests failed with TimeoutError (deadline or cancellation)
-  std::uint64_t reconnects = 0;   // successful connects after the first
-  std::uint64_t connects = 0;     // successful connects (handshake done)
+  std::uint64_t commands = 0;    // requests completed with a reply (pipelines count once)
+  std::uint64_t errors = 0;      // requests failed with ConnectionError
+  std::uint64_t timeouts = 0;    // requests failed with TimeoutError (deadline or cancellation)
+  std::uint64_t reconnects = 0;  // successful connects after the first
+  std::uint64_t connects = 0;    // successful connects (handshake done)
 };
 
 class Connection {

@@ -49,8 +49,8 @@ class Request {
     on_complete(std::move(error), std::move(reply));
   }
 
-  Command command_;       // single command (raw_ empty)
-  std::string raw_;       // pre-encoded pipeline
+  Command command_;  // single command (raw_ empty)
+  std::string raw_;  // pre-encoded pipeline
   std::size_t expected_ = 1;
   Clock::time_point deadline_;
   State state_ = State::pending;

@@ -1,0 +1,24 @@
+# The two commands: `make demo` and `make test`. Both install what is missing (Debian packages),
+# build, start the servers they need on free 127.0.0.1 ports, and stop them afterwards.
+.PHONY: test demo bench-client format format-check build clean
+
+test:
+	@bash scripts/test.sh
+
+demo:
+	@bash scripts/demo.sh
+
+bench-client:
+	@bash scripts/bench-client.sh
+
+build:
+	@bash -c 'source scripts/lib.sh && ensure_packages && configure_build build'
+
+format:
+	@bash scripts/format.sh
+
+format-check:
+	@bash scripts/format.sh --check
+
+clean:
+	rm -rf build build-asan build-fuzz build-release

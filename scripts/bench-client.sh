@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# make bench-client: tempest bench --mode get beside redis-benchmark -t get -c 1 -P C on the same
+# machine, same value size, for C = 1, 16, 64 (override with CONCURRENCY="1 4 16"); medians of
+# RUNS runs (default 5). Prints a table with the ratio.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$TEMPEST_ROOT"
+ensure_packages
+trap stop_redis EXIT INT TERM
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DTEMPEST_BUILD_TESTS=OFF >/dev/null
+cmake --build build-release -j "$(nproc)" --target tempest_cli >/dev/null
+start_redis
+requests=${REQUESTS:-300000}
+size=${VALUE_SIZE:-3}
+runs=${RUNS:-5}
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+printf '%-12s %14s %18s %8s\n' concurrency "tempest ops/s" "redis-benchmark" ratio
+for c in ${CONCURRENCY:-1 16 64}; do
+  n=$requests
+  ((c == 1)) && n=$((requests / 5))
+  t=$(for _ in $(seq "$runs"); do
+        build-release/bin/tempest bench --url "$REDIS_URL" --mode get --concurrency "$c" \
+          --requests "$n" --value-size "$size" 2>/dev/null |
+          python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["ops_per_sec"])'
+      done | median)
+  r=$(for _ in $(seq "$runs"); do
+        redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t get -c 1 -P "$c" -n "$n" -d "$size" --csv 2>/dev/null |
+          tail -1 | cut -d, -f2 | tr -d '"'
+      done | median)
+  ratio=$(python3 -c "print(f'{$t / $r:.2f}')")
+  printf '%-12s %14.0f %18.0f %7sx\n' "$c" "$t" "$r" "$ratio"
+done

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# fuzz.sh [SECONDS]: builds the libFuzzer targets with clang 14 and runs each for SECONDS.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+seconds=${1:-20}
+dir=$TEMPEST_ROOT/build-fuzz
+CXX=clang++-14 cmake -S "$TEMPEST_ROOT" -B "$dir" -DTEMPEST_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$dir" -j "$(nproc)"
+for target in fuzz_reply fuzz_url; do
+  corpus=$dir/corpus/$target
+  mkdir -p "$corpus"
+  cp "$TEMPEST_ROOT"/tests/fuzz/seeds/$target/* "$corpus"/ 2>/dev/null || true
+  echo "-- $target for ${seconds}s"
+  (cd "$dir" && "./tests/fuzz/$target" -max_total_time="$seconds" -print_final_stats=0 "$corpus" 2>&1 | tail -1)
+done

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# make test: every test. Installs what is missing, builds, starts redis-server on a free port,
+# runs the suites, stops every server it started (also on failure), ends with "N passed, N failed".
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$TEMPEST_ROOT"
+
+ensure_packages
+trap stop_redis EXIT INT TERM
+
+passed=0
+failed=0
+failures=()
+record() {  # record NAME STATUS
+  if [[ $2 -eq 0 ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$1"); fi
+}
+# ctest_count NAME LOGFILE STATUS: adds the individual test counts ctest reported.
+ctest_count() {
+  local line total bad
+  line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$2" | tail -1)
+  if [[ -z $line ]]; then record "$1" 1; return; fi
+  total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
+  bad=$(sed -E 's/.*tests passed, ([0-9]+) tests? failed.*/\1/' <<<"$line")
+  passed=$((passed + total - bad))
+  failed=$((failed + bad))
+  ((bad)) && failures+=("$1")
+  [[ $3 -ne 0 && $bad -eq 0 ]] && record "$1 (ctest exit)" 1
+  return 0
+}
+
+echo "== format check"
+bash scripts/format.sh --check
+record "clang-format" $?
+
+echo "== build (RelWithDebInfo, -Werror)"
+if configure_build build; then
+  start_redis
+  export TEMPEST_REDIS_URL=$REDIS_URL
+  echo "== tests"
+  ctest --test-dir build --output-on-failure --timeout 600 2>&1 | tee build/ctest.log
+  ctest_count "tests" build/ctest.log "${PIPESTATUS[0]}"
+
+  echo "== installed package and consumer project"
+  bash scripts/consumer.sh build
+  record "consumer project" $?
+else
+  record "build" 1
+fi
+
+echo "== fuzzers (clang 14 libFuzzer, bounded time)"
+bash scripts/fuzz.sh 20
+record "fuzzers" $?
+
+echo "== ASan+UBSan build of the test suite"
+if configure_build build-asan -DTEMPEST_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DTEMPEST_BUILD_TOOLS=ON; then
+  [[ -z ${REDIS_PID:-} ]] && start_redis && export TEMPEST_REDIS_URL=$REDIS_URL
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure --timeout 900 2>&1 | tee build-asan/ctest.log
+  ctest_count "asan tests" build-asan/ctest.log "${PIPESTATUS[0]}"
+else
+  record "asan build" 1
+fi
+
+stop_redis
+((${#failures[@]})) && echo "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

@@ -1,0 +1,160 @@
+// AUTH (ACL user and password-only), SELECT, CLIENT SETNAME, TLS, and secrets kept out of errors.
+#include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
+#include <cstdlib>
+#include <filesystem>
+
+#include "support/redis_server.hpp"
+#include "support/run.hpp"
+#include "tempest/redis/client.hpp"
+
+namespace asio = boost::asio;
+using namespace tempest::redis;
+using namespace std::chrono_literals;
+using tempest::test::RedisServer;
+using tempest::test::run;
+
+TEST(Auth, AclUserConnectsAndWrongPasswordIsClearWithoutThePassword) {
+  RedisServer server;
+  ASSERT_NE(server.cli("ACL SETUSER app on '>app-pass-1' '~*' '+@all'").find("OK"),
+            std::string::npos);
+  asio::io_context io;
+  Client good(io.get_executor(), server.url().replace(0, 8, "redis://app:app-pass-1@"));
+  Client bad(io.get_executor(),
+             server.url("?connect_timeout=500ms").replace(0, 8, "redis://app:Wr0ngPassw0rd@"));
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await good.connect();
+    auto who = co_await good.command(cmd("ACL", "WHOAMI"));
+    EXPECT_EQ(who.str(), "app");
+    try {
+      co_await bad.connect();
+      ADD_FAILURE() << "wrong password accepted";
+    } catch (const ConnectionError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("WRONGPASS"), std::string::npos) << what;
+      EXPECT_NE(what.find("AUTH as user 'app'"), std::string::npos) << what;
+      EXPECT_EQ(what.find("Wr0ngPassw0rd"), std::string::npos) << what;
+    }
+    EXPECT_EQ(bad.connection()->last_error().find("Wr0ngPassw0rd"), std::string::npos);
+    co_await good.disconnect();
+    co_await bad.disconnect();
+  });
+}
+
+TEST(Auth, PasswordOnlyWithRequirepass) {
+  RedisServer server({"--requirepass", "only-pw"});
+  asio::io_context io;
+  Client ok(io.get_executor(), server.url().replace(0, 8, "redis://:only-pw@"));
+  Client none(io.get_executor(), server.url());
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await ok.connect();
+    EXPECT_EQ(co_await ok.ping(), "PONG");
+    // Without AUTH the connection comes up but commands are refused by the server.
+    co_await none.connect();
+    try {
+      co_await none.ping();
+      ADD_FAILURE() << "no NOAUTH error";
+    } catch (const ServerError& e) {
+      EXPECT_TRUE(std::string(e.what()).starts_with("NOAUTH")) << e.what();
+    }
+    co_await ok.disconnect();
+    co_await none.disconnect();
+  });
+}
+
+TEST(Select, DatabasesAreIsolatedAndClientNameShows) {
+  RedisServer server;
+  asio::io_context io;
+  Client db1(io.get_executor(), server.url("/1?client_name=tempest-db1"));
+  Client db2(io.get_executor(), server.url("/2?name=tempest-db2"));
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await db1.connect();
+    co_await db2.connect();
+    co_await db1.set("shared-key", "one");
+    EXPECT_EQ(co_await db2.get("shared-key"), std::nullopt);
+    co_await db2.set("shared-key", "two");
+    EXPECT_EQ(co_await db1.get("shared-key"), "one");
+    auto list = (co_await db1.command(cmd("CLIENT", "LIST"))).str();
+    EXPECT_NE(list.find("name=tempest-db1"), std::string::npos) << list;
+    EXPECT_NE(list.find("name=tempest-db2"), std::string::npos) << list;
+    EXPECT_NE(list.find("db=1"), std::string::npos);
+    co_await db1.disconnect();
+    co_await db2.disconnect();
+  });
+}
+
+TEST(Transport, UnixSocket) {
+  RedisServer probe;  // only to get a throwaway directory
+  const std::string sock = probe.dir() + "/redis.sock";
+  RedisServer server({"--unixsocket", sock, "--unixsocketperm", "700"});
+  asio::io_context io;
+  Client client(io.get_executor(), "unix://" + sock + "?db=3");
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    co_await client.set("via-unix", "yes");
+    EXPECT_EQ(co_await client.get("via-unix"), "yes");
+    auto list = (co_await client.command(cmd("CLIENT", "INFO"))).str();
+    EXPECT_NE(list.find("db=3"), std::string::npos) << list;
+    co_await client.disconnect();
+  });
+}
+
+namespace {
+struct Certs {
+  std::string dir;
+  std::string ca, other_ca, cert, key;
+};
+
+void sh(const std::string& command) {
+  if (std::system((command + " >/dev/null 2>&1").c_str()) != 0)
+    throw std::runtime_error("command failed: " + command);
+}
+
+Certs make_certs(const std::string& dir) {
+  Certs c{dir, dir + "/ca.crt", dir + "/other-ca.crt", dir + "/server.crt", dir + "/server.key"};
+  sh("cd " + dir +
+     " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=tempest-test-ca"
+     " -keyout ca.key -out ca.crt"
+     " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca"
+     " -keyout other-ca.key -out other-ca.crt"
+     " && openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out "
+     "server.csr"
+     " && printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > ext.cnf"
+     " && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2"
+     " -extfile ext.cnf -out server.crt");
+  return c;
+}
+}  // namespace
+
+TEST(Tls, VerifiedConnectionAndWrongCaFailsClearly) {
+  RedisServer scratch;
+  const Certs certs = make_certs(scratch.dir());
+  RedisServer server({"--tls-cert-file", certs.cert, "--tls-key-file", certs.key,
+                      "--tls-ca-cert-file", certs.ca, "--tls-auth-clients", "no"},
+                     0, /*tls=*/true);
+  asio::io_context io;
+  Client good(io.get_executor(), server.url("?tls_ca=" + certs.ca));
+  Client wrong_ca(io.get_executor(), server.url("?connect_timeout=1s&tls_ca=" + certs.other_ca));
+  Client by_name(io.get_executor(),
+                 "rediss://localhost:" + std::to_string(server.port()) + "?tls_ca=" + certs.ca);
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await good.connect();
+    co_await good.set("tls-key", "secure");
+    EXPECT_EQ(co_await good.get("tls-key"), "secure");
+    co_await by_name.connect();
+    EXPECT_EQ(co_await by_name.ping(), "PONG");
+    try {
+      co_await wrong_ca.connect();
+      ADD_FAILURE() << "connected with the wrong CA";
+    } catch (const ConnectionError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("TLS handshake"), std::string::npos) << what;
+      EXPECT_NE(what.find("certificate verify failed"), std::string::npos) << what;
+    }
+    co_await good.disconnect();
+    co_await by_name.disconnect();
+    co_await wrong_ca.disconnect();
+  });
+  EXPECT_THROW(Client(io.get_executor(), server.url("?tls_ca=/nonexistent/ca.pem")), ConfigError);
+}

@@ -1,0 +1,36 @@
+// Running coroutines to completion in tests, with a watchdog so nothing waits forever.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <functional>
+
+// ASSERT_* returns, which a coroutine cannot: these record the failure and co_return.
+#define CO_ASSERT_TRUE(cond)                       \
+  do {                                             \
+    if (!(cond)) {                                 \
+      ADD_FAILURE() << "assertion failed: " #cond; \
+      co_return;                                   \
+    }                                              \
+  } while (0)
+#define CO_ASSERT_EQ(a, b) CO_ASSERT_TRUE((a) == (b))
+
+namespace tempest::test {
+
+namespace asio = boost::asio;
+
+// Runs `body` on `io` until it finishes; rethrows its exception. Fails the test (throws) when it
+// has not finished after `limit`.
+void run(asio::io_context& io, std::function<asio::awaitable<void>()> body,
+         std::chrono::seconds limit = std::chrono::seconds(120));
+
+// Sleeps inside a coroutine.
+asio::awaitable<void> sleep_for(std::chrono::milliseconds d);
+
+using Clock = std::chrono::steady_clock;
+inline double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+}  // namespace tempest::test

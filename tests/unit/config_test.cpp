@@ -1,0 +1,168 @@
+#include <gtest/gtest.h>
+
+#include "tempest/redis/config.hpp"
+#include "tempest/redis/error.hpp"
+
+using std::chrono::milliseconds;
+using tempest::redis::Config;
+using tempest::redis::ConfigError;
+
+TEST(ConfigUrl, MinimalTcpUsesDefaults) {
+  const auto c = Config::from_url("redis://localhost");
+  EXPECT_EQ(c.transport, Config::Transport::tcp);
+  EXPECT_EQ(c.host, "localhost");
+  EXPECT_EQ(c.port, 6379);
+  EXPECT_EQ(c.db, 0);
+  EXPECT_TRUE(c.username.empty());
+  EXPECT_TRUE(c.password.empty());
+  EXPECT_FALSE(c.tls.enabled);
+  EXPECT_EQ(c.command_timeout, milliseconds(1000));
+}
+
+TEST(ConfigUrl, HostPortDb) {
+  const auto c = Config::from_url("redis://10.1.2.3:6380/5");
+  EXPECT_EQ(c.host, "10.1.2.3");
+  EXPECT_EQ(c.port, 6380);
+  EXPECT_EQ(c.db, 5);
+  EXPECT_EQ(Config::from_url("redis://h:1/").db, 0);
+  EXPECT_EQ(Config::from_url("REDIS://h").host, "h");
+}
+
+TEST(ConfigUrl, Ipv6Host) {
+  const auto c = Config::from_url("redis://[::1]:7000/2");
+  EXPECT_EQ(c.host, "::1");
+  EXPECT_EQ(c.port, 7000);
+  EXPECT_EQ(c.db, 2);
+  EXPECT_EQ(c.redacted(), "redis://[::1]:7000/2");
+}
+
+TEST(ConfigUrl, PasswordOnlyAndAclUser) {
+  const auto p = Config::from_url("redis://:s3cret@h");
+  EXPECT_TRUE(p.username.empty());
+  EXPECT_EQ(p.password, "s3cret");
+  const auto u = Config::from_url("redis://alice:pw@h:1/0");
+  EXPECT_EQ(u.username, "alice");
+  EXPECT_EQ(u.password, "pw");
+}
+
+TEST(ConfigUrl, PercentDecodingOfCredentials) {
+  const auto c = Config::from_url("redis://al%69ce:p%40ss%3Aw%2Fo%25rd@h");
+  EXPECT_EQ(c.username, "alice");
+  EXPECT_EQ(c.password, "p@ss:w/o%rd");
+}
+
+TEST(ConfigUrl, UnencodedSpecialCharactersInPassword) {
+  const auto c = Config::from_url("redis://:pa/ss?w@rd@h:6390/1");
+  EXPECT_EQ(c.password, "pa/ss?w@rd");
+  EXPECT_EQ(c.host, "h");
+  EXPECT_EQ(c.port, 6390);
+  EXPECT_EQ(c.db, 1);
+}
+
+TEST(ConfigUrl, TlsScheme) {
+  const auto c = Config::from_url(
+      "rediss://h:6390/0?tls_ca=/etc/ca.pem&tls_verify=true&tls_server_name=redis.internal");
+  EXPECT_TRUE(c.tls.enabled);
+  EXPECT_EQ(c.tls.ca_file, "/etc/ca.pem");
+  EXPECT_TRUE(c.tls.verify_peer);
+  EXPECT_EQ(c.tls.server_name, "redis.internal");
+  EXPECT_EQ(c.redacted(), "rediss://h:6390/0");
+}
+
+TEST(ConfigUrl, RedisPyParameterNames) {
+  const auto c = Config::from_url(
+      "rediss://h?ssl_cert_reqs=none&ssl_ca_certs=%2Ftmp%2Fca.pem&socket_timeout=0.5"
+      "&socket_connect_timeout=3&ssl_check_hostname=false");
+  EXPECT_FALSE(c.tls.verify_peer);
+  EXPECT_FALSE(c.tls.verify_host);
+  EXPECT_EQ(c.tls.ca_file, "/tmp/ca.pem");
+  EXPECT_EQ(c.command_timeout, milliseconds(500));
+  EXPECT_EQ(c.connect_timeout, milliseconds(3000));
+}
+
+TEST(ConfigUrl, UnixSocket) {
+  const auto c = Config::from_url("unix:///var/run/redis.sock?db=3");
+  EXPECT_EQ(c.transport, Config::Transport::unix_socket);
+  EXPECT_EQ(c.path, "/var/run/redis.sock");
+  EXPECT_EQ(c.db, 3);
+  const auto a = Config::from_url("unix://:pw@/tmp/r.sock");
+  EXPECT_EQ(a.password, "pw");
+  EXPECT_EQ(a.path, "/tmp/r.sock");
+  EXPECT_EQ(a.redacted(), "unix://:***@/tmp/r.sock?db=0");
+}
+
+TEST(ConfigUrl, Durations) {
+  const auto c = Config::from_url(
+      "redis://h?connect_timeout=250ms&command_timeout=1.5s&health_interval=2"
+      "&health_timeout=300ms&reconnect_min=10ms&reconnect_max=1s&disconnect_timeout=4s");
+  EXPECT_EQ(c.connect_timeout, milliseconds(250));
+  EXPECT_EQ(c.command_timeout, milliseconds(1500));
+  EXPECT_EQ(c.health_interval, milliseconds(2000));
+  EXPECT_EQ(c.health_timeout, milliseconds(300));
+  EXPECT_EQ(c.reconnect_min, milliseconds(10));
+  EXPECT_EQ(c.reconnect_max, milliseconds(1000));
+  EXPECT_EQ(c.disconnect_timeout, milliseconds(4000));
+}
+
+TEST(ConfigUrl, ClientName) {
+  EXPECT_EQ(Config::from_url("redis://h?client_name=orders-api").client_name, "orders-api");
+  EXPECT_EQ(Config::from_url("redis://h?name=x").client_name, "x");
+}
+
+TEST(ConfigUrl, RedactedNeverShowsPassword) {
+  const auto c = Config::from_url("redis://bob:hunter2@cache:6380/4");
+  EXPECT_EQ(c.redacted(), "redis://bob:***@cache:6380/4");
+  EXPECT_EQ(Config::from_url("redis://:hunter2@cache").redacted(), "redis://:***@cache:6379/0");
+}
+
+// Every error names the offending part, and none echoes the password.
+struct BadUrl {
+  const char* url;
+  const char* expected_fragment;
+};
+
+class ConfigUrlErrors : public ::testing::TestWithParam<BadUrl> {};
+
+TEST_P(ConfigUrlErrors, ThrowsConfigErrorNamingThePart) {
+  const auto& p = GetParam();
+  try {
+    (void)Config::from_url(p.url);
+    FAIL() << "no error for " << p.url;
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(p.expected_fragment), std::string::npos) << what;
+    EXPECT_EQ(what.find("hunter2"), std::string::npos) << what;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllErrors, ConfigUrlErrors,
+    ::testing::Values(
+        BadUrl{"localhost:6379", "missing scheme"},
+        BadUrl{"http://:hunter2@h", "unsupported scheme 'http'"},
+        BadUrl{"redis://", "missing host"}, BadUrl{"redis://:hunter2@", "missing host"},
+        BadUrl{"redis://:hunter2@:6379", "missing host"}, BadUrl{"redis://h:abc", "bad port 'abc'"},
+        BadUrl{"redis://:hunter2@h:0", "bad port '0'"},
+        BadUrl{"redis://h:70000", "bad port '70000'"}, BadUrl{"redis://h:", "bad port ''"},
+        BadUrl{"redis://h/x", "bad db 'x'"}, BadUrl{"redis://:hunter2@h/-1", "bad db '-1'"},
+        BadUrl{"redis://h/1/2", "bad db '1/2'"}, BadUrl{"redis://h/99999999999", "bad db"},
+        BadUrl{"redis://bad host", "bad host 'bad host'"}, BadUrl{"redis://[::1", "bad host"},
+        BadUrl{"redis://[zz]:1", "not an IPv6 address"},
+        BadUrl{"redis://hunter2@h", "credentials without ':'"},
+        BadUrl{"redis://user:@h", "empty password"},
+        BadUrl{"redis://:hunt%zzer2@h", "bad percent-encoding in the password"},
+        BadUrl{"redis://:hunter2%4@h", "bad percent-encoding in the password"},
+        BadUrl{"redis://h?foo=1", "unknown parameter 'foo'"},
+        BadUrl{"redis://:hunter2@h?timeout=abc", "bad value 'abc' for parameter 'timeout'"},
+        BadUrl{"redis://h?connect_timeout=-1s", "parameter 'connect_timeout'"},
+        BadUrl{"redis://h?connect_timeout=0", "parameter 'connect_timeout'"},
+        BadUrl{"redis://h?tls_verify=maybe", "bad value 'maybe' for parameter 'tls_verify'"},
+        BadUrl{"redis://h?db=two", "bad db 'two'"},
+        BadUrl{"redis://h?client_name=", "empty value for parameter 'client_name'"},
+        BadUrl{"redis://h?client_name=a%20b", "cannot contain spaces"},
+        BadUrl{"redis://h?novalue", "expected name=value"},
+        BadUrl{"redis://h?reconnect_min=5s&reconnect_max=1s", "reconnect_min"},
+        BadUrl{"redis://h?tls_ca=/ca.pem", "use rediss://"}, BadUrl{"redis://h#frag", "fragment"},
+        BadUrl{"unix://", "missing socket path"},
+        BadUrl{"unix://relative.sock", "must be absolute"},
+        BadUrl{"unix://:hunter2@relative.sock", "must be absolute"}));
