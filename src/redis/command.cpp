@@ -1,44 +1,99 @@
 #include "tempest/redis/command.hpp"
 
 #include <charconv>
+#include <cstring>
 
 namespace tempest::redis {
 namespace {
-void append_number(std::string& out, long long v) {
-  char buf[24];
+std::string_view number(char (&buf)[24], long long v) {
   const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, r.ptr);
+  return {buf, static_cast<std::size_t>(r.ptr - buf)};
 }
 }  // namespace
 
+Command& Command::operator=(const Command& other) {
+  if (this == &other) return *this;
+  size_ = 0;
+  argc_ = other.argc_;
+  append(other.data(), other.size_);
+  return *this;
+}
+
+Command& Command::operator=(Command&& other) noexcept {
+  if (this == &other) return *this;
+  argc_ = other.argc_;
+  size_ = other.size_;
+  if (other.heap_) {
+    heap_ = std::move(other.heap_);
+    capacity_ = other.capacity_;
+  } else {
+    heap_.reset();
+    capacity_ = kInline;
+    std::memcpy(inline_, other.inline_, other.size_);
+  }
+  other.size_ = 0;
+  other.argc_ = 0;
+  other.capacity_ = kInline;
+  return *this;
+}
+
+void Command::reserve_more(std::size_t n) {
+  if (size_ + n <= capacity_) return;
+  std::size_t cap = capacity_ * 2;
+  while (cap < size_ + n)
+    cap *= 2;
+  auto bigger = std::make_unique<char[]>(cap);
+  std::memcpy(bigger.get(), data(), size_);
+  heap_ = std::move(bigger);
+  capacity_ = cap;
+}
+
+void Command::append(const char* p, std::size_t n) {
+  reserve_more(n);
+  std::memcpy((heap_ ? heap_.get() : inline_) + size_, p, n);
+  size_ += n;
+}
+
+// "$<len>\r\n<bytes>\r\n", written in place after one capacity check.
 Command& Command::arg(std::string_view a) {
-  body_ += '$';
-  append_number(body_, static_cast<long long>(a.size()));
-  body_ += "\r\n";
-  body_.append(a);
-  body_ += "\r\n";
+  char len[24];
+  const auto r = std::to_chars(len, len + sizeof len, a.size());
+  const auto digits = static_cast<std::size_t>(r.ptr - len);
+  reserve_more(digits + a.size() + 5);
+  char* out = (heap_ ? heap_.get() : inline_) + size_;
+  *out++ = '$';
+  std::memcpy(out, len, digits);
+  out += digits;
+  *out++ = '\r';
+  *out++ = '\n';
+  if (!a.empty()) std::memcpy(out, a.data(), a.size());
+  out += a.size();
+  *out++ = '\r';
+  *out++ = '\n';
+  size_ += digits + a.size() + 5;
   ++argc_;
   return *this;
 }
 
 Command& Command::arg_int(long long v) {
   char buf[24];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return arg(std::string_view(buf, static_cast<std::size_t>(r.ptr - buf)));
+  return arg(number(buf, v));
 }
 
 void Command::append_to(std::string& out) const {
+  char buf[24];
   out += '*';
-  append_number(out, static_cast<long long>(argc_));
+  out += number(buf, static_cast<long long>(argc_));
   out += "\r\n";
-  out += body_;
+  out += body();
 }
 
 std::string_view Command::name() const noexcept {
   if (argc_ == 0) return {};
-  const auto start = body_.find("\r\n") + 2;
-  const auto end = body_.find("\r\n", start);
-  return std::string_view(body_).substr(start, end - start);
+  const auto b = body();
+  const auto start = b.find("\r\n") + 2;
+  const auto end = b.find("\r\n", start);
+  return b.substr(start, end - start);
 }
 
 }  // namespace tempest::redis

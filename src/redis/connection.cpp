@@ -11,6 +11,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
@@ -57,22 +58,18 @@ std::string_view to_string(ConnectionState s) noexcept {
 
 namespace {
 
-using Handler = asio::any_completion_handler<void(std::exception_ptr, Reply)>;
-
 struct Counters {
   std::atomic<std::uint64_t> commands{0}, errors{0}, timeouts{0}, reconnects{0}, connects{0};
 };
 
-// A request whose completion resumes the awaiting caller on the caller's own executor.
+// A request whose completion resumes the awaiting caller on the caller's own executor. Templated
+// on the concrete handler (use_awaitable's), so completing it costs no type-erased allocation.
+template <class Handler>
 class AsyncRequest final : public detail::Request {
  public:
   template <class... A>
-  AsyncRequest(Handler h, asio::any_io_executor fallback, std::shared_ptr<Counters> counters,
-               A&&... a)
-      : Request(std::forward<A>(a)...),
-        handler_(std::move(h)),
-        fallback_(std::move(fallback)),
-        counters_(std::move(counters)) {}
+  AsyncRequest(Handler h, Counters* counters, A&&... a)
+      : Request(std::forward<A>(a)...), handler_(std::move(h)), counters_(counters) {}
 
   Handler& handler() noexcept { return handler_; }
 
@@ -81,7 +78,14 @@ class AsyncRequest final : public detail::Request {
     if (!error) counters_->commands.fetch_add(1, std::memory_order_relaxed);
     auto slot = asio::get_associated_cancellation_slot(handler_);
     if (slot.is_connected()) slot.clear();
-    auto ex = asio::get_associated_executor(handler_, fallback_);
+    // When the caller's io_context runs on this thread, resume the caller right here (what
+    // asio::dispatch does, without its type-erased allocation); otherwise post to its executor.
+    auto ex = asio::get_associated_executor(handler_);
+    using IoExecutor = asio::io_context::executor_type;
+    if (const auto* io = ex.template target<IoExecutor>(); io && io->running_in_this_thread()) {
+      std::move(handler_)(std::move(error), std::move(reply));
+      return;
+    }
     asio::dispatch(ex,
                    [h = std::move(handler_), e = std::move(error), r = std::move(reply)]() mutable {
                      std::move(h)(std::move(e), std::move(r));
@@ -89,8 +93,7 @@ class AsyncRequest final : public detail::Request {
   }
 
   Handler handler_;
-  asio::any_io_executor fallback_;
-  std::shared_ptr<Counters> counters_;
+  Counters* counters_;  // owned by the connection, which outlives its requests
 };
 
 // A request made by the connection itself (health PING); its reply is ignored.
@@ -135,7 +138,6 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
   Impl(asio::any_io_executor ex, Config cfg)
       : cfg_(std::move(cfg)),
         strand_(asio::make_strand(ex)),
-        wake_(strand_),
         deadline_timer_(strand_, Clock::time_point::max()),
         health_timer_(strand_),
         backoff_timer_(strand_),
@@ -156,21 +158,21 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     asio::co_spawn(strand_, self->deadline_loop(), asio::detached);
   }
 
-  void submit(std::shared_ptr<AsyncRequest> req) {
+  template <class Req>
+  void submit(std::shared_ptr<Req> req) {
     auto slot = asio::get_associated_cancellation_slot(req->handler());
     if (slot.is_connected()) {
-      slot.assign(
-          [w = std::weak_ptr<AsyncRequest>(req), self = weak_from_this()](asio::cancellation_type) {
-            auto s = self.lock();
-            if (!s) return;
-            asio::post(s->strand_, [w, s] {
-              if (auto r = w.lock()) {
-                if (s->mux_.cancel(*r, std::make_exception_ptr(TimeoutError(
-                                           "Redis " + std::string(r->name()) + " was cancelled"))))
-                  s->counters_->timeouts.fetch_add(1, std::memory_order_relaxed);
-              }
-            });
-          });
+      slot.assign([w = std::weak_ptr<Req>(req), self = weak_from_this()](asio::cancellation_type) {
+        auto s = self.lock();
+        if (!s) return;
+        asio::post(s->strand_, [w, s] {
+          if (auto r = w.lock()) {
+            if (s->mux_.cancel(*r, std::make_exception_ptr(TimeoutError(
+                                       "Redis " + std::string(r->name()) + " was cancelled"))))
+              s->counters_->timeouts.fetch_add(1, std::memory_order_relaxed);
+          }
+        });
+      });
     }
     asio::post(strand_, [self = shared_from_this(), req = std::move(req)]() mutable {
       self->enqueue(std::move(req));
@@ -185,7 +187,7 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   // ---- strand only ----------------------------------------------------------------------------
-  void enqueue(std::shared_ptr<AsyncRequest> req) {
+  void enqueue(std::shared_ptr<detail::Request> req) {
     const bool refused = stopping_ || !started_;
     mux_.add(req);
     if (refused) {
@@ -197,7 +199,7 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
       return;
     }
     if (req->deadline() < deadline_timer_.expiry()) deadline_timer_.cancel();
-    if (writer_idle_) wake_.cancel();
+    kick_writer();
   }
 
   asio::awaitable<void> run() {
@@ -234,7 +236,9 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
       state_.store(ConnectionState::connected);
       log_->info("connected to {}", cfg_.redacted());
       connected_waiters_.notify_all();
-      co_await (read_loop() || write_loop() || health_loop());
+      ++link_gen_;
+      kick_writer();  // requests queued while disconnected go out first
+      co_await (read_loop() || health_loop());
       close_stream();
       const std::string reason = last_error();
       const auto lost = mux_.in_flight();
@@ -305,7 +309,6 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
   Config cfg_;
   asio::strand<asio::any_io_executor> strand_;
   std::atomic<ConnectionState> state_{ConnectionState::idle};
-  std::shared_ptr<Counters> counters_holder() const { return counters_; }
 
   std::string last_error() const {
     std::lock_guard lock(error_mutex_);
@@ -395,7 +398,6 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     close_stream();
     backoff_timer_.cancel();
     health_timer_.cancel();
-    wake_.cancel();
     if (state_.load() == ConnectionState::idle) {
       state_.store(ConnectionState::stopped);
       mux_.fail_all(std::make_exception_ptr(
@@ -486,6 +488,7 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
       co_await s.async_connect(unix_stream::endpoint(cfg_.path),
                                asio::redirect_error(use_awaitable, ec));
       if (ec) throw ConnectionError("cannot connect to " + cfg_.path + ": " + ec.message());
+      s.non_blocking(true, ec);
       co_return;
     }
     error_code ec;
@@ -498,6 +501,7 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
       co_await asio::async_connect(s, endpoints, asio::redirect_error(use_awaitable, ec));
       if (ec) throw ConnectionError("cannot connect to " + where + ": " + ec.message());
       s.set_option(tcp::no_delay(true), ec);
+      s.non_blocking(true, ec);
       co_return;
     }
     auto& s = stream_.emplace<TlsStream>(strand_, *tls_ctx_);
@@ -548,15 +552,43 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     if (!failure.empty()) throw ConnectionError(failure);
   }
 
+  // Parses what arrived and completes the requests it answers.
+  void on_bytes(std::size_t n) {
+    last_read_ = Clock::now();
+    reader_.feed(read_buf_.data(), n);
+    while (auto r = reader_.next())
+      mux_.on_reply(std::move(*r));
+    if (stopping_ && mux_.idle()) drained_waiters_.notify_all();
+  }
+
+  // Plain sockets wait for readability and then read without blocking until the socket is
+  // drained: one epoll wake-up and one recv per batch of replies, not a speculative recv that
+  // fails first. TLS has its own buffering and reads through the stream.
+  template <class Socket>
+  asio::awaitable<void> read_plain(Socket& s) {
+    for (;;) {
+      co_await s.async_wait(Socket::wait_read, use_awaitable);
+      for (;;) {
+        error_code ec;
+        const std::size_t n = s.read_some(asio::buffer(read_buf_), ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+        if (ec) throw boost::system::system_error(ec);
+        on_bytes(n);
+        if (n < read_buf_.size()) break;
+      }
+    }
+  }
+
   asio::awaitable<void> read_loop() {
     try {
-      for (;;) {
-        const auto n = co_await read_some();
-        last_read_ = Clock::now();
-        reader_.feed(read_buf_.data(), n);
-        while (auto r = reader_.next())
-          mux_.on_reply(std::move(*r));
-        if (stopping_ && mux_.idle()) drained_waiters_.notify_all();
+      if (auto* tcp_socket = std::get_if<tcp::socket>(&stream_)) {
+        co_await read_plain(*tcp_socket);
+      } else if (auto* unix_socket = std::get_if<unix_stream::socket>(&stream_)) {
+        co_await read_plain(*unix_socket);
+      } else {
+        auto& tls = std::get<TlsStream>(stream_);
+        for (;;)
+          on_bytes(co_await tls.async_read_some(asio::buffer(read_buf_), use_awaitable));
       }
     } catch (const std::exception& e) {
       note_drop(e);
@@ -564,28 +596,36 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     close_stream();
   }
 
-  asio::awaitable<void> write_loop() {
-    try {
-      for (;;) {
-        write_buf_.clear();
-        if (mux_.prepare_write(write_buf_) == 0) {
-          if (stopping_ && mux_.idle()) drained_waiters_.notify_all();
-          writer_idle_ = true;
-          wake_.expires_at(Clock::time_point::max());
-          error_code ec;
-          co_await wake_.async_wait(asio::redirect_error(use_awaitable, ec));
-          writer_idle_ = false;
-          if (!link_up_) break;
-          continue;
-        }
-        co_await write_all(write_buf_);
-        if (write_buf_.capacity() > (1u << 20)) std::string().swap(write_buf_);
-      }
-    } catch (const std::exception& e) {
-      note_drop(e);
+  // Writes everything queued in one write, if no write is in flight; called whenever requests
+  // are queued and whenever a write completes.
+  void kick_writer() {
+    if (writing_ || !link_up_) return;
+    write_buf_.clear();
+    if (mux_.prepare_write(write_buf_) == 0) {
+      if (stopping_ && mux_.idle()) drained_waiters_.notify_all();
+      return;
     }
-    writer_idle_ = false;
-    close_stream();
+    writing_ = true;
+    auto done = [self = shared_from_this(), gen = link_gen_](error_code ec, std::size_t) {
+      self->on_written(ec, gen);
+    };
+    std::visit(
+        [&](auto& s) {
+          if constexpr (!std::is_same_v<std::decay_t<decltype(s)>, std::monostate>)
+            asio::async_write(s, asio::buffer(write_buf_), std::move(done));
+        },
+        stream_);
+  }
+
+  void on_written(error_code ec, std::uint64_t gen) {
+    writing_ = false;
+    if (write_buf_.capacity() > (1u << 20)) std::string().swap(write_buf_);
+    if (ec && gen == link_gen_ && link_up_) {
+      note_drop(boost::system::system_error(ec));
+      close_stream();
+      return;
+    }
+    kick_writer();
   }
 
   asio::awaitable<void> health_loop() {
@@ -596,7 +636,7 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
         if (Clock::now() - last_read_ < cfg_.health_interval) continue;
         const auto sent = Clock::now();
         mux_.add(std::make_shared<InternalRequest>(Command("PING"), sent + cfg_.health_timeout));
-        if (writer_idle_) wake_.cancel();
+        kick_writer();
         health_timer_.expires_after(cfg_.health_timeout);
         co_await health_timer_.async_wait(use_awaitable);
         if (last_read_ < sent)
@@ -620,7 +660,6 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
 
   std::optional<ssl::context> tls_ctx_;
   Stream stream_;
-  asio::steady_timer wake_;
   asio::steady_timer deadline_timer_;
   asio::steady_timer health_timer_;
   asio::steady_timer backoff_timer_;
@@ -640,7 +679,8 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
   std::atomic<bool> started_{false};
   bool stopping_ = false;
   bool link_up_ = false;
-  bool writer_idle_ = false;
+  bool writing_ = false;        // a write is in flight
+  std::uint64_t link_gen_ = 0;  // bumped per established link; stale write completions ignore
   bool connect_timed_out_ = false;
   std::uint64_t connect_gen_ = 0;
 };
@@ -675,38 +715,33 @@ asio::awaitable<void> Connection::disconnect() {
   co_await asio::co_spawn(impl->strand_, std::move(on_strand), use_awaitable);
 }
 
-// GCC 12 may destroy a non-trivial temporary inside a co_await expression twice (a lambda
-// holding a shared_ptr, for one), so the initiations below are named locals capturing raw
-// pointers, kept alive by the named `impl`.
-asio::awaitable<Reply> Connection::exec(Command command, CallOptions options) {
-  const std::shared_ptr<Impl> impl = impl_;
-  const auto deadline = Clock::now() + options.timeout.value_or(impl->cfg_.command_timeout);
-  Impl* raw = impl.get();
-  auto initiation = [raw, deadline](Handler h, Command c) {
-    raw->submit(std::make_shared<AsyncRequest>(std::move(h), raw->strand_.get_inner_executor(),
-                                               raw->counters(), std::move(c), deadline));
-  };
-  Reply r = co_await asio::async_initiate<const asio::use_awaitable_t<>&,
-                                          void(std::exception_ptr, Reply)>(
-      initiation, use_awaitable, std::move(command));
-  co_return r;
+namespace {
+// The initiation of exec(): a named type, not a lambda (g++ 12 destroys a capturing lambda that
+// shares a full-expression with co_await twice).
+struct ExecInitiation {
+  std::shared_ptr<Connection::Impl> impl;
+  Clock::time_point deadline;
+
+  template <class Handler>
+  void operator()(Handler&& h, Command c) const {
+    using Req = AsyncRequest<std::decay_t<Handler>>;
+    impl->submit(std::make_shared<Req>(std::forward<Handler>(h), impl->counters().get(),
+                                       std::move(c), deadline));
+  }
+  template <class Handler>
+  void operator()(Handler&& h, std::string wire, std::size_t n) const {
+    using Req = AsyncRequest<std::decay_t<Handler>>;
+    impl->submit(std::make_shared<Req>(std::forward<Handler>(h), impl->counters().get(),
+                                       std::move(wire), n, deadline));
+  }
+};
+
+asio::awaitable<std::vector<Reply>> no_replies() {
+  co_return std::vector<Reply>{};
 }
 
-asio::awaitable<std::vector<Reply>> Connection::exec(const Pipeline& pipeline,
-                                                     CallOptions options) {
-  if (pipeline.empty()) co_return std::vector<Reply>{};
-  const std::shared_ptr<Impl> impl = impl_;
-  const auto deadline = Clock::now() + options.timeout.value_or(impl->cfg_.command_timeout);
-  Impl* raw = impl.get();
-  const std::size_t n = pipeline.size();
-  auto initiation = [raw, deadline, n](Handler h, std::string wire) {
-    raw->submit(std::make_shared<AsyncRequest>(std::move(h), raw->strand_.get_inner_executor(),
-                                               raw->counters(), std::move(wire), n, deadline));
-  };
-  std::string wire = pipeline.wire();
-  Reply r = co_await asio::async_initiate<const asio::use_awaitable_t<>&,
-                                          void(std::exception_ptr, Reply)>(
-      initiation, use_awaitable, std::move(wire));
+asio::awaitable<std::vector<Reply>> split_replies(asio::awaitable<Reply> one, std::size_t n) {
+  Reply r = co_await std::move(one);
   std::vector<Reply> out;
   if (n == 1) {
     out.push_back(std::move(r));
@@ -714,6 +749,24 @@ asio::awaitable<std::vector<Reply>> Connection::exec(const Pipeline& pipeline,
     out = std::move(r).as_array();
   }
   co_return out;
+}
+}  // namespace
+
+asio::awaitable<Reply> Connection::exec(Command command, CallOptions options) {
+  const auto deadline = Clock::now() + options.timeout.value_or(impl_->cfg_.command_timeout);
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, Reply)>(
+      ExecInitiation{impl_, deadline}, use_awaitable, std::move(command));
+}
+
+asio::awaitable<std::vector<Reply>> Connection::exec(const Pipeline& pipeline,
+                                                     CallOptions options) {
+  const auto deadline = Clock::now() + options.timeout.value_or(impl_->cfg_.command_timeout);
+  const std::size_t n = pipeline.size();
+  if (n == 0) return no_replies();
+  return split_replies(
+      asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, Reply)>(
+          ExecInitiation{impl_, deadline}, use_awaitable, pipeline.wire(), n),
+      n);
 }
 
 ConnectionState Connection::state() const noexcept {

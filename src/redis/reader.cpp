@@ -15,11 +15,17 @@ namespace {
 // front (elements are still appended one by one, so real large replies are fine below it).
 constexpr int kMaxArrayElements = 1 << 28;
 
-// Only the root of a reply is heap-allocated; nested values live inside their parent's element
-// vector. hiredis builds depth first, so growing a parent's vector only moves finished siblings.
+// The root of each reply lives in the reader's own slot (redisReader::privdata, copied by hiredis
+// into the root task); nested values live inside their parent's element vector. hiredis builds
+// depth first, so growing a parent's vector only moves finished siblings. Parsing allocates
+// nothing beyond the reply's own strings and arrays.
 Reply* place(const redisReadTask* task, Reply&& value) noexcept {
   try {
-    if (task->parent == nullptr) return new Reply(std::move(value));
+    if (task->parent == nullptr) {
+      auto* root = static_cast<Reply*>(task->privdata);
+      *root = std::move(value);
+      return root;
+    }
     auto* parent = static_cast<Reply*>(task->parent->obj);
     auto& elems = parent->elements();
     if (static_cast<std::size_t>(task->idx) != elems.size()) return nullptr;  // never out of order
@@ -61,8 +67,10 @@ void* create_nil(const redisReadTask* task) {
   return place(task, Reply::nil());
 }
 
+// hiredis frees only roots (on errors and in redisReaderFree), and roots live in the reader's
+// slot: resetting it releases what the partial reply held.
 void free_object(void* obj) {
-  delete static_cast<Reply*>(obj);
+  *static_cast<Reply*>(obj) = Reply{};
 }
 
 redisReplyObjectFunctions kFunctions = {create_string, create_array, create_integer, create_nil,
@@ -82,6 +90,8 @@ void ReplyReader::reset() {
   if (reader_ != nullptr) redisReaderFree(reader_);
   reader_ = redisReaderCreateWithFunctions(&kFunctions);
   if (reader_ == nullptr) throw std::bad_alloc();
+  root_ = Reply{};
+  reader_->privdata = &root_;
 }
 
 void ReplyReader::feed(const char* data, std::size_t size) {
@@ -96,10 +106,7 @@ std::optional<Reply> ReplyReader::next() {
   if (redisReaderGetReply(reader_, &out) != REDIS_OK)
     throw ProtocolError(std::string("RESP parse error: ") + reader_->errstr);
   if (out == nullptr) return std::nullopt;
-  auto* root = static_cast<Reply*>(out);
-  Reply r = std::move(*root);
-  delete root;
-  return r;
+  return std::move(*static_cast<Reply*>(out));
 }
 
 }  // namespace tempest::redis::detail

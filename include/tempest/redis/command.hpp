@@ -3,6 +3,7 @@
 
 #include <concepts>
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -12,6 +13,11 @@ class Command {
  public:
   Command() = default;
   explicit Command(std::string_view name) { arg(name); }
+  Command(const Command& other) { *this = other; }
+  Command(Command&& other) noexcept { *this = std::move(other); }
+  Command& operator=(const Command& other);
+  Command& operator=(Command&& other) noexcept;
+  ~Command() = default;
 
   Command& arg(std::string_view a);
   Command& arg(const char* a) { return arg(std::string_view(a)); }
@@ -40,8 +46,19 @@ class Command {
 
  private:
   Command& arg_int(long long v);
-  std::string body_;
+  void append(const char* p, std::size_t n);
+  void reserve_more(std::size_t n);
+  std::string_view body() const noexcept { return {data(), size_}; }
+  const char* data() const noexcept { return heap_ ? heap_.get() : inline_; }
+
+  // Encoded arguments without the "*N" header. Typical cache commands fit inline, so building
+  // one allocates nothing.
+  static constexpr std::size_t kInline = 104;
+  std::unique_ptr<char[]> heap_;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = kInline;
   std::size_t argc_ = 0;
+  char inline_[kInline];
 };
 
 // cmd("SET", key, value, "EX", 300)

@@ -68,8 +68,9 @@ class Connection {
   // The last connection error (empty when none), e.g. "connection refused"; never a password.
   std::string last_error() const;
 
+  class Impl;  // implementation detail (connection.cpp)
+
  private:
-  class Impl;
   std::shared_ptr<Impl> impl_;
 };
 

@@ -27,6 +27,7 @@ class ReplyReader {
 
  private:
   redisReader* reader_ = nullptr;
+  Reply root_;  // where hiredis builds the reply in progress
 };
 
 }  // namespace tempest::redis::detail
