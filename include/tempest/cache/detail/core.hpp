@@ -1,0 +1,99 @@
+// The compiled core behind cached(): Redis I/O with the cache's own deadline and fail-open
+// policy, single-flight, the distributed lock, registry sets, stats and logging. The templates
+// in cached.hpp only encode arguments and decode results.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tempest/cache/options.hpp"
+
+namespace tempest::cache {
+class RedisManager;
+}
+
+namespace tempest::cache::detail {
+
+namespace asio = boost::asio;
+
+// One in-process computation of a key that concurrent callers share.
+class Flight {
+ public:
+  // Waits for the leader; returns its result or rethrows its exception.
+  asio::awaitable<std::shared_ptr<const void>> wait();
+  void complete(std::exception_ptr error, std::shared_ptr<const void> value);
+  struct State;
+
+ private:
+  friend class CacheCore;
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+};
+
+struct Lookup {
+  std::optional<std::string> value;  // the stored payload on a hit
+  bool redis_ok = false;             // false: Redis failed or is down; do not write either
+  bool corrupt = false;              // the key held something unreadable (already counted)
+};
+
+struct Lock {
+  std::string key;
+  std::string token;
+  bool acquired = false;
+};
+
+class CacheCore : public std::enable_shared_from_this<CacheCore> {
+ public:
+  CacheCore(RedisManager& manager, CachedOptions options);
+  ~CacheCore();
+
+  const CachedOptions& options() const noexcept { return options_; }
+  std::string key_for_args(std::string_view args_json) const;
+  std::string key_with_prefix(std::string_view built) const;
+
+  // Single-flight: the first caller for a key leads (nullptr flight means "lead without
+  // sharing"), later ones get the leader's flight to wait on.
+  struct Joined {
+    std::shared_ptr<Flight> flight;
+    bool leader = true;
+  };
+  Joined join(const std::string& key);
+  void finish(const std::string& key, const std::shared_ptr<Flight>& flight,
+              std::exception_ptr error, std::shared_ptr<const void> value);
+
+  asio::awaitable<Lookup> lookup(const std::string& key);
+  asio::awaitable<void> store(const std::string& key, std::string payload,
+                              std::vector<std::string> tags);
+  asio::awaitable<Lock> acquire_lock(const std::string& key);
+  // After losing the lock race: polls for the winner's value up to LockOptions::wait.
+  asio::awaitable<std::optional<std::string>> wait_for_value(const std::string& key,
+                                                             const Lock& lock);
+  asio::awaitable<void> release_lock(const Lock& lock);
+
+  void count_hit() { hits_.fetch_add(1, std::memory_order_relaxed); }
+  void count_miss() { misses_.fetch_add(1, std::memory_order_relaxed); }
+  void corrupt_value(const std::string& key, const std::string& problem);
+  void unserializable(const std::string& key, const std::string& problem);
+  CacheStats stats() const;
+
+ private:
+  void redis_error(const std::string& what);
+  RedisManager* manager_;
+  CachedOptions options_;
+  std::mutex flights_mutex_;
+  std::map<std::string, std::shared_ptr<Flight>, std::less<>> flights_;
+  std::atomic<std::uint64_t> hits_{0}, misses_{0}, errors_{0}, corrupt_{0}, joins_{0},
+      unserializable_{0}, lock_waits_{0};
+  std::atomic<std::int64_t> last_warning_ns_{0};
+  std::atomic<std::uint64_t> suppressed_warnings_{0};
+};
+
+}  // namespace tempest::cache::detail

@@ -1,0 +1,248 @@
+// Cache keys compatible with the Python SDK:
+//   key_prefix + name + ":" + first 32 hex chars of SHA-256 of {"args":[...],"kwargs":{}}
+// where the JSON is Python's json.dumps(..., separators=(",", ":")) (ensure_ascii, float repr).
+// Argument encoding is a compile-time customization point: specialize KeyEncoder<T>.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <boost/describe/members.hpp>
+#include <boost/mp11/algorithm.hpp>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+namespace tempest::cache {
+
+// Writes JSON exactly as Python's json.dumps(value, separators=(",", ":")) does.
+class KeyWriter {
+ public:
+  void null() {
+    comma();
+    out_ += "null";
+  }
+  void boolean(bool v) {
+    comma();
+    out_ += v ? "true" : "false";
+  }
+  void integer(long long v);
+  void uinteger(unsigned long long v);
+  void number(double v);  // Python float repr: 0.1, 1.0, 1e+16, 1e-05, -0.0, NaN, Infinity
+  // UTF-8 text; throws std::invalid_argument for bytes that are not UTF-8.
+  void string(std::string_view utf8);
+  void begin_array();
+  void end_array();
+  void begin_object();
+  void key(std::string_view utf8);  // the next value is this member's
+  void end_object();
+
+  const std::string& str() const noexcept { return out_; }
+  std::string take() { return std::move(out_); }
+
+ private:
+  void comma();
+  std::string out_;
+  std::vector<bool> first_;  // per open container: nothing written yet
+  bool after_key_ = false;
+};
+
+// Python's repr() of a float.
+std::string python_float_repr(double v);
+
+// SHA-256 of `{"args":<args_json>,"kwargs":{}}`, first 32 lowercase hex characters.
+std::string args_digest(std::string_view args_json);
+// key_prefix + name + ":" + args_digest(args_json)
+std::string make_key(std::string_view key_prefix, std::string_view name, std::string_view args_json);
+// The key for arguments given as JSON text (a JSON array), as the CLI takes them. Integers stay
+// integers, decimals become the nearest double, objects keep their member order. Throws
+// std::invalid_argument naming what is wrong with the text.
+std::string key_from_json_args(std::string_view key_prefix, std::string_view name,
+                               std::string_view json_array);
+
+template <class T, class Enable = void>
+struct KeyEncoder;  // specialize: static void encode(KeyWriter&, const T&)
+
+template <class T>
+concept KeyEncodable = requires(KeyWriter& w, const T& v) { KeyEncoder<T>::encode(w, v); };
+
+template <class T>
+void encode_key_value(KeyWriter& w, const T& v) {
+  static_assert(KeyEncodable<T>,
+                "tempest::cache: this argument type cannot be encoded into a cache key. Use "
+                "strings, numbers, bool, optional, ranges, tuples, maps or BOOST_DESCRIBE_STRUCT "
+                "types, or specialize tempest::cache::KeyEncoder<T>.");
+  KeyEncoder<T>::encode(w, v);
+}
+
+// The JSON array of a call's arguments.
+template <class... A>
+std::string encode_args(const A&... args) {
+  KeyWriter w;
+  w.begin_array();
+  (encode_key_value(w, args), ...);
+  w.end_array();
+  return w.take();
+}
+
+// ---- encoders for the standard vocabulary ------------------------------------------------------
+
+template <class T>
+concept StringLikeKey = std::convertible_to<const T&, std::string_view> && !std::is_null_pointer_v<T>;
+
+template <class T>
+struct KeyEncoder<T, std::enable_if_t<StringLikeKey<T>>> {
+  static void encode(KeyWriter& w, const T& v) { w.string(std::string_view(v)); }
+};
+
+template <>
+struct KeyEncoder<bool> {
+  static void encode(KeyWriter& w, bool v) { w.boolean(v); }
+};
+
+template <class T>
+struct KeyEncoder<T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool> &&
+                                      !std::is_same_v<T, char>>> {
+  static void encode(KeyWriter& w, T v) {
+    if constexpr (std::is_signed_v<T>) {
+      w.integer(static_cast<long long>(v));
+    } else {
+      w.uinteger(static_cast<unsigned long long>(v));
+    }
+  }
+};
+
+template <class T>
+struct KeyEncoder<T, std::enable_if_t<std::is_floating_point_v<T>>> {
+  static void encode(KeyWriter& w, T v) { w.number(static_cast<double>(v)); }
+};
+
+template <>
+struct KeyEncoder<std::nullptr_t> {
+  static void encode(KeyWriter& w, std::nullptr_t) { w.null(); }
+};
+template <>
+struct KeyEncoder<std::nullopt_t> {
+  static void encode(KeyWriter& w, std::nullopt_t) { w.null(); }
+};
+
+template <class T>
+struct KeyEncoder<std::optional<T>> {
+  static void encode(KeyWriter& w, const std::optional<T>& v) {
+    if (v) {
+      encode_key_value(w, *v);
+    } else {
+      w.null();
+    }
+  }
+};
+
+namespace detail {
+template <class R>
+void encode_sequence(KeyWriter& w, const R& r) {
+  w.begin_array();
+  for (const auto& e : r) encode_key_value(w, e);
+  w.end_array();
+}
+template <class K>
+std::string member_name(const K& k) {
+  if constexpr (StringLikeKey<K>) {
+    return std::string(std::string_view(k));
+  } else {
+    static_assert(std::is_integral_v<K> || std::is_floating_point_v<K>,
+                  "tempest::cache: map keys must be strings or numbers (as in JSON objects)");
+    KeyWriter w;  // Python turns int/float keys into their JSON text
+    encode_key_value(w, k);
+    return w.take();
+  }
+}
+template <class M>
+void encode_map(KeyWriter& w, const M& m, bool sort) {
+  std::vector<std::pair<std::string, const typename M::mapped_type*>> members;
+  for (const auto& [k, v] : m) members.emplace_back(member_name(k), &v);
+  if (sort)
+    std::sort(members.begin(), members.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+  w.begin_object();
+  for (const auto& [k, v] : members) {
+    w.key(k);
+    encode_key_value(w, *v);
+  }
+  w.end_object();
+}
+}  // namespace detail
+
+template <class T, class A>
+struct KeyEncoder<std::vector<T, A>> {
+  static void encode(KeyWriter& w, const std::vector<T, A>& v) { detail::encode_sequence(w, v); }
+};
+template <class T, std::size_t N>
+struct KeyEncoder<std::array<T, N>> {
+  static void encode(KeyWriter& w, const std::array<T, N>& v) { detail::encode_sequence(w, v); }
+};
+template <class T, class C, class A>
+struct KeyEncoder<std::set<T, C, A>> {  // ordered: the set's own order
+  static void encode(KeyWriter& w, const std::set<T, C, A>& v) { detail::encode_sequence(w, v); }
+};
+template <class T, class H, class E, class A>
+struct KeyEncoder<std::unordered_set<T, H, E, A>> {  // unordered: sorted, so equal sets match
+  static void encode(KeyWriter& w, const std::unordered_set<T, H, E, A>& v) {
+    std::vector<T> sorted(v.begin(), v.end());
+    std::sort(sorted.begin(), sorted.end());
+    detail::encode_sequence(w, sorted);
+  }
+};
+template <class... T>
+struct KeyEncoder<std::tuple<T...>> {
+  static void encode(KeyWriter& w, const std::tuple<T...>& v) {
+    w.begin_array();
+    std::apply([&](const auto&... e) { (encode_key_value(w, e), ...); }, v);
+    w.end_array();
+  }
+};
+template <class A, class B>
+struct KeyEncoder<std::pair<A, B>> {
+  static void encode(KeyWriter& w, const std::pair<A, B>& v) {
+    w.begin_array();
+    encode_key_value(w, v.first);
+    encode_key_value(w, v.second);
+    w.end_array();
+  }
+};
+template <class K, class V, class C, class A>
+struct KeyEncoder<std::map<K, V, C, A>> {
+  static void encode(KeyWriter& w, const std::map<K, V, C, A>& m) { detail::encode_map(w, m, false); }
+};
+template <class K, class V, class H, class E, class A>
+struct KeyEncoder<std::unordered_map<K, V, H, E, A>> {
+  static void encode(KeyWriter& w, const std::unordered_map<K, V, H, E, A>& m) {
+    detail::encode_map(w, m, true);
+  }
+};
+
+// BOOST_DESCRIBE_STRUCT types: a JSON object with the public members in declaration order.
+template <class T>
+struct KeyEncoder<T, std::enable_if_t<boost::describe::has_describe_members<T>::value &&
+                                      !std::is_union_v<T>>> {
+  static void encode(KeyWriter& w, const T& v) {
+    using Members = boost::describe::describe_members<T, boost::describe::mod_public>;
+    w.begin_object();
+    boost::mp11::mp_for_each<Members>([&](auto m) {
+      w.key(m.name);
+      encode_key_value(w, v.*m.pointer);
+    });
+    w.end_object();
+  }
+};
+
+}  // namespace tempest::cache

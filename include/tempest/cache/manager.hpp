@@ -1,0 +1,74 @@
+// RedisManager: the counterpart of the Python SDK's AsyncRedisManager. A clear lifecycle
+// (connect / disconnect), the live client for handlers, and a bounded health check.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string_view>
+
+#include "tempest/redis/client.hpp"
+
+namespace tempest::cache {
+
+namespace asio = boost::asio;
+using Duration = std::chrono::milliseconds;
+
+// client() was called before connect() or after disconnect().
+class NotConnectedError : public redis::Error {
+ public:
+  NotConnectedError()
+      : redis::Error("RedisManager::connect() must be called before accessing the client.") {}
+};
+
+struct ManagerOptions {
+  ManagerOptions() = default;  // not an aggregate: see tempest::redis::ScanOptions
+  // false (default): connect() with Redis unreachable logs a warning and returns; the connection
+  // keeps trying and health_check() is false meanwhile. true: connect() throws ConnectionError.
+  bool require_connection = false;
+  // Bound of health_check()'s PING (the Python original has none and hangs with Redis).
+  Duration health_timeout{1000};
+};
+
+class RedisManager {
+ public:
+  // Opens nothing. Throws ConfigError for a bad URL (the message never holds the password).
+  RedisManager(asio::any_io_executor executor, std::string_view url, ManagerOptions options = {});
+  RedisManager(asio::any_io_executor executor, redis::Config config, ManagerOptions options = {});
+  ~RedisManager();
+  RedisManager(const RedisManager&) = delete;
+  RedisManager& operator=(const RedisManager&) = delete;
+
+  // Idempotent. Starts the connection and waits up to the connect timeout for the handshake.
+  asio::awaitable<void> connect();
+  // Idempotent and graceful: in-flight requests finish (bounded), then the connection closes.
+  asio::awaitable<void> disconnect();
+
+  // The live client. Throws NotConnectedError before connect() and after disconnect().
+  redis::Client client() const;
+  // What an HTTP layer hands to a handler: the client while the manager is connected (even if
+  // Redis is momentarily down: requests then fail fast or wait for their deadline), nullopt
+  // before connect() and after disconnect().
+  std::optional<redis::Client> client_dependency() const;
+  // True when connect() ran (and disconnect() did not) and the link to Redis is up right now.
+  bool is_up() const;
+
+  // PING bounded by ManagerOptions::health_timeout. Never throws; logs a warning on failure.
+  asio::awaitable<bool> health_check();
+
+  const redis::Config& config() const noexcept { return config_; }
+  const ManagerOptions& options() const noexcept { return options_; }
+  asio::any_io_executor executor() const { return executor_; }
+
+ private:
+  asio::any_io_executor executor_;
+  redis::Config config_;
+  ManagerOptions options_;
+  mutable std::mutex mutex_;
+  std::optional<redis::Client> client_;  // set between connect() and disconnect()
+};
+
+}  // namespace tempest::cache

@@ -1,0 +1,53 @@
+// Options and statistics of cached functions.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tempest::cache {
+
+// ttl = no_expiry stores without expiry (plain SET), like ttl=0 in the Python SDK.
+inline constexpr std::chrono::seconds no_expiry{0};
+
+enum class OnRedisError {
+  fail_open,  // default: run the function, return its result, warn (rate-limited), count
+  propagate,  // throw the Redis error to the caller
+};
+
+// A lock across processes so that N processes missing the same key compute it once: SET NX PX
+// with a random token, released by a compare-and-delete script. Losers poll for the value for at
+// most `wait`, then compute anyway.
+struct LockOptions {
+  bool enabled = false;
+  std::chrono::milliseconds ttl{10000};   // the lock expires even if its holder dies
+  std::chrono::milliseconds wait{3000};   // how long a loser waits for the winner's value
+  std::chrono::milliseconds poll{10};     // how often it looks
+};
+
+// Build it as a named variable or directly in the cached(...) call, not inside a co_await
+// expression (g++ 12 miscompiles braced aggregates with strings there).
+struct CachedOptions {
+  std::string name;                          // required; the Python SDK uses __qualname__
+  std::chrono::seconds ttl{300};             // no_expiry: no expiry
+  std::string key_prefix;                    // e.g. "users:"; prefix invalidation works on it
+  std::string ns;                            // namespace: registry set {prefix}__ns__:{ns}
+  std::vector<std::string> tags;             // static tags: registry sets {prefix}__tag__:{tag}
+  std::chrono::milliseconds deadline{100};   // the cache's own bound on each Redis round trip
+  OnRedisError on_redis_error = OnRedisError::fail_open;
+  bool single_flight = true;                 // concurrent misses of one key share one call
+  LockOptions lock;
+};
+
+struct CacheStats {
+  std::uint64_t hits = 0;
+  std::uint64_t misses = 0;
+  std::uint64_t errors = 0;          // Redis unreachable, slow or failing (fail-open events)
+  std::uint64_t corrupt = 0;         // stored values that could not be decoded (then recomputed)
+  std::uint64_t joins = 0;           // calls that shared another call's computation
+  std::uint64_t unserializable = 0;  // results returned uncached because encoding failed
+  std::uint64_t lock_waits = 0;      // calls that waited for another process's computation
+};
+
+}  // namespace tempest::cache

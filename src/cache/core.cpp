@@ -1,0 +1,305 @@
+#include "tempest/cache/detail/core.hpp"
+
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "tempest/cache/key.hpp"
+#include "tempest/cache/manager.hpp"
+#include "tempest/log.hpp"
+
+namespace tempest::cache::detail {
+
+using Clock = std::chrono::steady_clock;
+using Handler = asio::any_completion_handler<void(std::exception_ptr, std::shared_ptr<const void>)>;
+// A waiting caller: its handler and its executor (taken before type erasure, since Asio 1.81's
+// any_completion_executor cannot be posted to).
+struct Waiter {
+  Handler handler;
+  asio::any_io_executor executor;
+};
+
+struct Flight::State {
+  std::mutex mutex;
+  bool done = false;
+  std::exception_ptr error;
+  std::shared_ptr<const void> value;
+  std::vector<Waiter> waiters;
+};
+
+namespace {
+// Completes a waiter on its own executor, never inline (the leader must not run joiners).
+void deliver(Waiter w, std::exception_ptr e, std::shared_ptr<const void> v) {
+  asio::post(w.executor, [h = std::move(w.handler), e = std::move(e), v = std::move(v)]() mutable {
+    std::move(h)(std::move(e), std::move(v));
+  });
+}
+
+struct WaitInitiation {
+  std::shared_ptr<Flight::State> state;
+  template <class H>
+  void operator()(H&& h) const {
+    asio::any_io_executor ex = asio::get_associated_executor(h);
+    Waiter w{Handler(std::forward<H>(h)), std::move(ex)};
+    std::unique_lock lock(state->mutex);
+    if (!state->done) {
+      state->waiters.push_back(std::move(w));
+      return;
+    }
+    auto e = state->error;
+    auto v = state->value;
+    lock.unlock();
+    deliver(std::move(w), std::move(e), std::move(v));
+  }
+};
+
+std::string random_token() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("RAND_bytes failed");
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
+
+asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::use_awaitable);
+}
+
+const redis::Script& release_script() {
+  static const redis::Script script(
+      "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
+      "else return 0 end");
+  return script;
+}
+
+bool usable(const std::optional<redis::Client>& c) { return c && c->is_connected(); }
+}  // namespace
+
+asio::awaitable<std::shared_ptr<const void>> Flight::wait() {
+  return asio::async_initiate<const asio::use_awaitable_t<>&,
+                              void(std::exception_ptr, std::shared_ptr<const void>)>(
+      WaitInitiation{state_}, asio::use_awaitable);
+}
+
+void Flight::complete(std::exception_ptr error, std::shared_ptr<const void> value) {
+  std::vector<Waiter> waiters;
+  {
+    std::lock_guard lock(state_->mutex);
+    state_->done = true;
+    state_->error = error;
+    state_->value = value;
+    waiters.swap(state_->waiters);
+  }
+  for (auto& w : waiters) deliver(std::move(w), error, value);
+}
+
+CacheCore::CacheCore(RedisManager& manager, CachedOptions options)
+    : manager_(&manager), options_(std::move(options)) {
+  if (options_.name.empty())
+    throw std::invalid_argument("cached(): options.name is required (C++ has no __qualname__)");
+  if (options_.ttl.count() < 0)
+    throw std::invalid_argument("cached(" + options_.name + "): ttl must be >= 0 (0 = no expiry)");
+  if (options_.deadline.count() <= 0)
+    throw std::invalid_argument("cached(" + options_.name + "): deadline must be positive");
+}
+
+CacheCore::~CacheCore() = default;
+
+std::string CacheCore::key_for_args(std::string_view args_json) const {
+  return make_key(options_.key_prefix, options_.name, args_json);
+}
+
+std::string CacheCore::key_with_prefix(std::string_view built) const {
+  return options_.key_prefix + std::string(built);
+}
+
+CacheCore::Joined CacheCore::join(const std::string& key) {
+  if (!options_.single_flight) return {nullptr, true};
+  std::lock_guard lock(flights_mutex_);
+  auto [it, inserted] = flights_.try_emplace(key, nullptr);
+  if (inserted) {
+    it->second = std::make_shared<Flight>();
+    return {it->second, true};
+  }
+  joins_.fetch_add(1, std::memory_order_relaxed);
+  return {it->second, false};
+}
+
+void CacheCore::finish(const std::string& key, const std::shared_ptr<Flight>& flight,
+                       std::exception_ptr error, std::shared_ptr<const void> value) {
+  if (!flight) return;
+  {
+    std::lock_guard lock(flights_mutex_);
+    auto it = flights_.find(key);
+    if (it != flights_.end() && it->second == flight) flights_.erase(it);
+  }
+  flight->complete(std::move(error), std::move(value));
+}
+
+void CacheCore::redis_error(const std::string& what) {
+  errors_.fetch_add(1, std::memory_order_relaxed);
+  // At most one warning per 5 s per cached function, with the number held back.
+  const auto now = Clock::now().time_since_epoch().count();
+  auto last = last_warning_ns_.load(std::memory_order_relaxed);
+  const std::int64_t period = std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(5)).count();
+  if (last != 0 && now - last < period) {
+    suppressed_warnings_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (!last_warning_ns_.compare_exchange_strong(last, now)) {
+    suppressed_warnings_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  const auto held_back = suppressed_warnings_.exchange(0);
+  tempest::logger("tempest.cache")
+      ->warn("cached({}): Redis unavailable, serving uncached results: {}{}", options_.name, what,
+             held_back ? " (" + std::to_string(held_back) + " similar warnings held back)" : "");
+}
+
+void CacheCore::corrupt_value(const std::string& key, const std::string& problem) {
+  corrupt_.fetch_add(1, std::memory_order_relaxed);
+  tempest::logger("tempest.cache")
+      ->warn("cached_deserialization_failed: cached({}) key={} error={}; recomputing and overwriting",
+             options_.name, key, problem);
+}
+
+void CacheCore::unserializable(const std::string& key, const std::string& problem) {
+  unserializable_.fetch_add(1, std::memory_order_relaxed);
+  tempest::logger("tempest.cache")
+      ->warn("cached_serialization_failed: cached({}) key={} error={}; result returned uncached",
+             options_.name, key, problem);
+}
+
+CacheStats CacheCore::stats() const {
+  return CacheStats{hits_.load(),  misses_.load(),         errors_.load(),    corrupt_.load(),
+                    joins_.load(), unserializable_.load(), lock_waits_.load()};
+}
+
+asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
+  auto client = manager_->client_dependency();
+  std::exception_ptr failure;
+  std::string what;
+  if (!usable(client)) {
+    // Known to be down: do not wait for Redis at all.
+    what = client ? "not connected to " + manager_->config().redacted()
+                  : "RedisManager::connect() was not called";
+    failure = std::make_exception_ptr(redis::ConnectionError("Redis " + what));
+  } else {
+    try {
+      auto value = co_await client->get(key, redis::CallOptions{options_.deadline});
+      co_return Lookup{std::move(value), true};
+    } catch (const redis::ServerError& e) {
+      // The key holds something GET cannot read (another type): a corrupt entry to overwrite.
+      corrupt_value(key, e.what());
+      co_return Lookup{std::nullopt, true, true};
+    } catch (const redis::Error& e) {
+      what = e.what();
+      failure = std::current_exception();
+    }
+  }
+  redis_error(what);
+  if (options_.on_redis_error == OnRedisError::propagate) std::rethrow_exception(failure);
+  co_return Lookup{std::nullopt, false};
+}
+
+asio::awaitable<void> CacheCore::store(const std::string& key, std::string payload,
+                                       std::vector<std::string> tags) {
+  auto client = manager_->client_dependency();
+  if (!usable(client)) co_return;
+  const auto ttl = options_.ttl.count();
+  redis::Pipeline p;
+  if (ttl > 0) {
+    p.add("SET", key, payload, "EX", ttl);
+  } else {
+    p.add("SET", key, payload);
+  }
+  auto registry = [&](const std::string& set) {
+    p.add("SADD", set, key);
+    if (ttl > 0) p.add("EXPIRE", set, ttl);
+  };
+  if (!options_.ns.empty()) registry(options_.key_prefix + "__ns__:" + options_.ns);
+  for (const auto& t : options_.tags) registry(options_.key_prefix + "__tag__:" + t);
+  for (const auto& t : tags) registry(options_.key_prefix + "__tag__:" + t);
+  std::exception_ptr failure;
+  std::string what;
+  try {
+    auto replies = co_await client->exec(p, redis::CallOptions{options_.deadline});
+    for (const auto& r : replies)
+      if (r.is_error()) throw redis::ServerError(r.str());
+    co_return;
+  } catch (const redis::Error& e) {
+    what = e.what();
+    failure = std::current_exception();
+  }
+  redis_error(what);
+  if (options_.on_redis_error == OnRedisError::propagate) std::rethrow_exception(failure);
+}
+
+asio::awaitable<Lock> CacheCore::acquire_lock(const std::string& key) {
+  Lock lock{key + ":lock", random_token(), false};
+  auto client = manager_->client_dependency();
+  if (!usable(client)) co_return lock;
+  redis::SetOptions nx;
+  nx.expire_millis = options_.lock.ttl;
+  nx.condition = redis::SetCondition::if_not_exists;
+  nx.timeout = options_.deadline;
+  try {
+    lock.acquired = co_await client->set(lock.key, lock.token, nx);
+  } catch (const redis::Error& e) {
+    redis_error(e.what());
+    lock.acquired = false;
+    lock.token.clear();  // no lock: compute without one
+  }
+  co_return lock;
+}
+
+asio::awaitable<std::optional<std::string>> CacheCore::wait_for_value(const std::string& key,
+                                                                      const Lock& lock) {
+  if (lock.token.empty()) co_return std::nullopt;  // could not even ask for the lock
+  lock_waits_.fetch_add(1, std::memory_order_relaxed);
+  const auto until = Clock::now() + options_.lock.wait;
+  while (Clock::now() < until) {
+    co_await sleep_for(options_.lock.poll);
+    auto client = manager_->client_dependency();
+    if (!usable(client)) co_return std::nullopt;
+    try {
+      redis::Pipeline p;
+      p.add("GET", key).add("EXISTS", lock.key);
+      auto r = co_await client->exec(p, redis::CallOptions{options_.deadline});
+      if (r[0].is_string()) co_return std::move(r[0].str());
+      if (r[1].is_integer() && r[1].integer() == 0) co_return std::nullopt;  // holder gave up
+    } catch (const redis::Error& e) {
+      redis_error(e.what());
+      co_return std::nullopt;
+    }
+  }
+  co_return std::nullopt;
+}
+
+asio::awaitable<void> CacheCore::release_lock(const Lock& lock) {
+  if (!lock.acquired) co_return;
+  auto client = manager_->client_dependency();
+  if (!usable(client)) co_return;
+  const redis::Keys keys{lock.key};
+  const redis::Keys args{lock.token};
+  try {
+    (void)co_await client->run(release_script(), keys, args,
+                               redis::CallOptions{options_.deadline});
+  } catch (const redis::Error& e) {
+    redis_error(e.what());  // the lock expires by itself
+  }
+}
+
+}  // namespace tempest::cache::detail

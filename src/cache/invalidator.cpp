@@ -1,0 +1,87 @@
+#include "tempest/cache/invalidator.hpp"
+
+#include <set>
+
+namespace tempest::cache {
+
+namespace {
+constexpr redis::Duration kTimeout{5000};
+}
+
+std::string escape_glob(std::string_view literal) {
+  std::string out;
+  for (char c : literal) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+CacheInvalidator::CacheInvalidator(RedisManager& manager, std::string key_prefix)
+    : manager_(&manager), key_prefix_(std::move(key_prefix)) {}
+
+asio::awaitable<std::size_t> CacheInvalidator::invalidate_namespace(std::string_view ns) {
+  return invalidate_sets({key_prefix_ + "__ns__:" + std::string(ns)});
+}
+
+asio::awaitable<std::size_t> CacheInvalidator::invalidate_tag(std::string_view tag) {
+  return invalidate_sets({key_prefix_ + "__tag__:" + std::string(tag)});
+}
+
+asio::awaitable<std::size_t> CacheInvalidator::invalidate_tags(const std::vector<std::string>& tags) {
+  std::vector<std::string> sets;
+  for (const auto& t : tags) sets.push_back(key_prefix_ + "__tag__:" + t);
+  return invalidate_sets(std::move(sets));
+}
+
+// SMEMBERS of each set (one key each), then UNLINK of the members and of the sets.
+asio::awaitable<std::size_t> CacheInvalidator::invalidate_sets(std::vector<std::string> sets) {
+  if (sets.empty()) co_return 0;
+  redis::Client client = manager_->client();
+  redis::Pipeline read;
+  for (const auto& s : sets) read.add("SMEMBERS", s);
+  auto replies = co_await client.exec(read, redis::CallOptions{kTimeout});
+  std::set<std::string> members;
+  for (auto& r : replies)
+    for (auto& m : std::move(r).checked().as_array()) members.insert(std::move(m).as_string());
+  std::vector<std::string> doomed(members.begin(), members.end());
+  (void)co_await unlink_all(doomed);
+  (void)co_await unlink_all(sets);
+  co_return members.size();
+}
+
+asio::awaitable<std::size_t> CacheInvalidator::invalidate_keys(const std::vector<std::string>& keys) {
+  return unlink_all(keys);
+}
+
+// One single-key UNLINK per key, pipelined batch_size at a time.
+asio::awaitable<std::size_t> CacheInvalidator::unlink_all(const std::vector<std::string>& keys) {
+  redis::Client client = manager_->client();
+  std::size_t removed = 0;
+  const std::size_t batch = std::max<std::size_t>(1, batch_size);
+  for (std::size_t i = 0; i < keys.size(); i += batch) {
+    redis::Pipeline p;
+    for (std::size_t j = i; j < std::min(keys.size(), i + batch); ++j) p.add("UNLINK", keys[j]);
+    for (auto& r : co_await client.exec(p, redis::CallOptions{kTimeout}))
+      removed += static_cast<std::size_t>(std::move(r).checked().as_integer());
+  }
+  co_return removed;
+}
+
+asio::awaitable<std::size_t> CacheInvalidator::invalidate_prefix(std::string_view prefix) {
+  if (prefix.empty())
+    throw std::invalid_argument("invalidate_prefix: an empty prefix would delete every key");
+  redis::Client client = manager_->client();
+  redis::ScanOptions scan_options(escape_glob(prefix) + "*", batch_size);
+  scan_options.timeout = kTimeout;
+  auto scanner = client.scan(std::move(scan_options));
+  std::size_t removed = 0;
+  for (;;) {
+    auto batch = co_await scanner.next();
+    if (!batch) break;
+    if (!batch->empty()) removed += co_await unlink_all(*batch);
+  }
+  co_return removed;
+}
+
+}  // namespace tempest::cache

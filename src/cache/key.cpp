@@ -1,0 +1,455 @@
+#include "tempest/cache/key.hpp"
+
+#include <openssl/evp.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+namespace tempest::cache {
+
+// ---- KeyWriter ------------------------------------------------------------------------------------
+
+void KeyWriter::comma() {
+  if (after_key_) {
+    after_key_ = false;
+    return;
+  }
+  if (!first_.empty()) {
+    if (!first_.back()) out_ += ',';
+    first_.back() = false;
+  }
+}
+
+void KeyWriter::integer(long long v) {
+  comma();
+  char buf[24];
+  out_.append(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+}
+
+void KeyWriter::uinteger(unsigned long long v) {
+  comma();
+  char buf[24];
+  out_.append(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+}
+
+void KeyWriter::number(double v) {
+  comma();
+  out_ += python_float_repr(v);
+}
+
+namespace {
+void append_u(std::string& out, unsigned code) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out += "\\u";
+  for (int shift = 12; shift >= 0; shift -= 4) out += hex[(code >> shift) & 0xF];
+}
+
+// Appends `s` as a JSON string literal with Python's ensure_ascii escaping.
+void append_python_string(std::string& out, std::string_view s) {
+  out += '"';
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        default:
+          // Python escapes everything outside ' '..'~', DEL (0x7f) included (the reference
+          // notes say otherwise; the vectors computed by Python settle it).
+          if (c < 0x20 || c == 0x7f) {
+            append_u(out, c);
+          } else {
+            out += static_cast<char>(c);
+          }
+      }
+      ++i;
+      continue;
+    }
+    // Decode one UTF-8 sequence, strictly (no overlongs, no surrogates, <= U+10FFFF).
+    unsigned len = 0, code = 0, min = 0;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2, code = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, code = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, code = c & 0x07, min = 0x10000;
+    } else {
+      throw std::invalid_argument("cache key argument is not valid UTF-8 (byte " +
+                                  std::to_string(i) + ")");
+    }
+    if (i + len > s.size())
+      throw std::invalid_argument("cache key argument has a truncated UTF-8 sequence");
+    for (unsigned k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80)
+        throw std::invalid_argument("cache key argument is not valid UTF-8 (byte " +
+                                    std::to_string(i + k) + ")");
+      code = (code << 6) | (cc & 0x3F);
+    }
+    if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF))
+      throw std::invalid_argument("cache key argument is not valid UTF-8 (byte " +
+                                  std::to_string(i) + ")");
+    if (code >= 0x10000) {
+      code -= 0x10000;
+      append_u(out, 0xD800 + (code >> 10));
+      append_u(out, 0xDC00 + (code & 0x3FF));
+    } else {
+      append_u(out, code);
+    }
+    i += len;
+  }
+  out += '"';
+}
+}  // namespace
+
+void KeyWriter::string(std::string_view utf8) {
+  comma();
+  append_python_string(out_, utf8);
+}
+
+void KeyWriter::begin_array() {
+  comma();
+  out_ += '[';
+  first_.push_back(true);
+}
+
+void KeyWriter::end_array() {
+  out_ += ']';
+  first_.pop_back();
+}
+
+void KeyWriter::begin_object() {
+  comma();
+  out_ += '{';
+  first_.push_back(true);
+}
+
+void KeyWriter::key(std::string_view utf8) {
+  comma();
+  append_python_string(out_, utf8);
+  out_ += ':';
+  after_key_ = true;
+}
+
+void KeyWriter::end_object() {
+  out_ += '}';
+  first_.pop_back();
+}
+
+// ---- Python float repr ----------------------------------------------------------------------------
+
+std::string python_float_repr(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  if (v == 0) return std::signbit(v) ? "-0.0" : "0.0";
+  // Shortest round-trip digits, from the scientific form "d.ddde[+-]XX".
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);
+  const std::string_view sci(buf, static_cast<std::size_t>(r.ptr - buf));
+  const auto e_pos = sci.find('e');
+  std::string_view mantissa = sci.substr(0, e_pos);
+  int exponent = 0;
+  std::from_chars(sci.data() + e_pos + 1 + (sci[e_pos + 1] == '+' ? 1 : 0), sci.data() + sci.size(),
+                  exponent);
+  std::string out;
+  if (mantissa.front() == '-') {
+    out += '-';
+    mantissa.remove_prefix(1);
+  }
+  std::string digits;
+  for (char ch : mantissa)
+    if (ch != '.') digits += ch;
+  if (exponent < -4 || exponent >= 16) {
+    out += digits[0];
+    if (digits.size() > 1) {
+      out += '.';
+      out.append(digits, 1);
+    }
+    out += 'e';
+    out += exponent < 0 ? '-' : '+';
+    const int magnitude = exponent < 0 ? -exponent : exponent;
+    if (magnitude < 10) out += '0';
+    out += std::to_string(magnitude);
+    return out;
+  }
+  if (exponent < 0) {
+    out += "0.";
+    out.append(static_cast<std::size_t>(-exponent - 1), '0');
+    out += digits;
+    return out;
+  }
+  const auto int_digits = static_cast<std::size_t>(exponent) + 1;
+  if (digits.size() <= int_digits) {
+    out += digits;
+    out.append(int_digits - digits.size(), '0');
+    out += ".0";
+  } else {
+    out.append(digits, 0, int_digits);
+    out += '.';
+    out.append(digits, int_digits);
+  }
+  return out;
+}
+
+// ---- digest and key -------------------------------------------------------------------------------
+
+std::string args_digest(std::string_view args_json) {
+  static constexpr std::string_view head = "{\"args\":";
+  static constexpr std::string_view tail = ",\"kwargs\":{}}";
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int md_len = 0;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  if (ctx == nullptr || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1 ||
+      EVP_DigestUpdate(ctx, head.data(), head.size()) != 1 ||
+      EVP_DigestUpdate(ctx, args_json.data(), args_json.size()) != 1 ||
+      EVP_DigestUpdate(ctx, tail.data(), tail.size()) != 1 ||
+      EVP_DigestFinal_ex(ctx, md, &md_len) != 1) {
+    EVP_MD_CTX_free(ctx);
+    throw std::runtime_error("SHA-256 failed");
+  }
+  EVP_MD_CTX_free(ctx);
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out(32, '0');
+  for (std::size_t i = 0; i < 16; ++i) {
+    out[2 * i] = hex[md[i] >> 4];
+    out[2 * i + 1] = hex[md[i] & 15];
+  }
+  return out;
+}
+
+std::string make_key(std::string_view key_prefix, std::string_view name, std::string_view args_json) {
+  std::string key;
+  key.reserve(key_prefix.size() + name.size() + 33);
+  key.append(key_prefix).append(name).append(":").append(args_digest(args_json));
+  return key;
+}
+
+// ---- JSON text to Python's JSON (for the CLI and the reference vectors) -------------------------
+
+namespace {
+class Transcoder {
+ public:
+  Transcoder(std::string_view text, KeyWriter& w) : s_(text), w_(w) {}
+
+  void document() {
+    skip_ws();
+    if (peek() != '[') fail("expected a JSON array of arguments");
+    value(0);
+    skip_ws();
+    if (pos_ != s_.size()) fail("unexpected text after the JSON array");
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) {
+    throw std::invalid_argument("bad --args JSON at offset " + std::to_string(pos_) + ": " + what);
+  }
+  char peek() const { return pos_ < s_.size() ? s_[pos_] : '\0'; }
+  void skip_ws() {
+    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
+      ++pos_;
+  }
+  void expect(std::string_view word) {
+    if (s_.substr(pos_, word.size()) != word) fail("unexpected character");
+    pos_ += word.size();
+  }
+
+  void value(int depth) {
+    if (depth > 128) fail("nesting too deep");
+    skip_ws();
+    switch (peek()) {
+      case '[': {
+        ++pos_;
+        w_.begin_array();
+        skip_ws();
+        if (peek() == ']') {
+          ++pos_;
+        } else {
+          for (;;) {
+            value(depth + 1);
+            skip_ws();
+            if (peek() == ',') {
+              ++pos_;
+              continue;
+            }
+            if (peek() == ']') {
+              ++pos_;
+              break;
+            }
+            fail("expected ',' or ']'");
+          }
+        }
+        w_.end_array();
+        return;
+      }
+      case '{': {
+        ++pos_;
+        w_.begin_object();
+        skip_ws();
+        if (peek() == '}') {
+          ++pos_;
+        } else {
+          for (;;) {
+            skip_ws();
+            if (peek() != '"') fail("expected a member name");
+            w_.key(string());
+            skip_ws();
+            if (peek() != ':') fail("expected ':'");
+            ++pos_;
+            value(depth + 1);
+            skip_ws();
+            if (peek() == ',') {
+              ++pos_;
+              continue;
+            }
+            if (peek() == '}') {
+              ++pos_;
+              break;
+            }
+            fail("expected ',' or '}'");
+          }
+        }
+        w_.end_object();
+        return;
+      }
+      case '"': w_.string(string()); return;
+      case 't': expect("true"), w_.boolean(true); return;
+      case 'f': expect("false"), w_.boolean(false); return;
+      case 'n': expect("null"), w_.null(); return;
+      default: number(); return;
+    }
+  }
+
+  unsigned hex4() {
+    if (pos_ + 4 > s_.size()) fail("truncated \\u escape");
+    unsigned v = 0;
+    for (int i = 0; i < 4; ++i) {
+      const char c = s_[pos_++];
+      v <<= 4;
+      if (c >= '0' && c <= '9') v |= static_cast<unsigned>(c - '0');
+      else if (c >= 'a' && c <= 'f') v |= static_cast<unsigned>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F') v |= static_cast<unsigned>(c - 'A' + 10);
+      else fail("bad \\u escape");
+    }
+    return v;
+  }
+
+  static void put_utf8(std::string& out, unsigned cp) {
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xC0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xE0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+  }
+
+  std::string string() {
+    ++pos_;  // opening quote
+    std::string out;
+    for (;;) {
+      if (pos_ >= s_.size()) fail("unterminated string");
+      const char c = s_[pos_++];
+      if (c == '"') return out;
+      if (static_cast<unsigned char>(c) < 0x20) fail("control character in a string");
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (pos_ >= s_.size()) fail("unterminated escape");
+      const char e = s_[pos_++];
+      switch (e) {
+        case '"': out += '"'; break;
+        case '\\': out += '\\'; break;
+        case '/': out += '/'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          unsigned cp = hex4();
+          if (cp >= 0xD800 && cp <= 0xDBFF) {
+            if (s_.substr(pos_, 2) != "\\u") fail("lone high surrogate");
+            pos_ += 2;
+            const unsigned lo = hex4();
+            if (lo < 0xDC00 || lo > 0xDFFF) fail("bad low surrogate");
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            fail("lone low surrogate");
+          }
+          put_utf8(out, cp);
+          break;
+        }
+        default: fail("bad escape");
+      }
+    }
+  }
+
+  // Integers stay integers (arbitrary size is refused beyond 64 bits); decimals and exponents
+  // become the nearest double (std::from_chars rounds correctly).
+  void number() {
+    const std::size_t start = pos_;
+    if (peek() == '-') ++pos_;
+    if (!(peek() >= '0' && peek() <= '9')) fail("unexpected character");
+    while (peek() >= '0' && peek() <= '9') ++pos_;
+    bool is_float = false;
+    if (peek() == '.') {
+      is_float = true;
+      ++pos_;
+      if (!(peek() >= '0' && peek() <= '9')) fail("digits expected after '.'");
+      while (peek() >= '0' && peek() <= '9') ++pos_;
+    }
+    if (peek() == 'e' || peek() == 'E') {
+      is_float = true;
+      ++pos_;
+      if (peek() == '+' || peek() == '-') ++pos_;
+      if (!(peek() >= '0' && peek() <= '9')) fail("digits expected in the exponent");
+      while (peek() >= '0' && peek() <= '9') ++pos_;
+    }
+    const char* first = s_.data() + start;
+    const char* last = s_.data() + pos_;
+    if (is_float) {
+      double d = 0;
+      const auto r = std::from_chars(first, last, d);
+      if (r.ec != std::errc{}) fail("number out of range");
+      w_.number(d);
+    } else if (*first == '-') {
+      long long v = 0;
+      if (std::from_chars(first, last, v).ec != std::errc{}) fail("integer out of 64-bit range");
+      w_.integer(v);
+    } else {
+      unsigned long long v = 0;
+      if (std::from_chars(first, last, v).ec != std::errc{}) fail("integer out of 64-bit range");
+      w_.uinteger(v);
+    }
+  }
+
+  std::string_view s_;
+  std::size_t pos_ = 0;
+  KeyWriter& w_;
+};
+}  // namespace
+
+std::string key_from_json_args(std::string_view key_prefix, std::string_view name,
+                               std::string_view json_array) {
+  KeyWriter w;
+  Transcoder(json_array, w).document();
+  return make_key(key_prefix, name, w.str());
+}
+
+}  // namespace tempest::cache

@@ -1,0 +1,191 @@
+// Cache keys byte-identical to the Python SDK's, from JSON text and from typed C++ arguments.
+#include <gtest/gtest.h>
+
+#include <boost/describe/class.hpp>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "tempest/cache/codec.hpp"
+#include "tempest/cache/key.hpp"
+
+using namespace tempest::cache;
+
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct Vector {
+  std::string name, prefix, args, key;
+};
+
+// The reference file is JSON written by Python; each vector's "args" is re-read here as text.
+std::vector<Vector> load_vectors() {
+  const std::string text = read_file(TEMPEST_TEST_DATA "/key-vectors.json");
+  const auto doc = boost::json::parse(text).as_array();
+  std::vector<Vector> out;
+  // The args are taken from the original text (not Boost.JSON's doubles) to keep number text
+  // exact: find each vector's "args" array by bracket matching.
+  std::size_t pos = 0;
+  for (const auto& v : doc) {
+    const auto& o = v.as_object();
+    pos = text.find("\"args\"", pos);
+    const auto open = text.find('[', pos);
+    int depth = 0;
+    std::size_t i = open;
+    bool in_string = false;
+    for (; i < text.size(); ++i) {
+      const char c = text[i];
+      if (in_string) {
+        if (c == '\\') ++i;
+        else if (c == '"') in_string = false;
+        continue;
+      }
+      if (c == '"') in_string = true;
+      else if (c == '[') ++depth;
+      else if (c == ']' && --depth == 0) break;
+    }
+    out.push_back({std::string(o.at("name").as_string()), std::string(o.at("key_prefix").as_string()),
+                   text.substr(open, i + 1 - open), std::string(o.at("key").as_string())});
+    pos = i;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(Key, EveryReferenceVectorMatchesFromJsonText) {
+  const auto vectors = load_vectors();
+  ASSERT_EQ(vectors.size(), 13u);
+  for (const auto& v : vectors)
+    EXPECT_EQ(key_from_json_args(v.prefix, v.name, v.args), v.key) << v.name << " " << v.args;
+}
+
+TEST(Key, SeedExampleKey) {
+  EXPECT_EQ(make_key("users:", "get_user_profile", encode_args(std::string("123"))),
+            "users:get_user_profile:5f11deb66da1aa69390b0572cc7a6b39");
+}
+
+struct Profile {
+  std::string id;
+  int age;
+  std::vector<std::string> tags;
+  double score;
+};
+BOOST_DESCRIBE_STRUCT(Profile, (), (id, age, tags, score))
+
+struct BA {
+  int b;
+  std::tuple<bool, std::nullptr_t> a;
+};
+BOOST_DESCRIBE_STRUCT(BA, (), (b, a))
+
+TEST(Key, TypedArgumentsReproduceTheVectors) {
+  auto key = [](std::string_view prefix, std::string_view name, const std::string& args) {
+    return make_key(prefix, name, args);
+  };
+  EXPECT_EQ(key("", "list_orders", encode_args("u-1", false)),
+            "list_orders:b1326c2f3259d0a8eb06f4a08693002f");
+  EXPECT_EQ(key("orders:", "list_orders", encode_args(std::string_view("u-1"), true)),
+            "orders:list_orders:9588bf7d124aefab1043b239daaf5e2a");
+  EXPECT_EQ(key("", "no_args", encode_args()), "no_args:97fcdad9fe31227a9ec60e519ff7635a");
+  EXPECT_EQ(key("", "ints",
+                encode_args(0, -1, 42, 9007199254740993LL, std::numeric_limits<long long>::min(),
+                            std::numeric_limits<unsigned long long>::max())),
+            "ints:b3f094c718f62a2ddcf6909070868510");
+  EXPECT_EQ(key("", "floats",
+                encode_args(0.1, 1.0, -0.0, 2.5, 1e16, 1e-05, 0.0001, 123456789.123, 1e300, 5e-324,
+                            3e-07, 1.7976931348623157e308)),
+            "floats:dc4b48e925a4c36279864b025655ba79");
+  EXPECT_EQ(key("", "bools_null", encode_args(true, false, nullptr)),
+            "bools_null:9be42b7302685d8c4a6f7413e126eba1");
+  EXPECT_EQ(key("", "strings",
+                encode_args("", "a b", "quote\"back\\slash", "tab\tnl\ncr\r", "\x01\x1f\x7f")),
+            "strings:80874ab581a0624db8dd24115fbacde3");
+  EXPECT_EQ(key("", "unicode",
+                encode_args("Ana", "\xc3\xa9", "\xc3\xa7\xc3\xa3o", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",
+                            "\xf0\x9f\x98\x80", "\xe2\x80\xa8")),
+            "unicode:39f543f4d8f952ad35fe7e953cdb76c4");
+  const auto nested = std::make_tuple(1, std::make_tuple(2, std::make_tuple(3, std::vector<int>{})));
+  EXPECT_EQ(key("p:", "nested", encode_args(nested, BA{1, {true, nullptr}})),
+            "p:nested:8a4dadedaea2933160568f886eadd725");
+  EXPECT_EQ(key("", "struct_like", encode_args(Profile{"u1", 37, {"x", "y"}, 9.5})),
+            "struct_like:8db8f7aedf16146847f5717e309db743");
+  EXPECT_EQ(key("", "mixed",
+                encode_args("x", 1, 1.5, std::optional<int>{}, std::vector<int>{},
+                            std::map<std::string, int>{})),
+            "mixed:9156ef50484af7af073757c67808be26");
+}
+
+TEST(Key, DifferentValuesTypesAndOrderGiveDifferentKeys) {
+  const auto k = [](const std::string& args) { return make_key("", "f", args); };
+  EXPECT_NE(k(encode_args(1)), k(encode_args(2)));
+  EXPECT_NE(k(encode_args(1)), k(encode_args("1")));
+  EXPECT_NE(k(encode_args(1)), k(encode_args(1.0)));
+  EXPECT_NE(k(encode_args(true)), k(encode_args(1)));
+  EXPECT_NE(k(encode_args("a", "b")), k(encode_args("b", "a")));
+  EXPECT_NE(k(encode_args(std::vector<int>{1, 2})), k(encode_args(1, 2)));
+  EXPECT_EQ(k(encode_args(std::string("same"))), k(encode_args("same")));
+  // Unordered containers are sorted, so equal contents give equal keys.
+  std::unordered_map<std::string, int> m1{{"a", 1}, {"b", 2}, {"c", 3}}, m2{{"c", 3}, {"a", 1}, {"b", 2}};
+  EXPECT_EQ(encode_args(m1), encode_args(m2));
+  EXPECT_EQ(encode_args(m1), "[{\"a\":1,\"b\":2,\"c\":3}]");
+  EXPECT_EQ(encode_args(std::map<int, bool>{{2, true}, {10, false}}), "[{\"2\":true,\"10\":false}]");
+}
+
+TEST(Key, PythonFloatRepr) {
+  const std::pair<double, const char*> cases[] = {
+      {0.1, "0.1"},        {1.0, "1.0"},          {-0.0, "-0.0"},   {100.0, "100.0"},
+      {1e16, "1e+16"},     {1e15, "1000000000000000.0"}, {1e-05, "1e-05"}, {0.0001, "0.0001"},
+      {5e-324, "5e-324"},  {1.5e300, "1.5e+300"}, {-2.5, "-2.5"},   {123456789.123, "123456789.123"},
+      {1.7976931348623157e308, "1.7976931348623157e+308"},          {3e-07, "3e-07"},
+      {12345678901234567.0, "1.2345678901234568e+16"}};
+  for (const auto& [v, repr] : cases) EXPECT_EQ(python_float_repr(v), repr) << repr;
+  EXPECT_EQ(python_float_repr(std::nan("")), "NaN");
+  EXPECT_EQ(python_float_repr(-std::numeric_limits<double>::infinity()), "-Infinity");
+}
+
+TEST(Key, InvalidUtf8IsAClearError) {
+  EXPECT_THROW(encode_args(std::string("\xff")), std::invalid_argument);
+  EXPECT_THROW(encode_args(std::string("\xc3")), std::invalid_argument);
+  EXPECT_THROW(encode_args(std::string("\xed\xa0\x80")), std::invalid_argument);  // surrogate
+  EXPECT_THROW(encode_args(std::string("\xc0\xaf")), std::invalid_argument);      // overlong
+}
+
+TEST(Key, JsonArgsErrorsNameTheProblem) {
+  for (const char* bad : {"", "{}", "[1,", "[1 2]", "[\"x]", "[tru]", "[1]x", "[18446744073709551616]",
+                          "[\"\\ud800\"]", "[01.]"}) {
+    try {
+      (void)key_from_json_args("", "f", bad);
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("bad --args JSON"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Codec, JsonRoundTripAndPythonsSpacing) {
+  const Profile p{"u1", 37, {"x"}, 9.5};
+  const auto text = JsonCodec<Profile>::encode(p);
+  const auto back = JsonCodec<Profile>::decode(text);
+  EXPECT_EQ(back.id, "u1");
+  EXPECT_EQ(back.age, 37);
+  // What Python's json.dumps writes (", " and ": " separators) decodes too.
+  const auto py = JsonCodec<Profile>::decode(
+      "{\"id\": \"u2\", \"age\": 5, \"tags\": [\"a\", \"b\"], \"score\": 1.25}");
+  EXPECT_EQ(py.tags.size(), 2u);
+  EXPECT_DOUBLE_EQ(py.score, 1.25);
+}
+
+TEST(Codec, JsonRejectsWrongShapes) {
+  for (const char* bad : {"", "{", "[1,2]", "{\"id\": 5, \"age\": 1, \"tags\": [], \"score\": 1}",
+                          "null", "{\"id\": \"x\"}", "\xff\xfe garbage"}) {
+    EXPECT_THROW((void)JsonCodec<Profile>::decode(bad), std::exception) << bad;
+  }
+}
