@@ -84,8 +84,12 @@ const redis::Script& release_script() {
   return script;
 }
 
-bool usable(const std::optional<redis::Client>& c) { return c && c->is_connected(); }
+bool usable(const std::optional<redis::Client>& c) {
+  return c && c->is_connected();
+}
 }  // namespace
+
+Flight::Flight() : state_(std::make_shared<State>()) {}
 
 asio::awaitable<std::shared_ptr<const void>> Flight::wait() {
   return asio::async_initiate<const asio::use_awaitable_t<>&,
@@ -102,7 +106,8 @@ void Flight::complete(std::exception_ptr error, std::shared_ptr<const void> valu
     state_->value = value;
     waiters.swap(state_->waiters);
   }
-  for (auto& w : waiters) deliver(std::move(w), error, value);
+  for (auto& w : waiters)
+    deliver(std::move(w), error, value);
 }
 
 CacheCore::CacheCore(RedisManager& manager, CachedOptions options)
@@ -153,7 +158,8 @@ void CacheCore::redis_error(const std::string& what) {
   // At most one warning per 5 s per cached function, with the number held back.
   const auto now = Clock::now().time_since_epoch().count();
   auto last = last_warning_ns_.load(std::memory_order_relaxed);
-  const std::int64_t period = std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(5)).count();
+  const std::int64_t period =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(5)).count();
   if (last != 0 && now - last < period) {
     suppressed_warnings_.fetch_add(1, std::memory_order_relaxed);
     return;
@@ -171,8 +177,9 @@ void CacheCore::redis_error(const std::string& what) {
 void CacheCore::corrupt_value(const std::string& key, const std::string& problem) {
   corrupt_.fetch_add(1, std::memory_order_relaxed);
   tempest::logger("tempest.cache")
-      ->warn("cached_deserialization_failed: cached({}) key={} error={}; recomputing and overwriting",
-             options_.name, key, problem);
+      ->warn(
+          "cached_deserialization_failed: cached({}) key={} error={}; recomputing and overwriting",
+          options_.name, key, problem);
 }
 
 void CacheCore::unserializable(const std::string& key, const std::string& problem) {
@@ -230,8 +237,10 @@ asio::awaitable<void> CacheCore::store(const std::string& key, std::string paylo
     if (ttl > 0) p.add("EXPIRE", set, ttl);
   };
   if (!options_.ns.empty()) registry(options_.key_prefix + "__ns__:" + options_.ns);
-  for (const auto& t : options_.tags) registry(options_.key_prefix + "__tag__:" + t);
-  for (const auto& t : tags) registry(options_.key_prefix + "__tag__:" + t);
+  for (const auto& t : options_.tags)
+    registry(options_.key_prefix + "__tag__:" + t);
+  for (const auto& t : tags)
+    registry(options_.key_prefix + "__tag__:" + t);
   std::exception_ptr failure;
   std::string what;
   try {
@@ -295,8 +304,7 @@ asio::awaitable<void> CacheCore::release_lock(const Lock& lock) {
   const redis::Keys keys{lock.key};
   const redis::Keys args{lock.token};
   try {
-    (void)co_await client->run(release_script(), keys, args,
-                               redis::CallOptions{options_.deadline});
+    (void)co_await client->run(release_script(), keys, args, redis::CallOptions{options_.deadline});
   } catch (const redis::Error& e) {
     redis_error(e.what());  // the lock expires by itself
   }

@@ -28,9 +28,11 @@ asio::awaitable<std::size_t> CacheInvalidator::invalidate_tag(std::string_view t
   return invalidate_sets({key_prefix_ + "__tag__:" + std::string(tag)});
 }
 
-asio::awaitable<std::size_t> CacheInvalidator::invalidate_tags(const std::vector<std::string>& tags) {
+asio::awaitable<std::size_t> CacheInvalidator::invalidate_tags(
+    const std::vector<std::string>& tags) {
   std::vector<std::string> sets;
-  for (const auto& t : tags) sets.push_back(key_prefix_ + "__tag__:" + t);
+  for (const auto& t : tags)
+    sets.push_back(key_prefix_ + "__tag__:" + t);
   return invalidate_sets(std::move(sets));
 }
 
@@ -39,18 +41,21 @@ asio::awaitable<std::size_t> CacheInvalidator::invalidate_sets(std::vector<std::
   if (sets.empty()) co_return 0;
   redis::Client client = manager_->client();
   redis::Pipeline read;
-  for (const auto& s : sets) read.add("SMEMBERS", s);
+  for (const auto& s : sets)
+    read.add("SMEMBERS", s);
   auto replies = co_await client.exec(read, redis::CallOptions{kTimeout});
   std::set<std::string> members;
   for (auto& r : replies)
-    for (auto& m : std::move(r).checked().as_array()) members.insert(std::move(m).as_string());
+    for (auto& m : std::move(r).checked().as_array())
+      members.insert(std::move(m).as_string());
   std::vector<std::string> doomed(members.begin(), members.end());
   (void)co_await unlink_all(doomed);
   (void)co_await unlink_all(sets);
   co_return members.size();
 }
 
-asio::awaitable<std::size_t> CacheInvalidator::invalidate_keys(const std::vector<std::string>& keys) {
+asio::awaitable<std::size_t> CacheInvalidator::invalidate_keys(
+    const std::vector<std::string>& keys) {
   return unlink_all(keys);
 }
 
@@ -61,7 +66,8 @@ asio::awaitable<std::size_t> CacheInvalidator::unlink_all(const std::vector<std:
   const std::size_t batch = std::max<std::size_t>(1, batch_size);
   for (std::size_t i = 0; i < keys.size(); i += batch) {
     redis::Pipeline p;
-    for (std::size_t j = i; j < std::min(keys.size(), i + batch); ++j) p.add("UNLINK", keys[j]);
+    for (std::size_t j = i; j < std::min(keys.size(), i + batch); ++j)
+      p.add("UNLINK", keys[j]);
     for (auto& r : co_await client.exec(p, redis::CallOptions{kTimeout}))
       removed += static_cast<std::size_t>(std::move(r).checked().as_integer());
   }

@@ -9,7 +9,8 @@
 
 namespace tempest::cache {
 
-// ---- KeyWriter ------------------------------------------------------------------------------------
+// ---- KeyWriter
+// ------------------------------------------------------------------------------------
 
 void KeyWriter::comma() {
   if (after_key_) {
@@ -43,7 +44,8 @@ namespace {
 void append_u(std::string& out, unsigned code) {
   static constexpr char hex[] = "0123456789abcdef";
   out += "\\u";
-  for (int shift = 12; shift >= 0; shift -= 4) out += hex[(code >> shift) & 0xF];
+  for (int shift = 12; shift >= 0; shift -= 4)
+    out += hex[(code >> shift) & 0xF];
 }
 
 // Appends `s` as a JSON string literal with Python's ensure_ascii escaping.
@@ -53,13 +55,27 @@ void append_python_string(std::string& out, std::string_view s) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x80) {
       switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
+        case '"':
+          out += "\\\"";
+          break;
+        case '\\':
+          out += "\\\\";
+          break;
+        case '\n':
+          out += "\\n";
+          break;
+        case '\r':
+          out += "\\r";
+          break;
+        case '\t':
+          out += "\\t";
+          break;
+        case '\b':
+          out += "\\b";
+          break;
+        case '\f':
+          out += "\\f";
+          break;
         default:
           // Python escapes everything outside ' '..'~', DEL (0x7f) included (the reference
           // notes say otherwise; the vectors computed by Python settle it).
@@ -143,7 +159,8 @@ void KeyWriter::end_object() {
   first_.pop_back();
 }
 
-// ---- Python float repr ----------------------------------------------------------------------------
+// ---- Python float repr
+// ----------------------------------------------------------------------------
 
 std::string python_float_repr(double v) {
   if (std::isnan(v)) return "NaN";
@@ -198,7 +215,8 @@ std::string python_float_repr(double v) {
   return out;
 }
 
-// ---- digest and key -------------------------------------------------------------------------------
+// ---- digest and key
+// -------------------------------------------------------------------------------
 
 std::string args_digest(std::string_view args_json) {
   static constexpr std::string_view head = "{\"args\":";
@@ -224,7 +242,8 @@ std::string args_digest(std::string_view args_json) {
   return out;
 }
 
-std::string make_key(std::string_view key_prefix, std::string_view name, std::string_view args_json) {
+std::string make_key(std::string_view key_prefix, std::string_view name,
+                     std::string_view args_json) {
   std::string key;
   key.reserve(key_prefix.size() + name.size() + 33);
   key.append(key_prefix).append(name).append(":").append(args_digest(args_json));
@@ -252,7 +271,8 @@ class Transcoder {
   }
   char peek() const { return pos_ < s_.size() ? s_[pos_] : '\0'; }
   void skip_ws() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
+    while (pos_ < s_.size() &&
+           (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
       ++pos_;
   }
   void expect(std::string_view word) {
@@ -318,11 +338,21 @@ class Transcoder {
         w_.end_object();
         return;
       }
-      case '"': w_.string(string()); return;
-      case 't': expect("true"), w_.boolean(true); return;
-      case 'f': expect("false"), w_.boolean(false); return;
-      case 'n': expect("null"), w_.null(); return;
-      default: number(); return;
+      case '"':
+        w_.string(string());
+        return;
+      case 't':
+        expect("true"), w_.boolean(true);
+        return;
+      case 'f':
+        expect("false"), w_.boolean(false);
+        return;
+      case 'n':
+        expect("null"), w_.null();
+        return;
+      default:
+        number();
+        return;
     }
   }
 
@@ -332,10 +362,14 @@ class Transcoder {
     for (int i = 0; i < 4; ++i) {
       const char c = s_[pos_++];
       v <<= 4;
-      if (c >= '0' && c <= '9') v |= static_cast<unsigned>(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= static_cast<unsigned>(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= static_cast<unsigned>(c - 'A' + 10);
-      else fail("bad \\u escape");
+      if (c >= '0' && c <= '9')
+        v |= static_cast<unsigned>(c - '0');
+      else if (c >= 'a' && c <= 'f')
+        v |= static_cast<unsigned>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F')
+        v |= static_cast<unsigned>(c - 'A' + 10);
+      else
+        fail("bad \\u escape");
     }
     return v;
   }
@@ -373,14 +407,30 @@ class Transcoder {
       if (pos_ >= s_.size()) fail("unterminated escape");
       const char e = s_[pos_++];
       switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'u': {
           unsigned cp = hex4();
           if (cp >= 0xD800 && cp <= 0xDBFF) {
@@ -395,7 +445,8 @@ class Transcoder {
           put_utf8(out, cp);
           break;
         }
-        default: fail("bad escape");
+        default:
+          fail("bad escape");
       }
     }
   }
@@ -406,20 +457,23 @@ class Transcoder {
     const std::size_t start = pos_;
     if (peek() == '-') ++pos_;
     if (!(peek() >= '0' && peek() <= '9')) fail("unexpected character");
-    while (peek() >= '0' && peek() <= '9') ++pos_;
+    while (peek() >= '0' && peek() <= '9')
+      ++pos_;
     bool is_float = false;
     if (peek() == '.') {
       is_float = true;
       ++pos_;
       if (!(peek() >= '0' && peek() <= '9')) fail("digits expected after '.'");
-      while (peek() >= '0' && peek() <= '9') ++pos_;
+      while (peek() >= '0' && peek() <= '9')
+        ++pos_;
     }
     if (peek() == 'e' || peek() == 'E') {
       is_float = true;
       ++pos_;
       if (peek() == '+' || peek() == '-') ++pos_;
       if (!(peek() >= '0' && peek() <= '9')) fail("digits expected in the exponent");
-      while (peek() >= '0' && peek() <= '9') ++pos_;
+      while (peek() >= '0' && peek() <= '9')
+        ++pos_;
     }
     const char* first = s_.data() + start;
     const char* last = s_.data() + pos_;

@@ -34,8 +34,10 @@ asio::awaitable<void> RedisManager::connect() {
                               (why.empty() ? std::string() : " (" + why + ")");
   if (options_.require_connection) throw redis::ConnectionError(message);
   tempest::logger("tempest.cache")
-      ->warn("{}; starting anyway, the connection keeps retrying and health checks fail until it is up",
-             message);
+      ->warn(
+          "{}; starting anyway, the connection keeps retrying and health checks fail until it is "
+          "up",
+          message);
 }
 
 asio::awaitable<void> RedisManager::disconnect() {

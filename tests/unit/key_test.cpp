@@ -43,16 +43,22 @@ std::vector<Vector> load_vectors() {
     for (; i < text.size(); ++i) {
       const char c = text[i];
       if (in_string) {
-        if (c == '\\') ++i;
-        else if (c == '"') in_string = false;
+        if (c == '\\')
+          ++i;
+        else if (c == '"')
+          in_string = false;
         continue;
       }
-      if (c == '"') in_string = true;
-      else if (c == '[') ++depth;
-      else if (c == ']' && --depth == 0) break;
+      if (c == '"')
+        in_string = true;
+      else if (c == '[')
+        ++depth;
+      else if (c == ']' && --depth == 0)
+        break;
     }
-    out.push_back({std::string(o.at("name").as_string()), std::string(o.at("key_prefix").as_string()),
-                   text.substr(open, i + 1 - open), std::string(o.at("key").as_string())});
+    out.push_back({std::string(o.at("name").as_string()),
+                   std::string(o.at("key_prefix").as_string()), text.substr(open, i + 1 - open),
+                   std::string(o.at("key").as_string())});
     pos = i;
   }
   return out;
@@ -108,11 +114,13 @@ TEST(Key, TypedArgumentsReproduceTheVectors) {
   EXPECT_EQ(key("", "strings",
                 encode_args("", "a b", "quote\"back\\slash", "tab\tnl\ncr\r", "\x01\x1f\x7f")),
             "strings:80874ab581a0624db8dd24115fbacde3");
-  EXPECT_EQ(key("", "unicode",
-                encode_args("Ana", "\xc3\xa9", "\xc3\xa7\xc3\xa3o", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",
-                            "\xf0\x9f\x98\x80", "\xe2\x80\xa8")),
-            "unicode:39f543f4d8f952ad35fe7e953cdb76c4");
-  const auto nested = std::make_tuple(1, std::make_tuple(2, std::make_tuple(3, std::vector<int>{})));
+  EXPECT_EQ(
+      key("", "unicode",
+          encode_args("Ana", "\xc3\xa9", "\xc3\xa7\xc3\xa3o",
+                      "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", "\xf0\x9f\x98\x80", "\xe2\x80\xa8")),
+      "unicode:39f543f4d8f952ad35fe7e953cdb76c4");
+  const auto nested =
+      std::make_tuple(1, std::make_tuple(2, std::make_tuple(3, std::vector<int>{})));
   EXPECT_EQ(key("p:", "nested", encode_args(nested, BA{1, {true, nullptr}})),
             "p:nested:8a4dadedaea2933160568f886eadd725");
   EXPECT_EQ(key("", "struct_like", encode_args(Profile{"u1", 37, {"x", "y"}, 9.5})),
@@ -133,20 +141,33 @@ TEST(Key, DifferentValuesTypesAndOrderGiveDifferentKeys) {
   EXPECT_NE(k(encode_args(std::vector<int>{1, 2})), k(encode_args(1, 2)));
   EXPECT_EQ(k(encode_args(std::string("same"))), k(encode_args("same")));
   // Unordered containers are sorted, so equal contents give equal keys.
-  std::unordered_map<std::string, int> m1{{"a", 1}, {"b", 2}, {"c", 3}}, m2{{"c", 3}, {"a", 1}, {"b", 2}};
+  std::unordered_map<std::string, int> m1{{"a", 1}, {"b", 2}, {"c", 3}},
+      m2{{"c", 3}, {"a", 1}, {"b", 2}};
   EXPECT_EQ(encode_args(m1), encode_args(m2));
   EXPECT_EQ(encode_args(m1), "[{\"a\":1,\"b\":2,\"c\":3}]");
-  EXPECT_EQ(encode_args(std::map<int, bool>{{2, true}, {10, false}}), "[{\"2\":true,\"10\":false}]");
+  EXPECT_EQ(encode_args(std::map<int, bool>{{2, true}, {10, false}}),
+            "[{\"2\":true,\"10\":false}]");
 }
 
 TEST(Key, PythonFloatRepr) {
   const std::pair<double, const char*> cases[] = {
-      {0.1, "0.1"},        {1.0, "1.0"},          {-0.0, "-0.0"},   {100.0, "100.0"},
-      {1e16, "1e+16"},     {1e15, "1000000000000000.0"}, {1e-05, "1e-05"}, {0.0001, "0.0001"},
-      {5e-324, "5e-324"},  {1.5e300, "1.5e+300"}, {-2.5, "-2.5"},   {123456789.123, "123456789.123"},
-      {1.7976931348623157e308, "1.7976931348623157e+308"},          {3e-07, "3e-07"},
+      {0.1, "0.1"},
+      {1.0, "1.0"},
+      {-0.0, "-0.0"},
+      {100.0, "100.0"},
+      {1e16, "1e+16"},
+      {1e15, "1000000000000000.0"},
+      {1e-05, "1e-05"},
+      {0.0001, "0.0001"},
+      {5e-324, "5e-324"},
+      {1.5e300, "1.5e+300"},
+      {-2.5, "-2.5"},
+      {123456789.123, "123456789.123"},
+      {1.7976931348623157e308, "1.7976931348623157e+308"},
+      {3e-07, "3e-07"},
       {12345678901234567.0, "1.2345678901234568e+16"}};
-  for (const auto& [v, repr] : cases) EXPECT_EQ(python_float_repr(v), repr) << repr;
+  for (const auto& [v, repr] : cases)
+    EXPECT_EQ(python_float_repr(v), repr) << repr;
   EXPECT_EQ(python_float_repr(std::nan("")), "NaN");
   EXPECT_EQ(python_float_repr(-std::numeric_limits<double>::infinity()), "-Infinity");
 }
@@ -159,8 +180,8 @@ TEST(Key, InvalidUtf8IsAClearError) {
 }
 
 TEST(Key, JsonArgsErrorsNameTheProblem) {
-  for (const char* bad : {"", "{}", "[1,", "[1 2]", "[\"x]", "[tru]", "[1]x", "[18446744073709551616]",
-                          "[\"\\ud800\"]", "[01.]"}) {
+  for (const char* bad : {"", "{}", "[1,", "[1 2]", "[\"x]", "[tru]", "[1]x",
+                          "[18446744073709551616]", "[\"\\ud800\"]", "[01.]"}) {
     try {
       (void)key_from_json_args("", "f", bad);
       ADD_FAILURE() << "accepted " << bad;

@@ -81,7 +81,8 @@ class Cached<F, Codec, T, std::tuple<A...>> {
   // Tags computed per call from the arguments (added to the static CachedOptions::tags).
   Cached tags(std::function<std::vector<std::string>(const A&...)> fn) const {
     Cached copy = *this;
-    copy.tags_ = std::make_shared<std::function<std::vector<std::string>(const A&...)>>(std::move(fn));
+    copy.tags_ =
+        std::make_shared<std::function<std::vector<std::string>(const A&...)>>(std::move(fn));
     return copy;
   }
   // Like Python's key_builder: builds the key (before key_prefix) from the name and arguments.
@@ -130,7 +131,8 @@ class Cached<F, Codec, T, std::tuple<A...>> {
       core->finish(key, joined.flight, error, nullptr);  // exceptions are shared, never cached
       std::rethrow_exception(error);
     }
-    if (joined.flight) core->finish(key, joined.flight, nullptr, std::make_shared<const T>(*result));
+    if (joined.flight)
+      core->finish(key, joined.flight, nullptr, std::make_shared<const T>(*result));
     co_return std::move(*result);
   }
 
@@ -180,7 +182,8 @@ class Cached<F, Codec, T, std::tuple<A...>> {
       } catch (const std::exception& e) {
         core->unserializable(key, e.what());
       }
-      if (payload && found.redis_ok) co_await core->store(key, std::move(*payload), std::move(tags));
+      if (payload && found.redis_ok)
+        co_await core->store(key, std::move(*payload), std::move(tags));
     }
     co_await core->release_lock(lock);
     if (error) std::rethrow_exception(error);

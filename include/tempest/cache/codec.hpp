@@ -2,7 +2,8 @@
 //   JsonCodec<T>   (default): Boost.JSON, with BOOST_DESCRIBE_STRUCT types as objects. Reads what
 //                  Python's json.dumps wrote for the same shape; writes JSON json.loads reads.
 //   RawCodec       : std::string stored as is.
-//   FunctionCodec<T>: a user serializer / deserializer pair (model_dump_json / model_validate_json).
+//   FunctionCodec<T>: a user serializer / deserializer pair (model_dump_json /
+//   model_validate_json).
 // decode() throws on anything it cannot turn into a T (invalid JSON, wrong shape, wrong types);
 // the cache treats that as a corrupt entry.
 #pragma once
@@ -21,13 +22,16 @@ namespace tempest::cache {
 
 template <class T>
 struct JsonCodec {
-  static std::string encode(const T& value) { return boost::json::serialize(boost::json::value_from(value)); }
+  static std::string encode(const T& value) {
+    return boost::json::serialize(boost::json::value_from(value));
+  }
   static T decode(std::string_view bytes) {
     boost::system::error_code ec;
     boost::json::value v = boost::json::parse(bytes, ec);
     if (ec) throw std::invalid_argument("invalid JSON: " + ec.message());
     auto result = boost::json::try_value_to<T>(v);
-    if (!result) throw std::invalid_argument("JSON of the wrong shape: " + result.error().message());
+    if (!result)
+      throw std::invalid_argument("JSON of the wrong shape: " + result.error().message());
     return std::move(*result);
   }
 };

@@ -63,7 +63,8 @@ std::string python_float_repr(double v);
 // SHA-256 of `{"args":<args_json>,"kwargs":{}}`, first 32 lowercase hex characters.
 std::string args_digest(std::string_view args_json);
 // key_prefix + name + ":" + args_digest(args_json)
-std::string make_key(std::string_view key_prefix, std::string_view name, std::string_view args_json);
+std::string make_key(std::string_view key_prefix, std::string_view name,
+                     std::string_view args_json);
 // The key for arguments given as JSON text (a JSON array), as the CLI takes them. Integers stay
 // integers, decimals become the nearest double, objects keep their member order. Throws
 // std::invalid_argument naming what is wrong with the text.
@@ -74,7 +75,9 @@ template <class T, class Enable = void>
 struct KeyEncoder;  // specialize: static void encode(KeyWriter&, const T&)
 
 template <class T>
-concept KeyEncodable = requires(KeyWriter& w, const T& v) { KeyEncoder<T>::encode(w, v); };
+concept KeyEncodable = requires(KeyWriter& w, const T& v) {
+  KeyEncoder<T>::encode(w, v);
+};
 
 template <class T>
 void encode_key_value(KeyWriter& w, const T& v) {
@@ -98,7 +101,8 @@ std::string encode_args(const A&... args) {
 // ---- encoders for the standard vocabulary ------------------------------------------------------
 
 template <class T>
-concept StringLikeKey = std::convertible_to<const T&, std::string_view> && !std::is_null_pointer_v<T>;
+concept StringLikeKey =
+    std::convertible_to<const T&, std::string_view> && !std::is_null_pointer_v<T>;
 
 template <class T>
 struct KeyEncoder<T, std::enable_if_t<StringLikeKey<T>>> {
@@ -151,7 +155,8 @@ namespace detail {
 template <class R>
 void encode_sequence(KeyWriter& w, const R& r) {
   w.begin_array();
-  for (const auto& e : r) encode_key_value(w, e);
+  for (const auto& e : r)
+    encode_key_value(w, e);
   w.end_array();
 }
 template <class K>
@@ -169,7 +174,8 @@ std::string member_name(const K& k) {
 template <class M>
 void encode_map(KeyWriter& w, const M& m, bool sort) {
   std::vector<std::pair<std::string, const typename M::mapped_type*>> members;
-  for (const auto& [k, v] : m) members.emplace_back(member_name(k), &v);
+  for (const auto& [k, v] : m)
+    members.emplace_back(member_name(k), &v);
   if (sort)
     std::sort(members.begin(), members.end(),
               [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -221,7 +227,9 @@ struct KeyEncoder<std::pair<A, B>> {
 };
 template <class K, class V, class C, class A>
 struct KeyEncoder<std::map<K, V, C, A>> {
-  static void encode(KeyWriter& w, const std::map<K, V, C, A>& m) { detail::encode_map(w, m, false); }
+  static void encode(KeyWriter& w, const std::map<K, V, C, A>& m) {
+    detail::encode_map(w, m, false);
+  }
 };
 template <class K, class V, class H, class E, class A>
 struct KeyEncoder<std::unordered_map<K, V, H, E, A>> {
@@ -232,8 +240,8 @@ struct KeyEncoder<std::unordered_map<K, V, H, E, A>> {
 
 // BOOST_DESCRIBE_STRUCT types: a JSON object with the public members in declaration order.
 template <class T>
-struct KeyEncoder<T, std::enable_if_t<boost::describe::has_describe_members<T>::value &&
-                                      !std::is_union_v<T>>> {
+struct KeyEncoder<
+    T, std::enable_if_t<boost::describe::has_describe_members<T>::value && !std::is_union_v<T>>> {
   static void encode(KeyWriter& w, const T& v) {
     using Members = boost::describe::describe_members<T, boost::describe::mod_public>;
     w.begin_object();

@@ -21,23 +21,23 @@ enum class OnRedisError {
 // most `wait`, then compute anyway.
 struct LockOptions {
   bool enabled = false;
-  std::chrono::milliseconds ttl{10000};   // the lock expires even if its holder dies
-  std::chrono::milliseconds wait{3000};   // how long a loser waits for the winner's value
-  std::chrono::milliseconds poll{10};     // how often it looks
+  std::chrono::milliseconds ttl{10000};  // the lock expires even if its holder dies
+  std::chrono::milliseconds wait{3000};  // how long a loser waits for the winner's value
+  std::chrono::milliseconds poll{10};    // how often it looks
 };
 
 // Build it as a named variable or directly in the cached(...) call, not inside a co_await
 // expression (g++ 12 miscompiles braced aggregates with strings there).
 struct CachedOptions {
-  std::string name;                          // required; the Python SDK uses __qualname__
-  std::chrono::seconds ttl{300};             // no_expiry: no expiry
-  std::string key_prefix;                    // e.g. "users:"; prefix invalidation works on it
-  std::string ns;                            // namespace: registry set {prefix}__ns__:{ns}
-  std::vector<std::string> tags;             // static tags: registry sets {prefix}__tag__:{tag}
-  std::chrono::milliseconds deadline{100};   // the cache's own bound on each Redis round trip
+  std::string name = {};                    // required; the Python SDK uses __qualname__
+  std::chrono::seconds ttl{300};            // no_expiry: no expiry
+  std::string key_prefix = {};              // e.g. "users:"; prefix invalidation works on it
+  std::string ns = {};                      // namespace: registry set {prefix}__ns__:{ns}
+  std::vector<std::string> tags = {};       // static tags: registry sets {prefix}__tag__:{tag}
+  std::chrono::milliseconds deadline{100};  // the cache's own bound on each Redis round trip
   OnRedisError on_redis_error = OnRedisError::fail_open;
-  bool single_flight = true;                 // concurrent misses of one key share one call
-  LockOptions lock;
+  bool single_flight = true;  // concurrent misses of one key share one call
+  LockOptions lock = {};
 };
 
 struct CacheStats {

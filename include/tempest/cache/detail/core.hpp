@@ -28,6 +28,7 @@ namespace asio = boost::asio;
 // One in-process computation of a key that concurrent callers share.
 class Flight {
  public:
+  Flight();
   // Waits for the leader; returns its result or rethrows its exception.
   asio::awaitable<std::shared_ptr<const void>> wait();
   void complete(std::exception_ptr error, std::shared_ptr<const void> value);
@@ -35,7 +36,7 @@ class Flight {
 
  private:
   friend class CacheCore;
-  std::shared_ptr<State> state_ = std::make_shared<State>();
+  std::shared_ptr<State> state_;
 };
 
 struct Lookup {

@@ -1,0 +1,559 @@
+// tempest::cache against a real redis-server each test starts for itself.
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/describe/class.hpp>
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "support/log_capture.hpp"
+#include "support/redis_server.hpp"
+#include "support/run.hpp"
+#include "tempest/cache/cached.hpp"
+#include "tempest/cache/invalidator.hpp"
+
+namespace asio = boost::asio;
+namespace tc = tempest::cache;
+namespace tr = tempest::redis;
+using namespace std::chrono_literals;
+using tempest::test::Clock;
+using tempest::test::LogCapture;
+using tempest::test::ms_since;
+using tempest::test::RedisServer;
+using tempest::test::run;
+using tempest::test::sleep_for;
+
+struct UserProfile {
+  std::string id;
+  std::string name;
+};
+BOOST_DESCRIBE_STRUCT(UserProfile, (), (id, name))
+
+struct Order {
+  std::string id;
+  double total;
+};
+BOOST_DESCRIBE_STRUCT(Order, (), (id, total))
+
+namespace {
+
+std::string shell(const std::string& command) {
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
+  std::string out;
+  char buf[4096];
+  while (auto n = std::fread(buf, 1, sizeof buf, pipe.get()))
+    out.append(buf, n);
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r'))
+    out.pop_back();
+  return out;
+}
+
+class CacheTest : public ::testing::Test {
+ protected:
+  LogCapture logs{"tempest.cache"};
+  RedisServer server;
+  asio::io_context io;
+  tc::RedisManager redis{io.get_executor(), server.url()};
+
+  // The seed page's get_user_profile: a 20 ms "database read" that counts its calls.
+  int profile_calls = 0;
+  auto make_get_user_profile() {
+    return tc::cached(redis, {.name = "get_user_profile", .ttl = 300s, .key_prefix = "users:"},
+                      [this](std::string user_id) -> asio::awaitable<UserProfile> {
+                        ++profile_calls;
+                        co_await sleep_for(20ms);
+                        UserProfile p{user_id, "Ana"};
+                        co_return p;
+                      });
+  }
+};
+
+}  // namespace
+
+TEST_F(CacheTest, GetUserProfileMissThenHitWithThePythonKey) {
+  auto get_user_profile = make_get_user_profile();
+  EXPECT_EQ(get_user_profile.key("123"), "users:get_user_profile:5f11deb66da1aa69390b0572cc7a6b39");
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    UserProfile first = co_await get_user_profile("123");
+    UserProfile again = co_await get_user_profile("123");
+    UserProfile other = co_await get_user_profile("456");
+    EXPECT_EQ(first.name, "Ana");
+    EXPECT_EQ(again.id, "123");
+    EXPECT_EQ(other.id, "456");
+    EXPECT_EQ(profile_calls, 2);
+    const auto s = get_user_profile.stats();
+    EXPECT_EQ(s.hits, 1u);
+    EXPECT_EQ(s.misses, 2u);
+    auto client = redis.client();
+    auto stored = co_await client.get("users:get_user_profile:5f11deb66da1aa69390b0572cc7a6b39");
+    EXPECT_EQ(stored.value_or(""), "{\"id\":\"123\",\"name\":\"Ana\"}");
+    co_await redis.disconnect();
+  });
+}
+
+TEST_F(CacheTest, ListOrdersBypassesTheCacheWhenFresh) {
+  int calls = 0;
+  auto list_orders =
+      tc::cached(redis, {.name = "list_orders", .ttl = 60s},
+                 [&calls](std::string user_id, bool fresh) -> asio::awaitable<std::vector<Order>> {
+                   ++calls;
+                   std::vector<Order> orders{{user_id + "-1", 9.5}, {user_id + "-2", 20.0}};
+                   (void)fresh;
+                   co_return orders;
+                 })
+          .skip_cache([](const std::string&, const bool& fresh) { return fresh; });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    auto a = co_await list_orders("u-1", false);  // miss, stored
+    auto b = co_await list_orders("u-1", false);  // hit
+    EXPECT_EQ(calls, 1);
+    auto c = co_await list_orders("u-1", true);  // bypass: runs, no read, no write
+    auto d = co_await list_orders("u-1", true);
+    EXPECT_EQ(calls, 3);
+    EXPECT_EQ(b.size(), 2u);
+    EXPECT_DOUBLE_EQ(b[0].total, 9.5);
+    auto client = redis.client();
+    EXPECT_EQ(co_await client.exists(list_orders.key("u-1", true)), 0);
+    EXPECT_EQ(co_await client.exists(list_orders.key("u-1", false)), 1);
+    EXPECT_EQ(list_orders.key("u-1", false), "list_orders:b1326c2f3259d0a8eb06f4a08693002f");
+    (void)a, (void)c, (void)d;
+    co_await redis.disconnect();
+  });
+}
+
+TEST_F(CacheTest, TtlDefaultAndNoExpiry) {
+  auto five_min = tc::cached(redis, {.name = "ttl_default"},
+                             [](int x) -> asio::awaitable<int> { co_return x; });
+  auto forever = tc::cached(redis, {.name = "ttl_none", .ttl = tc::no_expiry},
+                            [](int x) -> asio::awaitable<int> { co_return x; });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    (void)co_await five_min(1);
+    (void)co_await forever(1);
+    auto client = redis.client();
+    const auto ttl = co_await client.ttl(five_min.key(1));
+    EXPECT_GT(ttl, 295);
+    EXPECT_LE(ttl, 300);
+    EXPECT_EQ(co_await client.ttl(forever.key(1)), -1);
+    co_await redis.disconnect();
+  });
+}
+
+TEST_F(CacheTest, InteropWithThePythonOriginal) {
+  auto get_user_profile = make_get_user_profile();
+  const std::string peer =
+      std::string("/usr/bin/python3 ") + TEMPEST_SOURCE_DIR "/tests/interop/python_peer.py ";
+  // Python writes an entry with its own key builder and json.dumps.
+  const std::string py_key =
+      shell(peer + "write " + server.url() +
+            " get_user_profile users: '[\"7\"]' '{\"id\": \"7\", \"name\": \"Py\"}'");
+  EXPECT_EQ(py_key, get_user_profile.key("7"));
+  std::string cpp_key;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    UserProfile from_python = co_await get_user_profile("7");
+    EXPECT_EQ(from_python.name, "Py");  // a hit: the function did not run
+    EXPECT_EQ(profile_calls, 0);
+    (void)co_await get_user_profile("8");  // written here
+    cpp_key = get_user_profile.key("8");
+    co_await redis.disconnect();
+  });
+  EXPECT_EQ(shell(peer + "read " + server.url() + " " + cpp_key),
+            "{\"id\": \"8\", \"name\": \"Ana\"}");
+}
+
+TEST_F(CacheTest, TenKindsOfCorruptValueFallBackWarnAndOverwrite) {
+  auto get_user_profile = make_get_user_profile();
+  const std::vector<std::string> corrupt = {
+      "not json",
+      "{\"id\": \"1\", \"name\": ",                    // truncated
+      "[\"1\", \"Ana\"]",                              // wrong shape
+      "{\"id\": 1, \"name\": 2}",                      // wrong types
+      std::string("\xff\xfe\x00\x01\x80garbage", 12),  // binary garbage
+      "",                                              // empty
+      "null",
+      "{\"id\": \"1\"}",  // missing member
+      "NaN",              // Python may write it; not JSON
+      "{\"id\": \"1\", \"name\": \"x\"} trailing",
+  };
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    auto client = redis.client();
+    const std::string key = get_user_profile.key("1");
+    int expected_calls = 0;
+    for (std::size_t i = 0; i <= corrupt.size(); ++i) {
+      if (i < corrupt.size()) {
+        co_await client.set(key, corrupt[i]);
+      } else {  // the eleventh: a key of another type (GET says WRONGTYPE)
+        co_await client.del(key);
+        co_await client.sadd(key, "member");
+      }
+      UserProfile p = co_await get_user_profile("1");
+      ++expected_calls;
+      EXPECT_EQ(p.name, "Ana") << i;
+      EXPECT_EQ(profile_calls, expected_calls) << "case " << i << " did not fall back";
+      auto now = co_await client.get(key);
+      EXPECT_EQ(now.value_or(""), "{\"id\":\"1\",\"name\":\"Ana\"}")
+          << "case " << i << " not overwritten";
+      (void)co_await get_user_profile("1");  // and it is a hit again
+      EXPECT_EQ(profile_calls, expected_calls) << i;
+    }
+    EXPECT_EQ(get_user_profile.stats().corrupt, corrupt.size() + 1);
+    co_await redis.disconnect();
+  });
+  EXPECT_EQ(logs.count("cached_deserialization_failed"), 11u);
+  EXPECT_GE(logs.count("users:get_user_profile:"), 11u);  // the warning names the key
+}
+
+TEST_F(CacheTest, RedisStoppedEveryCallAnswersWithinTheFunctionsTimePlusFiveMs) {
+  std::vector<double> fn_ms;
+  auto slow_square = tc::cached(redis, {.name = "square"}, [&fn_ms](int x) -> asio::awaitable<int> {
+    const auto t = Clock::now();
+    co_await sleep_for(1ms);
+    fn_ms.push_back(ms_since(t));
+    co_return x* x;
+  });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    server.stop();
+    for (int i = 0; i < 300 && redis.is_up(); ++i)
+      co_await sleep_for(10ms);
+    EXPECT_FALSE(redis.is_up());
+    double worst_overhead = 0;
+    int wrong = 0;
+    for (int i = 0; i < 1000; ++i) {
+      const auto t = Clock::now();
+      const int r = co_await slow_square(i);
+      const double overhead = ms_since(t) - fn_ms.back();
+      worst_overhead = std::max(worst_overhead, overhead);
+      if (r != i * i) ++wrong;
+    }
+    EXPECT_EQ(wrong, 0);
+    EXPECT_LE(worst_overhead, 5.0);
+    std::printf("redis stopped: 1000 calls, worst overhead over the function %.3f ms\n",
+                worst_overhead);
+    EXPECT_EQ(slow_square.stats().errors, 1000u);
+    co_await redis.disconnect();
+  });
+  EXPECT_GE(logs.count("Redis unavailable"), 1u);
+  EXPECT_LE(logs.count("Redis unavailable"), 2u);  // rate-limited, not 1000 lines
+}
+
+TEST_F(CacheTest, RedisFrozenCostsAtMostTheCacheDeadlineThenHitsResume) {
+  int calls = 0;
+  auto twice = tc::cached(redis, {.name = "twice"}, [&calls](int x) -> asio::awaitable<int> {
+    ++calls;
+    co_await sleep_for(5ms);
+    co_return 2 * x;
+  });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    (void)co_await twice(1);
+    server.pause();
+    double worst = 0;
+    for (int i = 2; i < 22; ++i) {
+      const auto t = Clock::now();
+      EXPECT_EQ(co_await twice(i), 2 * i);
+      worst = std::max(worst, ms_since(t));
+    }
+    std::printf("redis frozen: worst call %.1f ms (function 5 ms + deadline 100 ms)\n", worst);
+    EXPECT_LE(worst, 5.0 + 100.0 + 20.0);
+    server.resume();
+    for (int i = 0; i < 300 && !redis.is_up(); ++i)
+      co_await sleep_for(10ms);
+    const int before = calls;
+    EXPECT_EQ(co_await twice(100), 200);
+    EXPECT_EQ(co_await twice(100), 200);
+    EXPECT_EQ(calls, before + 1);  // the second was a hit
+    co_await redis.disconnect();
+  });
+}
+
+TEST_F(CacheTest, ThousandConcurrentCallsOnAColdKeyRunTheFunctionOnce) {
+  int calls = 0;
+  auto slow = tc::cached(redis, {.name = "stampede"}, [&calls](int x) -> asio::awaitable<int> {
+    ++calls;
+    co_await sleep_for(50ms);
+    co_return x + 1;
+  });
+  int right = 0;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    int running = 1000;
+    asio::steady_timer done(io, Clock::time_point::max());
+    for (int i = 0; i < 1000; ++i)
+      asio::co_spawn(
+          io, [&]() -> asio::awaitable<void> { right += (co_await slow(41)) == 42; },
+          [&](std::exception_ptr) {
+            if (--running == 0) done.cancel();
+          });
+    boost::system::error_code ec;
+    co_await done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await redis.disconnect();
+  });
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(right, 1000);
+  EXPECT_EQ(slow.stats().joins, 999u);
+}
+
+TEST_F(CacheTest, ExceptionsReachEverySharingCallerAndAreNotCached) {
+  int calls = 0;
+  auto failing = tc::cached(redis, {.name = "failing"}, [&calls](int) -> asio::awaitable<int> {
+    ++calls;
+    co_await sleep_for(20ms);
+    throw std::runtime_error("boom");
+  });
+  int caught = 0;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    int running = 10;
+    asio::steady_timer done(io, Clock::time_point::max());
+    for (int i = 0; i < 10; ++i)
+      asio::co_spawn(io, failing(1), [&](std::exception_ptr e, int) {
+        try {
+          if (e) std::rethrow_exception(e);
+        } catch (const std::runtime_error& err) {
+          caught += std::string(err.what()) == "boom";
+        }
+        if (--running == 0) done.cancel();
+      });
+    boost::system::error_code ec;
+    co_await done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    EXPECT_THROW(co_await failing(1), std::runtime_error);  // not cached: runs again
+    auto client = redis.client();
+    EXPECT_EQ(co_await client.exists(failing.key(1)), 0);
+    co_await redis.disconnect();
+  });
+  EXPECT_EQ(caught, 10);
+  EXPECT_EQ(calls, 2);
+}
+
+TEST_F(CacheTest, UnserializableResultIsReturnedUncached) {
+  tc::FunctionCodec<int> codec{[](const int&) -> std::string { throw std::runtime_error("no"); },
+                               [](std::string_view) -> int { return 0; }};
+  int calls = 0;
+  auto f = tc::cached(
+      redis, {.name = "unserializable"},
+      [&calls](int x) -> asio::awaitable<int> {
+        ++calls;
+        co_return x;
+      },
+      codec);
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    EXPECT_EQ(co_await f(7), 7);
+    EXPECT_EQ(co_await f(7), 7);
+    co_await redis.disconnect();
+  });
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(f.stats().unserializable, 2u);
+  EXPECT_EQ(logs.count("cached_serialization_failed"), 2u);
+}
+
+TEST_F(CacheTest, RawStringCodecStoresBytesAsIs) {
+  auto page = tc::cached(
+      redis, {.name = "page"},
+      [](std::string path) -> asio::awaitable<std::string> {
+        co_return "<html>" + path + "</html>";
+      },
+      tc::RawCodec{});
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    EXPECT_EQ(co_await page("/a"), "<html>/a</html>");
+    auto client = redis.client();
+    EXPECT_EQ((co_await client.get(page.key("/a"))).value_or(""), "<html>/a</html>");
+    co_await redis.disconnect();
+  });
+}
+
+TEST_F(CacheTest, PropagateOptionThrowsTheRedisError) {
+  auto f = tc::cached(redis, {.name = "strict", .on_redis_error = tc::OnRedisError::propagate},
+                      [](int x) -> asio::awaitable<int> { co_return x; });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    server.stop();
+    for (int i = 0; i < 300 && redis.is_up(); ++i)
+      co_await sleep_for(10ms);
+    EXPECT_THROW(co_await f(1), tr::ConnectionError);
+    co_await redis.disconnect();
+  });
+}
+
+TEST_F(CacheTest, DistributedLockTwoProcessesComputeOnceInAll) {
+  const auto start_at = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch() + 700ms)
+                            .count();
+  const std::string cmd =
+      std::string(TEMPEST_LOCK_PEER) + " " + server.url() + " 50 " + std::to_string(start_at);
+  std::string out1, out2;
+  std::thread a([&] { out1 = shell(cmd); });
+  std::thread b([&] { out2 = shell(cmd); });
+  a.join();
+  b.join();
+  EXPECT_EQ(out1.substr(0, 8), "50/50 ok") << out1;
+  EXPECT_EQ(out2.substr(0, 8), "50/50 ok") << out2;
+  EXPECT_EQ(server.cli("GET lock_peer:runs"), "1\n") << out1 << " | " << out2;
+  // The lock was contended: exactly one process waited for the other's value.
+  const auto waits = [](const std::string& out) {
+    return out.substr(out.find("lock waits ") + 11);
+  };
+  EXPECT_EQ(std::stoi(waits(out1)) + std::stoi(waits(out2)), 1) << out1 << " | " << out2;
+}
+
+TEST_F(CacheTest, InvalidationByNamespaceTagTagsKeysWithExactCounts) {
+  auto profile =
+      tc::cached(redis,
+                 {.name = "profile", .key_prefix = "app:", .ns = "users", .tags = {"profiles"}},
+                 [](int id) -> asio::awaitable<int> { co_return id; })
+          .tags(
+              [](const int& id) { return std::vector<std::string>{"user:" + std::to_string(id)}; });
+  tc::CacheInvalidator inv(redis, "app:");
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    auto client = redis.client();
+    for (int id = 1; id <= 5; ++id)
+      (void)co_await profile(id);
+    // Registry sets exactly as the Python SDK writes them.
+    auto members = co_await client.smembers("app:__ns__:users");
+    EXPECT_EQ(members.size(), 5u);
+    EXPECT_GT(co_await client.ttl("app:__tag__:user:1"), 295);
+    EXPECT_EQ(co_await inv.invalidate_tag("user:1"), 1u);
+    EXPECT_EQ(co_await client.exists(profile.key(1)), 0);
+    EXPECT_EQ(co_await client.exists(profile.key(2)), 1);
+    const std::vector<std::string> two_three = {"user:2", "user:3"};
+    EXPECT_EQ(co_await inv.invalidate_tags(two_three), 2u);
+    const std::vector<std::string> keys = {profile.key(4), "app:missing"};
+    EXPECT_EQ(co_await inv.invalidate_keys(keys), 1u);
+    // The namespace set still lists all five keys (as in the Python SDK, counts are of
+    // registered keys); only key 5 was still there.
+    EXPECT_EQ(co_await inv.invalidate_namespace("users"), 5u);
+    EXPECT_EQ(co_await client.exists(profile.key(5)), 0);
+    EXPECT_EQ(co_await client.exists("app:__ns__:users"), 0);
+    EXPECT_EQ(co_await inv.invalidate_tag("nothing"), 0u);
+    co_await redis.disconnect();
+  });
+}
+
+TEST_F(CacheTest, PrefixInvalidationOverHundredThousandKeysIsExactAndNonBlocking) {
+  tc::CacheInvalidator inv(redis);
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    auto client = redis.client();
+    for (int base = 0; base < 100'000; base += 10'000) {
+      tr::Pipeline fill;
+      for (int i = base; i < base + 10'000; ++i)
+        fill.add("SET", "bulk:" + std::to_string(i), "x");
+      co_await client.exec(fill, {.timeout = 30s});
+    }
+    tr::Pipeline others;
+    for (int i = 0; i < 1000; ++i)
+      others.add("SET", "bulkier" + std::to_string(i), "x");
+    others.add("SET", "we*ird:1", "x").add("SET", "weXird:1", "x");
+    co_await client.exec(others, {.timeout = 30s});
+    // A second client measures how long Redis keeps others waiting meanwhile.
+    tr::Client probe(io.get_executor(), server.url());
+    co_await probe.connect();
+    bool stop = false;
+    double worst_ping = 0;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          while (!stop) {
+            const auto t = Clock::now();
+            (void)co_await probe.ping({.timeout = 5s});
+            worst_ping = std::max(worst_ping, ms_since(t));
+            co_await sleep_for(2ms);
+          }
+        },
+        asio::detached);
+    const auto t = Clock::now();
+    const auto removed = co_await inv.invalidate_prefix("bulk:");
+    const double took = ms_since(t);
+    stop = true;
+    EXPECT_EQ(removed, 100'000u);
+    EXPECT_EQ((co_await client.command(tr::cmd("DBSIZE"))).integer(), 1002);
+    EXPECT_EQ(co_await inv.invalidate_prefix("we*ird:"), 1u);  // '*' matches only itself
+    EXPECT_EQ(co_await client.exists("weXird:1"), 1);
+    std::printf("prefix invalidation: 100000 keys in %.0f ms, worst concurrent PING %.1f ms\n",
+                took, worst_ping);
+    EXPECT_LT(worst_ping, 250.0);
+    co_await sleep_for(10ms);
+    co_await probe.disconnect();
+    co_await redis.disconnect();
+  });
+}
+
+TEST(RedisManager, ClientBeforeConnectIsAClearError) {
+  asio::io_context io;
+  tc::RedisManager redis(io.get_executor(), "redis://127.0.0.1:1");
+  try {
+    (void)redis.client();
+    FAIL() << "no error";
+  } catch (const tc::NotConnectedError& e) {
+    EXPECT_STREQ(e.what(), "RedisManager::connect() must be called before accessing the client.");
+  }
+  EXPECT_FALSE(redis.client_dependency());
+  EXPECT_THROW(tc::RedisManager(io.get_executor(), "redis://h:port"), tr::ConfigError);
+}
+
+TEST(RedisManager, UnreachableRedisStartsAnywayOrThrowsWhenRequired) {
+  LogCapture logs("tempest.cache");
+  const auto port = tempest::test::free_port();
+  const std::string url =
+      "redis://:s3cr3t@127.0.0.1:" + std::to_string(port) + "?connect_timeout=200ms";
+  asio::io_context io;
+  tc::RedisManager lenient(io.get_executor(), url);
+  tc::ManagerOptions strict_options;
+  strict_options.require_connection = true;
+  tc::RedisManager strict(io.get_executor(), url, strict_options);
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await lenient.connect();  // returns, with a warning
+    EXPECT_TRUE(lenient.client_dependency().has_value());
+    EXPECT_FALSE(co_await lenient.health_check());
+    try {
+      co_await strict.connect();
+      ADD_FAILURE() << "strict connect returned";
+    } catch (const tr::ConnectionError& e) {
+      EXPECT_EQ(std::string(e.what()).find("s3cr3t"), std::string::npos);
+      EXPECT_NE(std::string(e.what()).find("unreachable"), std::string::npos) << e.what();
+    }
+    // Redis comes up: the same manager becomes healthy by itself.
+    RedisServer server({}, port);
+    server.cli("CONFIG SET requirepass s3cr3t");
+    for (int i = 0; i < 300 && !lenient.is_up(); ++i)
+      co_await sleep_for(10ms);
+    EXPECT_TRUE(co_await lenient.health_check());
+    co_await lenient.disconnect();
+    co_await lenient.disconnect();  // idempotent
+    EXPECT_THROW((void)lenient.client(), tc::NotConnectedError);
+    co_await strict.disconnect();
+  });
+  EXPECT_GE(logs.count("unreachable"), 1u);
+  for (const auto& line : logs.lines())
+    EXPECT_EQ(line.find("s3cr3t"), std::string::npos) << line;
+}
+
+TEST(RedisManager, HealthCheckIsBoundedWhenRedisIsFrozen) {
+  RedisServer server;
+  asio::io_context io;
+  tc::ManagerOptions options;
+  options.health_timeout = 300ms;
+  tc::RedisManager redis(io.get_executor(), server.url(), options);
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    EXPECT_TRUE(co_await redis.health_check());
+    server.pause();
+    const auto t = Clock::now();
+    EXPECT_FALSE(co_await redis.health_check());
+    EXPECT_LE(ms_since(t), 300.0 + 150.0);
+    server.resume();
+    co_await redis.disconnect();
+  });
+}
