@@ -1,23 +1,29 @@
 // tempest: the ops command-line tool.
-//   tempest bench --url URL --mode get --concurrency C --requests N [--value-size B] [--keys K]
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/describe/class.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <iostream>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
+#include "tempest/cache/cached.hpp"
+#include "tempest/cache/invalidator.hpp"
+#include "tempest/cache/key.hpp"
 #include "tempest/redis/client.hpp"
 
 namespace asio = boost::asio;
 namespace tr = tempest::redis;
+namespace tc = tempest::cache;
 
 namespace {
 
@@ -27,14 +33,18 @@ struct UsageError : std::runtime_error {
 
 constexpr const char* kUsage =
     "usage:\n"
-    "  tempest bench --url URL --mode get --concurrency C --requests N [--value-size B] "
-    "[--keys K]\n";
+    "  tempest bench --url URL --mode get|cached --concurrency C --requests N [--value-size B]\n"
+    "                [--keys K]\n"
+    "  tempest key --name NAME [--prefix KEY_PREFIX] [--args '<JSON array>']\n"
+    "  tempest invalidate --url URL (--prefix P | --namespace NS | --tag T | --key K)\n"
+    "                [--key-prefix KEY_PREFIX]   (the cached functions' key_prefix, for NS/T)\n";
 
-// --name value pairs after the subcommand.
-std::map<std::string, std::string> parse_flags(int argc, char** argv, int first,
-                                               const std::vector<std::string>& known) {
-  std::map<std::string, std::string> out;
-  for (int i = first; i < argc; ++i) {
+using Flags = std::map<std::string, std::string>;
+
+// --name value (or --name=value) pairs after the subcommand.
+Flags parse_flags(int argc, char** argv, const std::vector<std::string>& known) {
+  Flags out;
+  for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     if (!a.starts_with("--")) throw UsageError("unexpected argument '" + a + "'");
     a = a.substr(2);
@@ -48,13 +58,25 @@ std::map<std::string, std::string> parse_flags(int argc, char** argv, int first,
     }
     if (std::find(known.begin(), known.end(), a) == known.end())
       throw UsageError("unknown option --" + a);
+    if (out.contains(a)) throw UsageError("--" + a + " given twice");
     out[a] = value;
   }
   return out;
 }
 
-long long to_count(const std::map<std::string, std::string>& f, const std::string& name,
-                   long long fallback, long long min, long long max) {
+std::string flag(const Flags& f, const std::string& name, const std::string& fallback) {
+  const auto it = f.find(name);
+  return it == f.end() ? fallback : it->second;
+}
+
+std::string required(const Flags& f, const std::string& name) {
+  const auto it = f.find(name);
+  if (it == f.end()) throw UsageError("--" + name + " is required");
+  return it->second;
+}
+
+long long to_count(const Flags& f, const std::string& name, long long fallback, long long min,
+                   long long max) {
   const auto it = f.find(name);
   if (it == f.end()) return fallback;
   std::size_t used = 0;
@@ -70,80 +92,181 @@ long long to_count(const std::map<std::string, std::string>& f, const std::strin
   return v;
 }
 
+// Runs `body` on a fresh single-threaded io_context; rethrows what it threw.
+void run(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
+  std::exception_ptr failure;
+  asio::co_spawn(io, std::move(body), [&](std::exception_ptr e) {
+    failure = e;
+    io.stop();
+  });
+  io.run();
+  if (failure) std::rethrow_exception(failure);
+}
+
+// Runs `requests` operations from `concurrency` coroutines; returns the seconds it took.
+using Op = std::function<asio::awaitable<bool>(long long worker, long long i)>;
+asio::awaitable<double> drive(asio::io_context& io, long long concurrency, long long requests,
+                              Op op, long long& errors) {
+  long long running = concurrency;
+  std::exception_ptr failure;
+  asio::steady_timer finished(io, std::chrono::steady_clock::time_point::max());
+  const auto start = std::chrono::steady_clock::now();
+  for (long long w = 0; w < concurrency; ++w) {
+    const long long share = requests / concurrency + (w < requests % concurrency ? 1 : 0);
+    asio::co_spawn(
+        io,
+        [&op, &errors, w, share]() -> asio::awaitable<void> {
+          for (long long i = 0; i < share; ++i)
+            if (!co_await op(w, i)) ++errors;
+        },
+        [&](std::exception_ptr e) {
+          if (e && !failure) failure = e;
+          if (--running == 0) finished.cancel();
+        });
+  }
+  boost::system::error_code ec;
+  co_await finished.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  if (failure) std::rethrow_exception(failure);
+  co_return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// What `--mode cached` returns: a 5-field described struct.
+struct Profile {
+  std::string id;
+  std::string name;
+  std::string email;
+  long long age;
+  double score;
+};
+BOOST_DESCRIBE_STRUCT(Profile, (), (id, name, email, age, score))
+
 int bench(int argc, char** argv) {
   const auto f =
-      parse_flags(argc, argv, 2, {"url", "mode", "concurrency", "requests", "value-size", "keys"});
-  if (!f.contains("url")) throw UsageError("--url is required");
-  const std::string mode = f.contains("mode") ? f.at("mode") : "get";
-  if (mode != "get") throw UsageError("--mode must be 'get', got '" + mode + "'");
+      parse_flags(argc, argv, {"url", "mode", "concurrency", "requests", "value-size", "keys"});
+  const std::string url = required(f, "url");
+  const std::string mode = flag(f, "mode", "get");
+  if (mode != "get" && mode != "cached")
+    throw UsageError("--mode must be 'get' or 'cached', got '" + mode + "'");
   const auto concurrency = to_count(f, "concurrency", 1, 1, 100000);
   const auto requests = to_count(f, "requests", 100000, 1, 1'000'000'000);
   const auto value_size = to_count(f, "value-size", 3, 0, 512LL << 20);
   const auto keys = to_count(f, "keys", std::min<long long>(requests, 1000), 1, 10'000'000);
 
   asio::io_context io(1);
-  tr::Client client(io.get_executor(), f.at("url"));
   double seconds = 0;
   long long errors = 0;
-  std::exception_ptr failure;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        co_await client.connect();
-        const std::string value(static_cast<std::size_t>(value_size), 'x');
-        for (long long k = 0; k < keys; k += 1000) {
-          tr::Pipeline p;
-          for (long long i = k; i < std::min(keys, k + 1000); ++i)
-            p.add("SET", "tempest:bench:" + std::to_string(i), value);
-          co_await client.exec(p, {.timeout = std::chrono::seconds(30)});
-        }
-        std::vector<std::string> names;
-        for (long long i = 0; i < keys; ++i)
-          names.push_back("tempest:bench:" + std::to_string(i));
-        long long done = 0;
-        int running = 0;
-        asio::steady_timer finished(io, std::chrono::steady_clock::time_point::max());
-        const auto start = std::chrono::steady_clock::now();
-        for (long long w = 0; w < concurrency; ++w) {
-          const long long share = requests / concurrency + (w < requests % concurrency ? 1 : 0);
-          ++running;
-          asio::co_spawn(
-              io,
-              [&, w, share]() -> asio::awaitable<void> {
-                for (long long i = 0; i < share; ++i) {
-                  const auto& key = names[static_cast<std::size_t>((w + i * concurrency) % keys)];
-                  auto v = co_await client.get(key, {.timeout = std::chrono::seconds(10)});
-                  if (!v || v->size() != static_cast<std::size_t>(value_size)) ++errors;
-                  ++done;
-                }
-              },
-              [&](std::exception_ptr e) {
-                if (e && !failure) failure = e;
-                if (--running == 0) finished.cancel();
-              });
-        }
-        boost::system::error_code ec;
-        co_await finished.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        co_await client.disconnect();
-      },
-      [&](std::exception_ptr e) {
-        if (e && !failure) failure = e;
-        io.stop();
-      });
-  io.run();
-  if (failure) std::rethrow_exception(failure);
+  tc::CacheStats stats;
+  const auto key_of = [&](long long w, long long i) { return (w + i * concurrency) % keys; };
+  if (mode == "get") {
+    tr::Client client(io.get_executor(), url);
+    std::vector<std::string> names;
+    for (long long i = 0; i < keys; ++i)
+      names.push_back("tempest:bench:" + std::to_string(i));
+    run(io, [&]() -> asio::awaitable<void> {
+      co_await client.connect();
+      const std::string value(static_cast<std::size_t>(value_size), 'x');
+      for (long long k = 0; k < keys; k += 1000) {
+        tr::Pipeline p;
+        for (long long i = k; i < std::min(keys, k + 1000); ++i)
+          p.add("SET", names[i], value);
+        co_await client.exec(p, {.timeout = std::chrono::seconds(30)});
+      }
+      Op op = [&](long long w, long long i) -> asio::awaitable<bool> {
+        auto v = co_await client.get(names[static_cast<std::size_t>(key_of(w, i))],
+                                     {.timeout = std::chrono::seconds(10)});
+        co_return v && v->size() == static_cast<std::size_t>(value_size);
+      };
+      seconds = co_await drive(io, concurrency, requests, op, errors);
+      co_await client.disconnect();
+    });
+  } else {
+    tc::RedisManager redis(io.get_executor(), url);
+    tc::CachedOptions options;
+    options.name = "tempest_bench_profile";
+    options.deadline = std::chrono::seconds(10);
+    auto profile = tc::cached(redis, options, [](long long id) -> asio::awaitable<Profile> {
+      Profile p{std::to_string(id), "Ana", "ana@example.com", 37, 9.5};
+      co_return p;
+    });
+    run(io, [&]() -> asio::awaitable<void> {
+      co_await redis.connect();
+      for (long long k = 0; k < keys; ++k)
+        (void)co_await profile(k);  // warm every key
+      Op op = [&](long long w, long long i) -> asio::awaitable<bool> {
+        const long long id = key_of(w, i);
+        const Profile p = co_await profile(id);
+        co_return p.age == 37 && p.id == std::to_string(id);
+      };
+      seconds = co_await drive(io, concurrency, requests, op, errors);
+      stats = profile.stats();
+      co_await redis.disconnect();
+    });
+    if (stats.hits < static_cast<std::uint64_t>(requests) - stats.joins) ++errors;  // not all hits
+  }
   std::printf(
       "{\"mode\":\"%s\",\"concurrency\":%lld,\"requests\":%lld,\"value_size\":%lld,"
-      "\"seconds\":%.6f,\"ops_per_sec\":%.1f,\"errors\":%lld}\n",
-      mode.c_str(), concurrency, requests, value_size, seconds,
+      "\"seconds\":%.6f,\"ops_per_sec\":%.1f,\"errors\":%lld",
+      mode.c_str(), concurrency, requests, mode == "get" ? value_size : 0LL, seconds,
       static_cast<double>(requests) / seconds, errors);
+  if (mode == "cached")
+    std::printf(",\"hits\":%llu,\"misses\":%llu,\"joins\":%llu",
+                static_cast<unsigned long long>(stats.hits),
+                static_cast<unsigned long long>(stats.misses),
+                static_cast<unsigned long long>(stats.joins));
+  std::printf("}\n");
   return errors == 0 ? 0 : 1;
+}
+
+int key(int argc, char** argv) {
+  const auto f = parse_flags(argc, argv, {"name", "prefix", "args"});
+  const std::string name = required(f, "name");
+  if (name.empty()) throw UsageError("--name must not be empty");
+  try {
+    std::printf("%s\n",
+                tc::key_from_json_args(flag(f, "prefix", ""), name, flag(f, "args", "[]")).c_str());
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+  return 0;
+}
+
+int invalidate(int argc, char** argv) {
+  const auto f =
+      parse_flags(argc, argv, {"url", "prefix", "namespace", "tag", "key", "key-prefix"});
+  const std::string url = required(f, "url");
+  int targets = 0;
+  for (const char* t : {"prefix", "namespace", "tag", "key"})
+    targets += f.contains(t) ? 1 : 0;
+  if (targets != 1) throw UsageError("give exactly one of --prefix, --namespace, --tag, --key");
+  asio::io_context io(1);
+  tc::ManagerOptions options;
+  options.require_connection = true;
+  tc::RedisManager redis(io.get_executor(), url, options);
+  tc::CacheInvalidator inv(redis, flag(f, "key-prefix", ""));
+  std::size_t count = 0;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    if (f.contains("prefix")) {
+      count = co_await inv.invalidate_prefix(f.at("prefix"));
+    } else if (f.contains("namespace")) {
+      count = co_await inv.invalidate_namespace(f.at("namespace"));
+    } else if (f.contains("tag")) {
+      count = co_await inv.invalidate_tag(f.at("tag"));
+    } else {
+      const std::vector<std::string> keys{f.at("key")};
+      count = co_await inv.invalidate_keys(keys);
+    }
+    co_await redis.disconnect();
+  });
+  std::printf("%zu\n", count);
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Only warnings and errors from the library's loggers: stdout carries the command's result.
+  spdlog::set_level(spdlog::level::warn);
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
@@ -151,6 +274,8 @@ int main(int argc, char** argv) {
   const std::string sub = argv[1];
   try {
     if (sub == "bench") return bench(argc, argv);
+    if (sub == "key") return key(argc, argv);
+    if (sub == "invalidate") return invalidate(argc, argv);
     throw UsageError("unknown command '" + sub + "'");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "tempest: %s\n%s", e.what(), kUsage);

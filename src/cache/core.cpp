@@ -134,23 +134,24 @@ CacheCore::Joined CacheCore::join(const std::string& key) {
   if (!options_.single_flight) return {nullptr, true};
   std::lock_guard lock(flights_mutex_);
   auto [it, inserted] = flights_.try_emplace(key, nullptr);
-  if (inserted) {
-    it->second = std::make_shared<Flight>();
-    return {it->second, true};
-  }
+  if (inserted) return {nullptr, true};  // the Flight is made only when someone joins
+  if (!it->second) it->second = std::make_shared<Flight>();
   joins_.fetch_add(1, std::memory_order_relaxed);
   return {it->second, false};
 }
 
-void CacheCore::finish(const std::string& key, const std::shared_ptr<Flight>& flight,
-                       std::exception_ptr error, std::shared_ptr<const void> value) {
-  if (!flight) return;
+void CacheCore::finish(const std::string& key, std::exception_ptr error,
+                       const std::function<std::shared_ptr<const void>()>& value) {
+  if (!options_.single_flight) return;
+  std::shared_ptr<Flight> flight;
   {
     std::lock_guard lock(flights_mutex_);
     auto it = flights_.find(key);
-    if (it != flights_.end() && it->second == flight) flights_.erase(it);
+    if (it == flights_.end()) return;
+    flight = std::move(it->second);
+    flights_.erase(it);
   }
-  flight->complete(std::move(error), std::move(value));
+  if (flight) flight->complete(error, error ? nullptr : value());
 }
 
 void CacheCore::redis_error(const std::string& what) {

@@ -1,6 +1,8 @@
+// SHA256_Init & co. are deprecated in OpenSSL 3 in favour of EVP, which is much slower here.
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "tempest/cache/key.hpp"
 
-#include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include <charconv>
 #include <cmath>
@@ -17,10 +19,19 @@ void KeyWriter::comma() {
     after_key_ = false;
     return;
   }
-  if (!first_.empty()) {
-    if (!first_.back()) out_ += ',';
-    first_.back() = false;
+  if (depth_ > 0) {
+    if (!first_[depth_ - 1]) out_ += ',';
+    first_[depth_ - 1] = false;
   }
+}
+
+void KeyWriter::open(char bracket) {
+  comma();
+  if (depth_ == kMaxDepth)
+    throw std::invalid_argument("cache key argument nests deeper than " +
+                                std::to_string(kMaxDepth));
+  out_ += bracket;
+  first_[depth_++] = true;
 }
 
 void KeyWriter::integer(long long v) {
@@ -131,20 +142,16 @@ void KeyWriter::string(std::string_view utf8) {
 }
 
 void KeyWriter::begin_array() {
-  comma();
-  out_ += '[';
-  first_.push_back(true);
+  open('[');
 }
 
 void KeyWriter::end_array() {
   out_ += ']';
-  first_.pop_back();
+  --depth_;
 }
 
 void KeyWriter::begin_object() {
-  comma();
-  out_ += '{';
-  first_.push_back(true);
+  open('{');
 }
 
 void KeyWriter::key(std::string_view utf8) {
@@ -156,7 +163,7 @@ void KeyWriter::key(std::string_view utf8) {
 
 void KeyWriter::end_object() {
   out_ += '}';
-  first_.pop_back();
+  --depth_;
 }
 
 // ---- Python float repr
@@ -221,18 +228,15 @@ std::string python_float_repr(double v) {
 std::string args_digest(std::string_view args_json) {
   static constexpr std::string_view head = "{\"args\":";
   static constexpr std::string_view tail = ",\"kwargs\":{}}";
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int md_len = 0;
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  if (ctx == nullptr || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1 ||
-      EVP_DigestUpdate(ctx, head.data(), head.size()) != 1 ||
-      EVP_DigestUpdate(ctx, args_json.data(), args_json.size()) != 1 ||
-      EVP_DigestUpdate(ctx, tail.data(), tail.size()) != 1 ||
-      EVP_DigestFinal_ex(ctx, md, &md_len) != 1) {
-    EVP_MD_CTX_free(ctx);
-    throw std::runtime_error("SHA-256 failed");
-  }
-  EVP_MD_CTX_free(ctx);
+  // The low-level SHA-256 calls the block function directly; the EVP interface of OpenSSL 3
+  // spends several times the hashing itself on provider dispatch for inputs this small.
+  SHA256_CTX ctx;
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256_Init(&ctx);
+  SHA256_Update(&ctx, head.data(), head.size());
+  SHA256_Update(&ctx, args_json.data(), args_json.size());
+  SHA256_Update(&ctx, tail.data(), tail.size());
+  SHA256_Final(md, &ctx);
   static constexpr char hex[] = "0123456789abcdef";
   std::string out(32, '0');
   for (std::size_t i = 0; i < 16; ++i) {

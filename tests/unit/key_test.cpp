@@ -7,6 +7,8 @@
 #include <limits>
 #include <sstream>
 
+#include <boost/json/parse.hpp>
+
 #include "tempest/cache/codec.hpp"
 #include "tempest/cache/key.hpp"
 

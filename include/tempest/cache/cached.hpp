@@ -63,139 +63,153 @@ class Cached<F, Codec, T, std::tuple<A...>> {
   using value_type = T;
 
   Cached(RedisManager& manager, CachedOptions options, F fn, Codec codec)
-      : core_(std::make_shared<detail::CacheCore>(manager, std::move(options))),
-        fn_(std::make_shared<F>(std::move(fn))),
-        codec_(std::move(codec)) {}
+      : state_(std::make_shared<const State>(
+            State{std::make_shared<detail::CacheCore>(manager, std::move(options)),
+                  std::move(fn),
+                  std::move(codec),
+                  {},
+                  {},
+                  {}})) {}
 
   // Same parameters as the wrapped function (taken by value: they live across suspensions).
-  asio::awaitable<T> operator()(A... args) const {
-    return call(core_, fn_, codec_, skip_, tags_, key_builder_, std::move(args)...);
-  }
+  asio::awaitable<T> operator()(A... args) const { return call(state_, std::move(args)...); }
 
   // A predicate over the arguments; true means no read and no write for that call.
   Cached skip_cache(std::function<bool(const A&...)> predicate) const {
-    Cached copy = *this;
-    copy.skip_ = std::make_shared<std::function<bool(const A&...)>>(std::move(predicate));
-    return copy;
+    return with([&](State& s) { s.skip = std::move(predicate); });
   }
   // Tags computed per call from the arguments (added to the static CachedOptions::tags).
   Cached tags(std::function<std::vector<std::string>(const A&...)> fn) const {
-    Cached copy = *this;
-    copy.tags_ =
-        std::make_shared<std::function<std::vector<std::string>(const A&...)>>(std::move(fn));
-    return copy;
+    return with([&](State& s) { s.tags = std::move(fn); });
   }
   // Like Python's key_builder: builds the key (before key_prefix) from the name and arguments.
   Cached key_builder(std::function<std::string(std::string_view name, const A&...)> fn) const {
-    Cached copy = *this;
-    copy.key_builder_ =
-        std::make_shared<std::function<std::string(std::string_view, const A&...)>>(std::move(fn));
-    return copy;
+    return with([&](State& s) { s.key_builder = std::move(fn); });
   }
 
   // The Redis key of a call with these arguments.
-  std::string key(const A&... args) const { return key_of(*core_, key_builder_, args...); }
-  CacheStats stats() const { return core_->stats(); }
-  const CachedOptions& options() const { return core_->options(); }
+  std::string key(const A&... args) const { return key_of(*state_, args...); }
+  CacheStats stats() const { return state_->core->stats(); }
+  const CachedOptions& options() const { return state_->core->options(); }
 
  private:
-  using Skip = std::shared_ptr<std::function<bool(const A&...)>>;
-  using Tags = std::shared_ptr<std::function<std::vector<std::string>(const A&...)>>;
-  using KeyBuilder = std::shared_ptr<std::function<std::string(std::string_view, const A&...)>>;
+  // Everything a call needs, shared by the copies of this Cached and by calls in progress.
+  struct State {
+    std::shared_ptr<detail::CacheCore> core;
+    F fn;
+    Codec codec;
+    std::function<bool(const A&...)> skip;
+    std::function<std::vector<std::string>(const A&...)> tags;
+    std::function<std::string(std::string_view, const A&...)> key_builder;
+  };
 
-  static std::string key_of(const detail::CacheCore& core, const KeyBuilder& kb, const A&... args) {
-    if (kb) return core.key_with_prefix((*kb)(core.options().name, args...));
-    return core.key_for_args(encode_args(args...));
+  template <class Change>
+  Cached with(Change change) const {
+    auto s = std::make_shared<State>(*state_);
+    change(*s);
+    Cached copy = *this;
+    copy.state_ = std::move(s);
+    return copy;
   }
 
-  // Everything is passed by value: the Cached object may be gone before the call finishes.
-  static asio::awaitable<T> call(std::shared_ptr<detail::CacheCore> core, std::shared_ptr<F> fn,
-                                 Codec codec, Skip skip, Tags tags, KeyBuilder kb, A... args) {
-    if (skip && (*skip)(args...)) co_return co_await (*fn)(args...);
-    const std::string key = key_of(*core, kb, args...);
-    const auto joined = core->join(key);
-    if (!joined.leader) {
-      std::shared_ptr<const void> shared = co_await joined.flight->wait();
-      co_return *std::static_pointer_cast<const T>(shared);
-    }
-    std::vector<std::string> call_tags;
-    if (tags) call_tags = (*tags)(args...);
-    std::optional<T> result;
-    std::exception_ptr error;
-    try {
-      result.emplace(co_await lead(core, fn, codec, key, std::move(call_tags), args...));
-    } catch (...) {
-      error = std::current_exception();
-    }
-    if (error) {
-      core->finish(key, joined.flight, error, nullptr);  // exceptions are shared, never cached
-      std::rethrow_exception(error);
-    }
-    if (joined.flight)
-      core->finish(key, joined.flight, nullptr, std::make_shared<const T>(*result));
-    co_return std::move(*result);
+  static std::string key_of(const State& s, const A&... args) {
+    if (s.key_builder)
+      return s.core->key_with_prefix(s.key_builder(s.core->options().name, args...));
+    return s.core->key_for_args(encode_args(args...));
   }
 
-  static std::optional<T> try_decode(detail::CacheCore& core, const Codec& codec,
-                                     const std::string& key, const std::string& payload) {
+  static std::optional<T> try_decode(const State& s, const std::string& key,
+                                     const std::string& payload) {
     try {
-      return std::optional<T>(codec.decode(payload));
+      return std::optional<T>(s.codec.decode(payload));
     } catch (const std::exception& e) {
-      core.corrupt_value(key, e.what());
+      s.core->corrupt_value(key, e.what());
     }
     return std::nullopt;
   }
 
-  static asio::awaitable<T> lead(std::shared_ptr<detail::CacheCore> core, std::shared_ptr<F> fn,
-                                 Codec codec, std::string key, std::vector<std::string> tags,
-                                 A... args) {
-    detail::Lookup found = co_await core->lookup(key);
+  // A hit costs one GET and no coordination. A miss joins the key's flight: the first caller
+  // computes (after one more GET, in case a flight just ended), the others wait for its result.
+  static asio::awaitable<T> call(std::shared_ptr<const State> st, A... args) {
+    detail::CacheCore& core = *st->core;
+    if (st->skip && st->skip(args...)) co_return co_await st->fn(args...);
+    const std::string key = key_of(*st, args...);
+    detail::Lookup found = co_await core.lookup(key);
     if (found.value) {
-      if (auto hit = try_decode(*core, codec, key, *found.value)) {
-        core->count_hit();
+      if (auto hit = try_decode(*st, key, *found.value)) {
+        core.count_hit();
         co_return std::move(*hit);
       }
-    } else if (found.redis_ok && !found.corrupt) {
-      core->count_miss();
     }
+    const auto joined = core.join(key);
+    if (!joined.leader) {
+      std::shared_ptr<const void> shared = co_await joined.flight->wait();
+      co_return *std::static_pointer_cast<const T>(shared);
+    }
+    std::optional<T> result;
+    std::exception_ptr error;
+    try {
+      result.emplace(co_await lead(*st, key, found, args...));
+    } catch (...) {
+      error = std::current_exception();
+    }
+    // Exceptions are shared with the joiners, never cached.
+    core.finish(key, error, [&result] { return std::make_shared<const T>(*result); });
+    if (error) std::rethrow_exception(error);
+    co_return std::move(*result);
+  }
+
+  // The leader of a miss; `st` and `key` outlive it (they live in call()'s frame).
+  static asio::awaitable<T> lead(const State& st, const std::string& key, detail::Lookup found,
+                                 const A&... args) {
+    detail::CacheCore& core = *st.core;
+    if (found.redis_ok && !found.value && !found.corrupt && core.options().single_flight) {
+      // Another flight may have stored the value since our GET.
+      detail::Lookup again = co_await core.lookup(key);
+      if (again.value) {
+        if (auto hit = try_decode(st, key, *again.value)) {
+          core.count_hit();
+          co_return std::move(*hit);
+        }
+      }
+      found = std::move(again);
+    }
+    if (found.redis_ok && !found.value && !found.corrupt) core.count_miss();
     detail::Lock lock;
-    if (found.redis_ok && core->options().lock.enabled) {
-      lock = co_await core->acquire_lock(key);
+    if (found.redis_ok && core.options().lock.enabled) {
+      lock = co_await core.acquire_lock(key);
       if (!lock.acquired) {
-        auto theirs = co_await core->wait_for_value(key, lock);
+        auto theirs = co_await core.wait_for_value(key, lock);
         if (theirs) {
-          if (auto value = try_decode(*core, codec, key, *theirs)) co_return std::move(*value);
+          if (auto value = try_decode(st, key, *theirs)) co_return std::move(*value);
         }
       }
     }
     std::optional<T> value;
     std::exception_ptr error;
     try {
-      value.emplace(co_await (*fn)(args...));
+      value.emplace(co_await st.fn(args...));
     } catch (...) {
       error = std::current_exception();
     }
     if (!error) {
       std::optional<std::string> payload;
       try {
-        payload = codec.encode(*value);
+        payload = st.codec.encode(*value);
       } catch (const std::exception& e) {
-        core->unserializable(key, e.what());
+        core.unserializable(key, e.what());
       }
+      std::vector<std::string> call_tags;
+      if (st.tags) call_tags = st.tags(args...);
       if (payload && found.redis_ok)
-        co_await core->store(key, std::move(*payload), std::move(tags));
+        co_await core.store(key, std::move(*payload), std::move(call_tags));
     }
-    co_await core->release_lock(lock);
+    co_await core.release_lock(lock);
     if (error) std::rethrow_exception(error);
     co_return std::move(*value);
   }
 
-  std::shared_ptr<detail::CacheCore> core_;
-  std::shared_ptr<F> fn_;
-  Codec codec_;
-  Skip skip_;
-  Tags tags_;
-  KeyBuilder key_builder_;
+  std::shared_ptr<const State> state_;
 };
 
 // The result type of fn, which must return asio::awaitable<T>.

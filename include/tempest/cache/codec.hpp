@@ -8,7 +8,8 @@
 // the cache treats that as a corrupt entry.
 #pragma once
 
-#include <boost/json/parse.hpp>
+#include <boost/json/monotonic_resource.hpp>
+#include <boost/json/parser.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_to.hpp>
@@ -26,9 +27,16 @@ struct JsonCodec {
     return boost::json::serialize(boost::json::value_from(value));
   }
   static T decode(std::string_view bytes) {
+    // A parser per thread keeps its internal stacks, and the document goes into a stack arena:
+    // decoding a typical cached value allocates nothing but the T it returns.
+    thread_local boost::json::parser parser;
+    unsigned char arena[4096];
+    boost::json::monotonic_resource mr(arena, sizeof arena);
+    parser.reset(&mr);
     boost::system::error_code ec;
-    boost::json::value v = boost::json::parse(bytes, ec);
+    parser.write(bytes.data(), bytes.size(), ec);
     if (ec) throw std::invalid_argument("invalid JSON: " + ec.message());
+    boost::json::value v = parser.release();
     auto result = boost::json::try_value_to<T>(v);
     if (!result)
       throw std::invalid_argument("JSON of the wrong shape: " + result.error().message());

@@ -51,9 +51,12 @@ class KeyWriter {
   std::string take() { return std::move(out_); }
 
  private:
+  static constexpr std::size_t kMaxDepth = 64;
   void comma();
+  void open(char bracket);
   std::string out_;
-  std::vector<bool> first_;  // per open container: nothing written yet
+  std::array<bool, kMaxDepth> first_{};  // per open container: nothing written in it yet
+  std::size_t depth_ = 0;
   bool after_key_ = false;
 };
 

@@ -7,6 +7,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -60,15 +61,16 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   std::string key_for_args(std::string_view args_json) const;
   std::string key_with_prefix(std::string_view built) const;
 
-  // Single-flight: the first caller for a key leads (nullptr flight means "lead without
-  // sharing"), later ones get the leader's flight to wait on.
+  // Single-flight: the first caller for a key leads; later ones get a flight to wait on.
   struct Joined {
-    std::shared_ptr<Flight> flight;
+    std::shared_ptr<Flight> flight;  // joiners only
     bool leader = true;
   };
   Joined join(const std::string& key);
-  void finish(const std::string& key, const std::shared_ptr<Flight>& flight,
-              std::exception_ptr error, std::shared_ptr<const void> value);
+  // The leader is done: hands joiners the error, or the value made by `value` (called only if
+  // someone joined).
+  void finish(const std::string& key, std::exception_ptr error,
+              const std::function<std::shared_ptr<const void>()>& value);
 
   asio::awaitable<Lookup> lookup(const std::string& key);
   asio::awaitable<void> store(const std::string& key, std::string payload,
