@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Fails unless the README's quick start is the compiled example, line for line."""
+"""Fails unless the README shows each compiled example verbatim: check_readme_example.py README EXAMPLE..."""
 import sys
 
-readme, example = sys.argv[1], sys.argv[2]
+readme, examples = sys.argv[1], sys.argv[2:]
 text = open(readme, encoding="utf-8").read()
-code = open(example, encoding="utf-8").read().strip("\n")
-if code not in text:
-    sys.exit(f"{readme} does not contain {example} verbatim: update the README's quick start")
-print("README quick start matches", example)
+missing = [e for e in examples if open(e, encoding="utf-8").read().strip("\n") not in text]
+if missing:
+    sys.exit(f"{readme} does not show {', '.join(missing)} verbatim: update the README")
+print("README shows", ", ".join(examples))

@@ -557,3 +557,17 @@ TEST(RedisManager, HealthCheckIsBoundedWhenRedisIsFrozen) {
     co_await redis.disconnect();
   });
 }
+
+TEST(CachedOptions, NameIsRequiredAndTtlMustNotBeNegative) {
+  asio::io_context io;
+  tc::RedisManager redis(io.get_executor(), "redis://127.0.0.1:1");
+  auto fn = [](int x) -> asio::awaitable<int> { co_return x; };
+  try {
+    (void)tc::cached(redis, {.name = ""}, fn);
+    FAIL() << "no error for an empty name";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("name is required"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW((void)tc::cached(redis, {.name = "f", .ttl = std::chrono::seconds(-1)}, fn),
+               std::invalid_argument);
+}

@@ -212,3 +212,9 @@ TEST(Codec, JsonRejectsWrongShapes) {
     EXPECT_THROW((void)JsonCodec<Profile>::decode(bad), std::exception) << bad;
   }
 }
+
+TEST(Key, KeyTextIsPythonJsonDumps) {
+  EXPECT_EQ(encode_args("a", 1, 2.5, true, nullptr, std::vector<int>{1, 2}),
+            "[\"a\",1,2.5,true,null,[1,2]]");
+  EXPECT_EQ(encode_args(std::string("\xc3\xa9\xf0\x9f\x98\x80")), "[\"\\u00e9\\ud83d\\ude00\"]");
+}
