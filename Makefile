@@ -1,12 +1,18 @@
 # The two commands: `make demo` and `make test`. Both install what is missing (Debian packages),
 # build, start the servers they need on free 127.0.0.1 ports, and stop them afterwards.
-.PHONY: test demo bench-client bench-cache format format-check build clean
+.PHONY: test demo demo-smoke bench-http bench-client bench-cache format format-check build clean
 
 test:
 	@bash scripts/test.sh
 
 demo:
 	@bash scripts/demo.sh
+
+demo-smoke:
+	@bash scripts/demo.sh --smoke
+
+bench-http:
+	@bash scripts/bench-http.sh
 
 bench-cache:
 	@bash scripts/bench-cache.sh

@@ -1,18 +1,111 @@
 #!/usr/bin/env bash
-# make demo: builds and runs the example against a local Redis (a throwaway redis-server on a
-# free port unless REDIS_URL is set), then stops what it started.
-set -euo pipefail
+# make demo: builds, starts a local redis-server (127.0.0.1, free port, throwaway directory)
+# unless REDIS_URL is set, starts examples/users_service, prints what to try, and stops both on
+# Ctrl-C. `scripts/demo.sh --smoke` (make demo-smoke) walks through it instead and exits 0 only
+# if every step holds.
+set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$TEMPEST_ROOT"
+smoke=0
+[[ ${1:-} == --smoke ]] && smoke=1
 ensure_packages
-trap stop_redis EXIT INT TERM
-configure_build build
-if [[ -z ${REDIS_URL:-} ]]; then start_redis; fi
-echo "== examples/quickstart against $REDIS_URL"
-build/bin/quickstart "$REDIS_URL"
-echo "== examples/cached_profile: the documented @cached example in C++"
-build/bin/cached_profile "$REDIS_URL"
-echo "== tempest bench --mode get (64 coroutines, one connection)"
-build/bin/tempest bench --url "$REDIS_URL" --mode get --concurrency 64 --requests 200000
-echo "== tempest bench --mode cached (warm hits of a cached function)"
-build/bin/tempest bench --url "$REDIS_URL" --mode cached --concurrency 64 --requests 200000
+# Stop only what this script starts, whatever the caller exported.
+unset REDIS_PID REDIS_DIR REDIS_PORT
+SERVICE_PID=""
+cleanup() {
+  [[ -n $SERVICE_PID ]] && kill "$SERVICE_PID" 2>/dev/null && wait "$SERVICE_PID" 2>/dev/null
+  stop_redis
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+configure_build build >/dev/null || { echo "build failed"; exit 1; }
+own_redis=0
+if [[ -z ${REDIS_URL:-} ]]; then
+  start_redis
+  own_redis=1
+fi
+PORT=$(free_port)
+BASE="http://127.0.0.1:$PORT"
+REDIS_URL=$REDIS_URL HOST=127.0.0.1 PORT=$PORT build/bin/users_service &
+SERVICE_PID=$!
+for _ in $(seq 1 100); do curl -s -o /dev/null "$BASE/health/liveness" && break; sleep 0.05; done
+
+if ((smoke == 0)); then
+  cat <<TXT
+
+users_service is up at $BASE (Redis: $REDIS_URL). Try:
+  curl $BASE/users/1                      # 20 ms the first time, then a cache hit
+  curl $BASE/users/1/orders?fresh=true    # bypasses the cache
+  curl -X POST -d '{"name":"Zoe"}' $BASE/users/1   # updates and invalidates tag user:1
+  curl $BASE/named   $BASE/cached
+  curl -i $BASE/health/readiness
+  curl $BASE/metrics
+Ctrl-C stops the service and the Redis it started.
+TXT
+  wait "$SERVICE_PID"
+  exit $?
+fi
+
+# ---- smoke walk-through ----------------------------------------------------------------------
+fail=0
+check() {  # check DESCRIPTION CONDITION...
+  local what=$1
+  shift
+  if "$@"; then echo "ok   $what"; else echo "FAIL $what"; fail=1; fi
+}
+status() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$BASE$1"; }
+seconds() { curl -s -o /dev/null -w '%{time_total}' --max-time 5 "$BASE$1"; }
+# wait_status PATH CODE LIMIT_S: seconds until PATH answers CODE (or 99 after LIMIT_S)
+wait_status() {
+  local start now
+  start=$(date +%s.%N)
+  while :; do
+    [[ $(status "$1") == "$2" ]] && break
+    now=$(date +%s.%N)
+    if (($(echo "$now - $start > $3" | bc -l))); then echo 99; return; fi
+    sleep 0.05
+  done
+  now=$(date +%s.%N)
+  echo "$now - $start" | bc -l
+}
+lt() { (($(echo "$1 < $2" | bc -l))); }
+
+cold=$(seconds /users/1)
+warm=$(seconds /users/1)
+echo "cold /users/1 ${cold}s, warm ${warm}s"
+check "cold /users/1 pays the 20 ms read" lt 0.019 "$cold"
+check "warm /users/1 is much faster (< cold / 4)" lt "$warm" "$(echo "$cold / 4" | bc -l)"
+check "readiness 200 with Redis up" test "$(status /health/readiness)" = 200
+if ((own_redis)); then
+  port=$REDIS_PORT
+  dir=$REDIS_DIR
+  kill "$REDIS_PID"
+  took=$(wait_status /health/readiness 503 2)
+  echo "readiness turned 503 in ${took}s after Redis stopped"
+  check "readiness 503 within 2 s of Redis stopping" lt "$took" 2
+  check "/users/1 still answers 200 with Redis down" test "$(status /users/1)" = 200
+  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$dir" \
+    --logfile "$dir/redis.log" --daemonize yes --pidfile "$dir/redis.pid"
+  for _ in $(seq 1 100); do [[ -s $dir/redis.pid ]] && break; sleep 0.02; done
+  REDIS_PID=$(cat "$dir/redis.pid")
+  took=$(wait_status /health/readiness 200 2)
+  echo "readiness back to 200 in ${took}s after Redis restarted"
+  check "readiness 200 within 2 s of Redis coming back" lt "$took" 2
+  (void=$(seconds /users/1))  # refill after the restart emptied Redis
+  hits_before=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
+  warm=$(seconds /users/1)
+  hits_after=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
+  echo "after the restart: warm /users/1 ${warm}s, hits ${hits_before} -> ${hits_after}"
+  check "hits resume after Redis is back" test "$hits_after" -gt "$hits_before"
+else
+  echo "skipped the Redis stop/start steps: REDIS_URL points at a Redis this script did not start"
+fi
+check "POST /users/1 invalidates, the next GET shows the new name" \
+  sh -c "curl -s -X POST -d '{\"name\":\"Zoe\"}' $BASE/users/1 >/dev/null && curl -s $BASE/users/1 | grep -q Zoe"
+check "unknown route 404" test "$(status /nope)" = 404
+kill -TERM "$SERVICE_PID"
+wait "$SERVICE_PID"
+code=$?
+SERVICE_PID=""
+check "SIGTERM: graceful exit 0" test "$code" = 0
+exit $fail

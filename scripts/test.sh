@@ -47,6 +47,10 @@ else
   record "build" 1
 fi
 
+echo "== make demo-smoke: users_service end to end through curl"
+env -u REDIS_URL -u REDIS_PID -u REDIS_DIR -u REDIS_PORT bash scripts/demo.sh --smoke
+record "demo-smoke" $?
+
 echo "== fuzzers (clang 14 libFuzzer, bounded time)"
 bash scripts/fuzz.sh 20
 record "fuzzers" $?

@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <set>
 
 #include "tempest/cache/key.hpp"
 #include "tempest/cache/manager.hpp"
@@ -110,6 +111,17 @@ void Flight::complete(std::exception_ptr error, std::shared_ptr<const void> valu
     deliver(std::move(w), error, value);
 }
 
+namespace {
+struct Registry {
+  std::mutex mutex;
+  std::set<const CacheCore*> cores;
+};
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+}  // namespace
+
 CacheCore::CacheCore(RedisManager& manager, CachedOptions options)
     : manager_(&manager), options_(std::move(options)) {
   if (options_.name.empty())
@@ -118,9 +130,14 @@ CacheCore::CacheCore(RedisManager& manager, CachedOptions options)
     throw std::invalid_argument("cached(" + options_.name + "): ttl must be >= 0 (0 = no expiry)");
   if (options_.deadline.count() <= 0)
     throw std::invalid_argument("cached(" + options_.name + "): deadline must be positive");
+  std::lock_guard lock(registry().mutex);
+  registry().cores.insert(this);
 }
 
-CacheCore::~CacheCore() = default;
+CacheCore::~CacheCore() {
+  std::lock_guard lock(registry().mutex);
+  registry().cores.erase(this);
+}
 
 std::string CacheCore::key_for_args(std::string_view args_json) const {
   return make_key(options_.key_prefix, options_.name, args_json);
@@ -314,3 +331,26 @@ asio::awaitable<void> CacheCore::release_lock(const Lock& lock) {
 }
 
 }  // namespace tempest::cache::detail
+
+namespace tempest::cache {
+
+std::vector<std::pair<std::string, CacheStats>> all_cache_stats() {
+  std::map<std::string, CacheStats> by_name;
+  {
+    std::lock_guard lock(detail::registry().mutex);
+    for (const auto* core : detail::registry().cores) {
+      const auto s = core->stats();
+      auto& t = by_name[core->options().name];
+      t.hits += s.hits;
+      t.misses += s.misses;
+      t.errors += s.errors;
+      t.corrupt += s.corrupt;
+      t.joins += s.joins;
+      t.unserializable += s.unserializable;
+      t.lock_waits += s.lock_waits;
+    }
+  }
+  return {by_name.begin(), by_name.end()};
+}
+
+}  // namespace tempest::cache

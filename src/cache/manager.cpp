@@ -70,6 +70,10 @@ asio::awaitable<bool> RedisManager::health_check() {
   std::string failure;
   if (!client) {
     failure = "not connected (RedisManager::connect() was not called)";
+  } else if (!client->is_connected()) {
+    // Known to be down: answer now instead of waiting out the timeout for a reconnect.
+    const auto why = client->connection()->last_error();
+    failure = "not connected" + (why.empty() ? std::string() : " (" + why + ")");
   } else {
     try {
       (void)co_await client->ping(redis::CallOptions{options_.health_timeout});

@@ -60,6 +60,20 @@ namespace {
 
 struct Counters {
   std::atomic<std::uint64_t> commands{0}, errors{0}, timeouts{0}, reconnects{0}, connects{0};
+  std::array<std::atomic<std::uint64_t>, ConnectionStats::kLatencyBounds.size() + 1> latency{};
+  std::atomic<std::uint64_t> latency_nanos{0};
+
+  void record_latency(detail::Clock::duration took) {
+    const double seconds = std::chrono::duration<double>(took).count();
+    std::size_t i = 0;
+    while (i < ConnectionStats::kLatencyBounds.size() &&
+           seconds > ConnectionStats::kLatencyBounds[i])
+      ++i;
+    latency[i].fetch_add(1, std::memory_order_relaxed);
+    latency_nanos.fetch_add(static_cast<std::uint64_t>(
+                                std::chrono::duration_cast<std::chrono::nanoseconds>(took).count()),
+                            std::memory_order_relaxed);
+  }
 };
 
 // A request whose completion resumes the awaiting caller on the caller's own executor. Templated
@@ -75,7 +89,10 @@ class AsyncRequest final : public detail::Request {
 
  private:
   void on_complete(std::exception_ptr error, Reply reply) override {
-    if (!error) counters_->commands.fetch_add(1, std::memory_order_relaxed);
+    if (!error) {
+      counters_->commands.fetch_add(1, std::memory_order_relaxed);
+      counters_->record_latency(Clock::now() - created());
+    }
     auto slot = asio::get_associated_cancellation_slot(handler_);
     if (slot.is_connected()) slot.clear();
     // When the caller's io_context runs on this thread, resume the caller right here (what
@@ -775,8 +792,16 @@ ConnectionState Connection::state() const noexcept {
 
 ConnectionStats Connection::stats() const noexcept {
   const auto& c = *impl_->counters();
-  return ConnectionStats{c.commands.load(), c.errors.load(), c.timeouts.load(), c.reconnects.load(),
-                         c.connects.load()};
+  ConnectionStats s;
+  s.commands = c.commands.load();
+  s.errors = c.errors.load();
+  s.timeouts = c.timeouts.load();
+  s.reconnects = c.reconnects.load();
+  s.connects = c.connects.load();
+  for (std::size_t i = 0; i < s.latency_buckets.size(); ++i)
+    s.latency_buckets[i] = c.latency[i].load();
+  s.latency_seconds_sum = static_cast<double>(c.latency_nanos.load()) / 1e9;
+  return s;
 }
 
 const Config& Connection::config() const noexcept {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tempest::cache {
@@ -49,5 +50,9 @@ struct CacheStats {
   std::uint64_t unserializable = 0;  // results returned uncached because encoding failed
   std::uint64_t lock_waits = 0;      // calls that waited for another process's computation
 };
+
+// The stats of every cached function alive in this process (for /metrics), by name. Functions
+// that share a name are summed.
+std::vector<std::pair<std::string, CacheStats>> all_cache_stats();
 
 }  // namespace tempest::cache

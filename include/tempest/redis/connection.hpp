@@ -2,6 +2,7 @@
 // coroutines on any number of threads.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -30,6 +31,13 @@ std::string_view to_string(ConnectionState s) noexcept;
 
 // Counters, readable at any time from any thread.
 struct ConnectionStats {
+  // Upper bounds (seconds) of the command latency histogram; a last, unbounded bucket follows.
+  static constexpr std::array<double, 12> kLatencyBounds = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0};
+  std::array<std::uint64_t, kLatencyBounds.size() + 1>
+      latency_buckets{};           // per bucket, not cumulative
+  double latency_seconds_sum = 0;  // of requests completed with a reply
+
   std::uint64_t commands = 0;    // requests completed with a reply (pipelines count once)
   std::uint64_t errors = 0;      // requests failed with ConnectionError
   std::uint64_t timeouts = 0;    // requests failed with TimeoutError (deadline or cancellation)

@@ -27,6 +27,7 @@ class Request {
   Request(Command c, Clock::time_point deadline) : command_(std::move(c)), deadline_(deadline) {}
   Request(std::string raw, std::size_t replies, Clock::time_point deadline)
       : raw_(std::move(raw)), expected_(replies), deadline_(deadline) {}
+  Clock::time_point created() const noexcept { return created_; }
   virtual ~Request() = default;
   Request(const Request&) = delete;
   Request& operator=(const Request&) = delete;
@@ -53,6 +54,7 @@ class Request {
   std::string raw_;  // pre-encoded pipeline
   std::size_t expected_ = 1;
   Clock::time_point deadline_;
+  Clock::time_point created_ = Clock::now();
   State state_ = State::pending;
   std::vector<Reply> collected_;
 };

@@ -1,0 +1,131 @@
+// users_service: the documentation page's example service in C++, on tempest::http.
+// Environment: REDIS_URL (redis://127.0.0.1:6379/0), HOST (127.0.0.1), PORT (8000).
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/describe/class.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value_from.hpp>
+#include <cstdlib>
+#include <map>
+#include <tempest/cache/cached.hpp>
+#include <tempest/cache/invalidator.hpp>
+#include <tempest/http/app.hpp>
+#include <tempest/http/health.hpp>
+#include <tempest/http/metrics.hpp>
+
+namespace asio = boost::asio;
+namespace tc = tempest::cache;
+namespace th = tempest::http;
+using namespace std::chrono_literals;
+
+struct UserProfile {
+  std::string id;
+  std::string name;
+};
+BOOST_DESCRIBE_STRUCT(UserProfile, (), (id, name))
+
+struct Order {
+  std::string id;
+  double total;
+};
+BOOST_DESCRIBE_STRUCT(Order, (), (id, total))
+
+namespace {
+
+std::string env(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+template <class T>
+th::Response json(const T& value) {
+  return th::Response::json(200, boost::json::serialize(boost::json::value_from(value)));
+}
+
+asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::use_awaitable);
+}
+
+}  // namespace
+
+int main() {
+  asio::io_context io(1);
+  th::ServerOptions server;
+  server.host = env("HOST", "127.0.0.1");
+  server.port = static_cast<std::uint16_t>(std::stoi(env("PORT", "8000")));
+  th::App app(io, server);
+  tc::RedisManager redis(io.get_executor(), env("REDIS_URL", "redis://127.0.0.1:6379/0"));
+
+  app.on_startup([&]() -> asio::awaitable<void> { co_await redis.connect(); });
+  app.on_shutdown([&]() -> asio::awaitable<void> { co_await redis.disconnect(); });
+
+  // The simulated database: a 20 ms read.
+  std::map<std::string, std::string> names = {{"1", "Ana"}, {"2", "Bruno"}};
+  auto get_user_profile =
+      tc::cached(redis, {.name = "get_user_profile", .ttl = 300s, .key_prefix = "users:"},
+                 [&names](std::string user_id) -> asio::awaitable<UserProfile> {
+                   co_await sleep_for(20ms);
+                   const auto it = names.find(user_id);
+                   UserProfile p{user_id, it == names.end() ? "User " + user_id : it->second};
+                   co_return p;
+                 })
+          .tags([](const std::string& user_id) {
+            return std::vector<std::string>{"user:" + user_id};
+          });
+  auto list_orders =
+      tc::cached(redis, {.name = "list_orders", .ttl = 60s},
+                 [](std::string user_id, bool) -> asio::awaitable<std::vector<Order>> {
+                   co_await sleep_for(20ms);
+                   std::vector<Order> orders{{user_id + "-1", 19.9}, {user_id + "-2", 5.0}};
+                   co_return orders;
+                 })
+          .skip_cache([](const std::string&, const bool& fresh) { return fresh; });
+  tc::CacheInvalidator invalidator(redis, "users:");
+
+  auto& r = app.router();
+  r.get(
+      "/named",
+      th::with_client(
+          redis, [](th::Request&, tempest::redis::Client client) -> asio::awaitable<th::Response> {
+            co_await client.set("user:123:name", "Ana", tempest::redis::ex{300s});
+            co_return th::Response::json(200, "{\"name\":\"Ana\"}");
+          }));
+  r.get(
+      "/cached",
+      th::with_client(
+          redis, [](th::Request&, tempest::redis::Client client) -> asio::awaitable<th::Response> {
+            auto value = co_await client.get("greeting");
+            co_return th::Response::json(
+                200, "{\"value\":" +
+                         boost::json::serialize(boost::json::value(value.value_or("hello"))) + "}");
+          }));
+  r.get("/users/{id}", [&](th::Request& req) -> asio::awaitable<th::Response> {
+    co_return json(co_await get_user_profile(req.param("id")));
+  });
+  r.get("/users/{id}/orders", [&](th::Request& req) -> asio::awaitable<th::Response> {
+    const bool fresh = req.query_param("fresh").value_or("false") == "true";
+    co_return json(co_await list_orders(req.param("id"), fresh));
+  });
+  r.post("/users/{id}", [&](th::Request& req) -> asio::awaitable<th::Response> {
+    boost::system::error_code ec;
+    auto body = boost::json::parse(req.body, ec);
+    if (ec || !body.is_object() || !body.as_object().contains("name") ||
+        !body.as_object().at("name").is_string())
+      co_return th::Response::error(422, "body must be a JSON object with a string \"name\"");
+    const std::string id = req.param("id");
+    names[id] = std::string(body.as_object().at("name").as_string());
+    const auto removed = co_await invalidator.invalidate_tag("user:" + id);
+    co_return th::Response::json(
+        200, "{\"id\":" + boost::json::serialize(boost::json::value(id)) +
+                 ",\"name\":" + boost::json::serialize(body.as_object().at("name")) +
+                 ",\"invalidated\":" + std::to_string(removed) + "}");
+  });
+  app.include(
+      th::make_health_router({.checks = {{"redis", [&] { return redis.health_check(); }}}}));
+  app.include(th::make_metrics_router(app.metrics(), {.managers = {&redis}}));
+  return app.run();
+}

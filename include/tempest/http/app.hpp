@@ -1,0 +1,88 @@
+// An HTTP/1.1 server on Boost.Beast, on the same Asio executor as the cache: routes, lifespan
+// hooks, handler dependencies, limits, timeouts, and graceful shutdown.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tempest/http/metrics.hpp"
+#include "tempest/http/router.hpp"
+#include "tempest/http/types.hpp"
+
+namespace tempest::cache {
+class RedisManager;
+}
+namespace tempest::redis {
+class Client;
+}
+
+namespace tempest::http {
+
+struct ServerOptions {
+  ServerOptions() = default;  // not an aggregate: see tempest::redis::ScanOptions
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8000;                      // 0: any free port (see App::port())
+  std::size_t max_header_bytes = 8 * 1024;        // larger: 431
+  std::size_t max_body_bytes = 1024 * 1024;       // larger: 413
+  std::chrono::milliseconds read_timeout{10000};  // a request must arrive within this: else closed
+  std::chrono::milliseconds idle_timeout{30000};  // keep-alive connections idle longer: closed
+  std::size_t max_connections = 1024;             // more: accepted and closed at once
+  std::chrono::milliseconds shutdown_timeout{10000};  // in-flight requests get this long
+};
+
+class App {
+ public:
+  explicit App(asio::io_context& io, ServerOptions options = {});
+  ~App();
+  App(const App&) = delete;
+  App& operator=(const App&) = delete;
+
+  // Lifespan: startup hooks run before the server accepts any connection (one that throws makes
+  // run() return 1 with a clear message); shutdown hooks run after the last request.
+  void on_startup(Hook hook);
+  void on_shutdown(Hook hook);
+
+  Router& router() { return router_; }
+  App& include(const Router& r) {
+    router_.include(r);
+    return *this;
+  }
+
+  // Runs startup, listens, serves until SIGINT/SIGTERM or stop(), then shuts down gracefully.
+  // Runs the io_context itself; returns the process exit code (0 after a clean shutdown).
+  int run();
+  // The same as a coroutine, for hosting the app in an io_context you run yourself. Throws what
+  // a startup hook threw.
+  asio::awaitable<void> serve();
+  // Begins a graceful shutdown (thread-safe).
+  void stop();
+
+  std::uint16_t port() const noexcept { return bound_port_.load(); }  // after listening began
+  bool accepting() const noexcept { return accepting_.load(); }
+  HttpMetrics& metrics() noexcept { return *metrics_; }
+
+  // Handles one request as the server does (routing, 404/405, errors to 500): for tests.
+  asio::awaitable<Response> handle(Request& request);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  Router router_;
+  std::shared_ptr<HttpMetrics> metrics_;
+  std::atomic<std::uint16_t> bound_port_{0};
+  std::atomic<bool> accepting_{false};
+};
+
+// Hands the live Redis client to a handler: when the manager has none (before connect(), after
+// disconnect()), the handler does not run and the response is 503 {"detail": ...}.
+Handler with_client(cache::RedisManager& manager,
+                    std::function<asio::awaitable<Response>(Request&, redis::Client)> handler);
+
+}  // namespace tempest::http

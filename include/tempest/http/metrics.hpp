@@ -1,0 +1,48 @@
+// Prometheus text exposition (version 0.0.4): cached functions, Redis connections, HTTP.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "tempest/http/router.hpp"
+
+namespace tempest::cache {
+class RedisManager;
+}
+
+namespace tempest::http {
+
+// Requests and latency by route, method and status.
+class HttpMetrics {
+ public:
+  static constexpr std::array<double, 11> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                      0.05,   0.1,   0.25,   0.5,   1.0};
+  void observe(const std::string& route, const std::string& method, unsigned status,
+               std::chrono::nanoseconds took);
+  void render(std::string& out) const;
+
+ private:
+  struct Series {
+    std::uint64_t count = 0;
+    double sum = 0;
+    std::array<std::uint64_t, kBuckets.size()> buckets{};
+  };
+  mutable std::mutex mutex_;
+  std::map<std::tuple<std::string, std::string, unsigned>, Series> series_;
+};
+
+struct MetricsOptions {
+  std::vector<cache::RedisManager*> managers = {};  // Redis connections to report
+  std::string path = "/metrics";
+};
+
+// GET /metrics: every cached function's stats, the managers' Redis connections, and `http`.
+Router make_metrics_router(const HttpMetrics& http, MetricsOptions options);
+
+}  // namespace tempest::http

@@ -1,0 +1,45 @@
+// Requests, responses and handlers of tempest::http.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tempest::http {
+
+namespace asio = boost::asio;
+
+struct Request {
+  std::string method;                          // "GET", "POST", ...
+  std::string target;                          // as sent: path and query
+  std::string path;                            // percent-decoded path
+  std::map<std::string, std::string> query;    // percent-decoded query parameters
+  std::map<std::string, std::string> params;   // path parameters: /users/{id} -> params["id"]
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;
+  std::string route;  // the matched pattern, e.g. "/users/{id}"
+
+  std::string param(const std::string& name) const;  // throws std::out_of_range if absent
+  std::optional<std::string> query_param(const std::string& name) const;
+};
+
+struct Response {
+  unsigned status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  std::map<std::string, std::string> headers;
+
+  // A JSON body from already serialized JSON text.
+  static Response json(unsigned status, std::string json_text);
+  // {"detail": message}, the FastAPI error shape.
+  static Response error(unsigned status, std::string_view message);
+  static Response text(unsigned status, std::string body, std::string content_type = "text/plain");
+};
+
+using Handler = std::function<asio::awaitable<Response>(Request&)>;
+using Hook = std::function<asio::awaitable<void>()>;
+
+}  // namespace tempest::http

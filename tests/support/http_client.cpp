@@ -1,0 +1,86 @@
+#include "support/http_client.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <stdexcept>
+
+namespace tempest::test {
+
+std::string RawResponse::body() const {
+  const auto pos = text.find("\r\n\r\n");
+  return pos == std::string::npos ? std::string() : text.substr(pos + 4);
+}
+
+namespace {
+// A complete response: headers plus Content-Length bytes of body.
+bool complete(const std::string& text) {
+  const auto end = text.find("\r\n\r\n");
+  if (end == std::string::npos) return false;
+  std::string headers = text.substr(0, end);
+  for (auto& c : headers)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const auto cl = headers.find("content-length:");
+  if (cl == std::string::npos) return true;
+  const auto length = std::stoul(headers.substr(cl + 15));
+  return text.size() >= end + 4 + length;
+}
+}  // namespace
+
+RawResponse raw_http(std::uint16_t port, const std::string& request,
+                     std::chrono::milliseconds timeout, bool stop_after_response) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  RawResponse r;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    throw std::runtime_error("raw_http: connect failed");
+  }
+  std::size_t sent = 0;
+  while (sent < request.size()) {
+    const auto n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  char buf[65536];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
+    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+      r.closed = true;
+      break;
+    }
+    r.text.append(buf, static_cast<std::size_t>(n));
+    if (stop_after_response && complete(r.text)) break;
+  }
+  ::close(fd);
+  if (r.text.starts_with("HTTP/1.")) r.status = std::stoi(r.text.substr(9, 3));
+  return r;
+}
+
+RawResponse http_request(std::uint16_t port, const std::string& method, const std::string& target,
+                         const std::string& body) {
+  std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+  if (!body.empty() || method == "POST")
+    req +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  req += "\r\n" + body;
+  return raw_http(port, req);
+}
+
+RawResponse http_get(std::uint16_t port, const std::string& target) {
+  return http_request(port, "GET", target);
+}
+
+}  // namespace tempest::test

@@ -1,0 +1,28 @@
+// A raw HTTP client for tests: bytes in, bytes out, with a deadline.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace tempest::test {
+
+struct RawResponse {
+  std::string text;          // everything received until the server closed or the deadline passed
+  bool closed = false;       // the server closed the connection
+  int status = 0;            // parsed from the status line, 0 when none
+  std::string body() const;  // after the blank line
+};
+
+// Sends `request` (after an optional pause between its two halves, to play a slow client) and
+// reads until the server closes, a full response arrived (when stop_after_response), or timeout.
+RawResponse raw_http(std::uint16_t port, const std::string& request,
+                     std::chrono::milliseconds timeout = std::chrono::milliseconds(3000),
+                     bool stop_after_response = true);
+
+// GET/POST helpers over one short-lived connection.
+RawResponse http_get(std::uint16_t port, const std::string& target);
+RawResponse http_request(std::uint16_t port, const std::string& method, const std::string& target,
+                         const std::string& body = "");
+
+}  // namespace tempest::test
