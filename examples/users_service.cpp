@@ -1,5 +1,6 @@
 // users_service: the documentation page's example service in C++, on tempest::http.
-// Environment: REDIS_URL (redis://127.0.0.1:6379/0), HOST (127.0.0.1), PORT (8000).
+// Environment: REDIS_URL (redis://127.0.0.1:6379/0), HOST (127.0.0.1), PORT (8000),
+// REDIS_REQUIRED (0).
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -8,6 +9,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value_from.hpp>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <tempest/cache/cached.hpp>
@@ -52,13 +54,29 @@ asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
 
 }  // namespace
 
+int serve();
+
 int main() {
+  try {
+    return serve();
+  } catch (const std::exception& e) {  // a bad REDIS_URL, HOST or PORT
+    std::fprintf(stderr, "users_service: %s\n", e.what());
+    return 1;
+  }
+}
+
+int serve() {
   asio::io_context io(1);
   th::ServerOptions server;
   server.host = env("HOST", "127.0.0.1");
   server.port = static_cast<std::uint16_t>(std::stoi(env("PORT", "8000")));
   th::App app(io, server);
-  tc::RedisManager redis(io.get_executor(), env("REDIS_URL", "redis://127.0.0.1:6379/0"));
+  // REDIS_REQUIRED=1: refuse to start without Redis (by default the service starts and serves
+  // uncached while readiness reports Redis down).
+  tc::ManagerOptions manager_options;
+  manager_options.require_connection = env("REDIS_REQUIRED", "0") == "1";
+  tc::RedisManager redis(io.get_executor(), env("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                         manager_options);
 
   app.on_startup([&]() -> asio::awaitable<void> { co_await redis.connect(); });
   app.on_shutdown([&]() -> asio::awaitable<void> { co_await redis.disconnect(); });
