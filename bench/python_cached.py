@@ -59,8 +59,27 @@ async def main():
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--mode", choices=["cached", "stampede"], default="cached")
     a = parser.parse_args()
     client = aioredis.from_url(a.url, decode_responses=True)
+
+    if a.mode == "stampede":  # C concurrent calls on one cold key of a 50 ms function
+        runs = 0
+
+        @cached(client, ttl=60, key_prefix="pybench:")
+        async def slow(x):
+            nonlocal runs
+            runs += 1
+            await asyncio.sleep(0.05)
+            return x
+
+        cold = time.time_ns()
+        start = time.perf_counter()
+        await asyncio.gather(*(slow(cold) for _ in range(a.concurrency)))
+        seconds = time.perf_counter() - start
+        print(json.dumps({"mode": "python-stampede", "concurrency": a.concurrency, "function_runs": runs,
+                          "seconds": round(seconds, 6)}))
+        return
 
     @cached(client, ttl=300, key_prefix="pybench:")
     async def get_user_profile(user_id):

@@ -4,6 +4,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/describe/class.hpp>
 #include <chrono>
@@ -33,7 +34,8 @@ struct UsageError : std::runtime_error {
 
 constexpr const char* kUsage =
     "usage:\n"
-    "  tempest bench --url URL --mode get|cached --concurrency C --requests N [--value-size B]\n"
+    "  tempest bench --url URL --mode get|cached|stampede --concurrency C --requests N\n"
+    "                [--value-size B]\n"
     "                [--keys K]\n"
     "  tempest key --name NAME [--prefix KEY_PREFIX] [--args '<JSON array>']\n"
     "  tempest invalidate --url URL (--prefix P | --namespace NS | --tag T | --key K)\n"
@@ -92,6 +94,18 @@ long long to_count(const Flags& f, const std::string& name, long long fallback, 
   return v;
 }
 
+// The peak resident set of this process (VmHWM), in MiB.
+double peak_rss_mib() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  double kib = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %lf kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib / 1024.0;
+}
+
 // Runs `body` on a fresh single-threaded io_context; rethrows what it threw.
 void run(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
   std::exception_ptr failure;
@@ -103,26 +117,22 @@ void run(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
   if (failure) std::rethrow_exception(failure);
 }
 
-// Runs `requests` operations from `concurrency` coroutines; returns the seconds it took.
-using Op = std::function<asio::awaitable<bool>(long long worker, long long i)>;
+// Runs `requests` operations from `concurrency` coroutines; returns the seconds it took. Each
+// worker(w, share) coroutine performs its `share` of the operations in a loop of its own, so the
+// harness adds nothing per operation.
+using Worker = std::function<asio::awaitable<void>(long long worker, long long share)>;
 asio::awaitable<double> drive(asio::io_context& io, long long concurrency, long long requests,
-                              Op op, long long& errors) {
+                              Worker worker) {
   long long running = concurrency;
   std::exception_ptr failure;
   asio::steady_timer finished(io, std::chrono::steady_clock::time_point::max());
   const auto start = std::chrono::steady_clock::now();
   for (long long w = 0; w < concurrency; ++w) {
     const long long share = requests / concurrency + (w < requests % concurrency ? 1 : 0);
-    asio::co_spawn(
-        io,
-        [&op, &errors, w, share]() -> asio::awaitable<void> {
-          for (long long i = 0; i < share; ++i)
-            if (!co_await op(w, i)) ++errors;
-        },
-        [&](std::exception_ptr e) {
-          if (e && !failure) failure = e;
-          if (--running == 0) finished.cancel();
-        });
+    asio::co_spawn(io, worker(w, share), [&](std::exception_ptr e) {
+      if (e && !failure) failure = e;
+      if (--running == 0) finished.cancel();
+    });
   }
   boost::system::error_code ec;
   co_await finished.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -145,8 +155,8 @@ int bench(int argc, char** argv) {
       parse_flags(argc, argv, {"url", "mode", "concurrency", "requests", "value-size", "keys"});
   const std::string url = required(f, "url");
   const std::string mode = flag(f, "mode", "get");
-  if (mode != "get" && mode != "cached")
-    throw UsageError("--mode must be 'get' or 'cached', got '" + mode + "'");
+  if (mode != "get" && mode != "cached" && mode != "stampede")
+    throw UsageError("--mode must be 'get', 'cached' or 'stampede', got '" + mode + "'");
   const auto concurrency = to_count(f, "concurrency", 1, 1, 100000);
   const auto requests = to_count(f, "requests", 100000, 1, 1'000'000'000);
   const auto value_size = to_count(f, "value-size", 3, 0, 512LL << 20);
@@ -171,33 +181,73 @@ int bench(int argc, char** argv) {
           p.add("SET", names[i], value);
         co_await client.exec(p, {.timeout = std::chrono::seconds(30)});
       }
-      Op op = [&](long long w, long long i) -> asio::awaitable<bool> {
-        auto v = co_await client.get(names[static_cast<std::size_t>(key_of(w, i))],
-                                     {.timeout = std::chrono::seconds(10)});
-        co_return v && v->size() == static_cast<std::size_t>(value_size);
+      Worker worker = [&](long long w, long long share) -> asio::awaitable<void> {
+        for (long long i = 0; i < share; ++i) {
+          auto v = co_await client.get(names[static_cast<std::size_t>(key_of(w, i))],
+                                       {.timeout = std::chrono::seconds(10)});
+          if (!v || v->size() != static_cast<std::size_t>(value_size)) ++errors;
+        }
       };
-      seconds = co_await drive(io, concurrency, requests, op, errors);
+      seconds = co_await drive(io, concurrency, requests, worker);
       co_await client.disconnect();
     });
+  } else if (mode == "stampede") {
+    // `concurrency` concurrent calls on one cold key of a 50 ms function: how often does it run?
+    tc::RedisManager redis(io.get_executor(), url);
+    tc::CachedOptions options;
+    options.name = "tempest_bench_stampede";
+    options.ttl = std::chrono::seconds(60);
+    long long runs = 0;
+    auto slow = tc::cached(redis, options, [&runs](long long x) -> asio::awaitable<long long> {
+      ++runs;
+      asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(50));
+      co_await t.async_wait(asio::use_awaitable);
+      co_return x;
+    });
+    const long long cold = std::chrono::steady_clock::now().time_since_epoch().count();
+    run(io, [&]() -> asio::awaitable<void> {
+      co_await redis.connect();
+      Worker worker = [&](long long, long long) -> asio::awaitable<void> {
+        if (co_await slow(cold) != cold) ++errors;
+      };
+      seconds = co_await drive(io, concurrency, concurrency, worker);
+      co_await redis.disconnect();
+    });
+    std::printf(
+        "{\"mode\":\"stampede\",\"concurrency\":%lld,\"function_runs\":%lld,\"seconds\":%.6f,"
+        "\"errors\":%lld}\n",
+        concurrency, runs, seconds, errors);
+    return errors == 0 ? 0 : 1;
   } else {
     tc::RedisManager redis(io.get_executor(), url);
     tc::CachedOptions options;
     options.name = "tempest_bench_profile";
     options.deadline = std::chrono::seconds(10);
-    auto profile = tc::cached(redis, options, [](long long id) -> asio::awaitable<Profile> {
-      Profile p{std::to_string(id), "Ana", "ana@example.com", 37, 9.5};
+    // --value-size B (when given) pads the email field so the stored JSON grows with B.
+    const std::string email = f.contains("value-size")
+                                  ? std::string(static_cast<std::size_t>(value_size), 'e')
+                                  : std::string("ana@example.com");
+    auto profile = tc::cached(redis, options, [&email](long long id) -> asio::awaitable<Profile> {
+      Profile p{std::to_string(id), "Ana", email, 37, 9.5};
       co_return p;
     });
     run(io, [&]() -> asio::awaitable<void> {
       co_await redis.connect();
-      for (long long k = 0; k < keys; ++k)
-        (void)co_await profile(k);  // warm every key
-      Op op = [&](long long w, long long i) -> asio::awaitable<bool> {
-        const long long id = key_of(w, i);
-        const Profile p = co_await profile(id);
-        co_return p.age == 37 && p.id == std::to_string(id);
+      // Warm every key exactly once, from up to `concurrency` callers.
+      const long long warmers = std::min(concurrency, keys);
+      Worker warm = [&](long long w, long long share) -> asio::awaitable<void> {
+        for (long long i = 0; i < share; ++i)
+          (void)co_await profile(w + i * warmers);
       };
-      seconds = co_await drive(io, concurrency, requests, op, errors);
+      (void)co_await drive(io, warmers, keys, warm);
+      Worker worker = [&](long long w, long long share) -> asio::awaitable<void> {
+        for (long long i = 0; i < share; ++i) {
+          const long long id = key_of(w, i);
+          const Profile p = co_await profile(id);
+          if (p.age != 37 || p.id != std::to_string(id)) ++errors;
+        }
+      };
+      seconds = co_await drive(io, concurrency, requests, worker);
       stats = profile.stats();
       co_await redis.disconnect();
     });
@@ -208,6 +258,7 @@ int bench(int argc, char** argv) {
       "\"seconds\":%.6f,\"ops_per_sec\":%.1f,\"errors\":%lld",
       mode.c_str(), concurrency, requests, mode == "get" ? value_size : 0LL, seconds,
       static_cast<double>(requests) / seconds, errors);
+  std::printf(",\"peak_rss_mib\":%.1f", peak_rss_mib());
   if (mode == "cached")
     std::printf(",\"hits\":%llu,\"misses\":%llu,\"joins\":%llu",
                 static_cast<unsigned long long>(stats.hits),

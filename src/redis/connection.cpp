@@ -62,6 +62,9 @@ struct Counters {
   std::atomic<std::uint64_t> commands{0}, errors{0}, timeouts{0}, reconnects{0}, connects{0};
   std::array<std::atomic<std::uint64_t>, ConnectionStats::kLatencyBounds.size() + 1> latency{};
   std::atomic<std::uint64_t> latency_nanos{0};
+  // When the replies being matched now were read (set by the reader on the strand), so a
+  // completion costs no clock read of its own.
+  detail::Clock::time_point batch_time{};
 
   void record_latency(detail::Clock::duration took) {
     const double seconds = std::chrono::duration<double>(took).count();
@@ -91,7 +94,7 @@ class AsyncRequest final : public detail::Request {
   void on_complete(std::exception_ptr error, Reply reply) override {
     if (!error) {
       counters_->commands.fetch_add(1, std::memory_order_relaxed);
-      counters_->record_latency(Clock::now() - created());
+      counters_->record_latency(counters_->batch_time - created());
     }
     auto slot = asio::get_associated_cancellation_slot(handler_);
     if (slot.is_connected()) slot.clear();
@@ -572,6 +575,7 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
   // Parses what arrived and completes the requests it answers.
   void on_bytes(std::size_t n) {
     last_read_ = Clock::now();
+    counters_->batch_time = last_read_;
     reader_.feed(read_buf_.data(), n);
     while (auto r = reader_.next())
       mux_.on_reply(std::move(*r));
@@ -738,18 +742,19 @@ namespace {
 struct ExecInitiation {
   std::shared_ptr<Connection::Impl> impl;
   Clock::time_point deadline;
+  Clock::time_point created;
 
   template <class Handler>
   void operator()(Handler&& h, Command c) const {
     using Req = AsyncRequest<std::decay_t<Handler>>;
     impl->submit(std::make_shared<Req>(std::forward<Handler>(h), impl->counters().get(),
-                                       std::move(c), deadline));
+                                       std::move(c), deadline, created));
   }
   template <class Handler>
   void operator()(Handler&& h, std::string wire, std::size_t n) const {
     using Req = AsyncRequest<std::decay_t<Handler>>;
     impl->submit(std::make_shared<Req>(std::forward<Handler>(h), impl->counters().get(),
-                                       std::move(wire), n, deadline));
+                                       std::move(wire), n, deadline, created));
   }
 };
 
@@ -770,19 +775,21 @@ asio::awaitable<std::vector<Reply>> split_replies(asio::awaitable<Reply> one, st
 }  // namespace
 
 asio::awaitable<Reply> Connection::exec(Command command, CallOptions options) {
-  const auto deadline = Clock::now() + options.timeout.value_or(impl_->cfg_.command_timeout);
+  const auto now = Clock::now();
+  const auto deadline = now + options.timeout.value_or(impl_->cfg_.command_timeout);
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, Reply)>(
-      ExecInitiation{impl_, deadline}, use_awaitable, std::move(command));
+      ExecInitiation{impl_, deadline, now}, use_awaitable, std::move(command));
 }
 
 asio::awaitable<std::vector<Reply>> Connection::exec(const Pipeline& pipeline,
                                                      CallOptions options) {
-  const auto deadline = Clock::now() + options.timeout.value_or(impl_->cfg_.command_timeout);
+  const auto now = Clock::now();
+  const auto deadline = now + options.timeout.value_or(impl_->cfg_.command_timeout);
   const std::size_t n = pipeline.size();
   if (n == 0) return no_replies();
   return split_replies(
       asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, Reply)>(
-          ExecInitiation{impl_, deadline}, use_awaitable, pipeline.wire(), n),
+          ExecInitiation{impl_, deadline, now}, use_awaitable, pipeline.wire(), n),
       n);
 }
 

@@ -24,9 +24,11 @@ class Request {
  public:
   enum class State : unsigned char { pending, written, done };
 
-  Request(Command c, Clock::time_point deadline) : command_(std::move(c)), deadline_(deadline) {}
-  Request(std::string raw, std::size_t replies, Clock::time_point deadline)
-      : raw_(std::move(raw)), expected_(replies), deadline_(deadline) {}
+  Request(Command c, Clock::time_point deadline, Clock::time_point created = Clock::now())
+      : command_(std::move(c)), deadline_(deadline), created_(created) {}
+  Request(std::string raw, std::size_t replies, Clock::time_point deadline,
+          Clock::time_point created = Clock::now())
+      : raw_(std::move(raw)), expected_(replies), deadline_(deadline), created_(created) {}
   Clock::time_point created() const noexcept { return created_; }
   virtual ~Request() = default;
   Request(const Request&) = delete;
@@ -54,7 +56,7 @@ class Request {
   std::string raw_;  // pre-encoded pipeline
   std::size_t expected_ = 1;
   Clock::time_point deadline_;
-  Clock::time_point created_ = Clock::now();
+  Clock::time_point created_;
   State state_ = State::pending;
   std::vector<Reply> collected_;
 };

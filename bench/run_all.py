@@ -1,0 +1,355 @@
+#!/usr/bin/python3
+"""make bench: every comparison in one run; writes BENCHMARKS.md and docs/bench/*.png.
+
+Run by scripts/bench.sh, which installs what is missing, builds in Release and starts
+redis-server; it passes REDIS_URL, REDIS_PORT and RUNS in the environment.
+Each figure is the median of RUNS runs; the spread (max - min) / median is shown, and flagged
+when it is over 20% (too wide to trust).
+"""
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "build-release", "bin")
+TEMPEST = os.path.join(REL, "tempest")
+USERS = os.path.join(REL, "users_service")
+PY = "/usr/bin/python3"
+URL = os.environ["REDIS_URL"]
+PORT = os.environ["REDIS_PORT"]
+RUNS = int(os.environ.get("RUNS", "3"))
+QUICK = os.environ.get("QUICK") == "1"  # smaller sizes, for trying the script out
+PLOTS = os.path.join(ROOT, "docs", "bench")
+WIDE = 0.20
+wide_notes = []
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def last_json(out):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+class Figure:
+    def __init__(self, label, values):
+        self.label, self.values = label, values
+        self.median = statistics.median(values)
+        self.spread = (max(values) - min(values)) / self.median if self.median else 0.0
+        if self.spread > WIDE and len(values) > 1:
+            wide_notes.append(f"{label}: spread {self.spread:.0%} over {len(values)} runs")
+
+    def __str__(self):
+        flag = " (!)" if self.spread > WIDE and len(self.values) > 1 else ""
+        return f"{fmt(self.median)} ±{self.spread / 2:.0%}{flag}"
+
+
+def fmt(v):
+    return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+
+
+def repeat(label, fn):
+    return Figure(label, [fn() for _ in range(RUNS)])
+
+
+def tempest_bench(mode, c, n, extra=()):
+    return last_json(sh([TEMPEST, "bench", "--url", URL, "--mode", mode, "--concurrency", str(c),
+                         "--requests", str(n), *extra]))
+
+
+def redis_benchmark(c, n, size=3):
+    out = sh(["redis-benchmark", "-h", "127.0.0.1", "-p", PORT, "-t", "get", "-c", "1", "-P", str(c),
+              "-n", str(n), "-d", str(size), "--csv"])
+    return float(out.strip().splitlines()[-1].split(",")[1].strip('"'))
+
+
+def python_cached(c, n, mode="cached"):
+    return last_json(sh([PY, os.path.join(ROOT, "bench", "python_cached.py"), "--url", URL,
+                         "--concurrency", str(c), "--requests", str(n), "--mode", mode]))
+
+
+def redis_used_memory_mib():
+    out = sh(["redis-cli", "-p", PORT, "INFO", "memory"])
+    return int(re.search(r"used_memory:(\d+)", out).group(1)) / 2**20
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wrk_server(cmd, env_extra):
+    """Starts a server, warms /users/1, runs wrk; returns (rps, p50 ms, p99 ms, peak RSS MiB)."""
+    port = free_port()
+    env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", REDIS_URL=URL, **env_extra)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                sh(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{port}/users/1"])
+                break
+            except subprocess.CalledProcessError:
+                time.sleep(0.05)
+        out = sh(["wrk", "-t1", "-c64", "-d" + ("3s" if QUICK else "10s"), "--latency",
+                  f"http://127.0.0.1:{port}/users/1"])
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+        def ms(pct):
+            v = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+            return float(v.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[v.group(2)]
+
+        with open(f"/proc/{proc.pid}/status") as f:
+            rss = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024
+        return rps, ms(50), ms(99), rss
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def plot(name, title, xlabel, ylabel, series, logx=True, y2=None):
+    """series: [(label, [(x, y)...])]; writes docs/bench/<name>.png with gnuplot."""
+    data = os.path.join(PLOTS, f"{name}.dat")
+    with open(data, "w") as f:
+        for label, points in series + ([y2] if y2 else []):
+            f.write(f"# {label}\n")
+            for x, y in points:
+                f.write(f"{x} {y}\n")
+            f.write("\n\n")
+    plots = [f"'{data}' index {i} with linespoints lw 2 pt 7 title '{label}'"
+             for i, (label, _) in enumerate(series)]
+    if y2:
+        plots.append(f"'{data}' index {len(series)} axes x1y2 with linespoints lw 2 pt 5 dt 2 title '{y2[0]}'")
+    script = f"""
+set terminal pngcairo size 900,520 font 'Sans,11'
+set termoption noenhanced
+set output '{os.path.join(PLOTS, name + '.png')}'
+set title '{title}'
+set xlabel '{xlabel}'
+set ylabel '{ylabel}'
+set grid
+set key top left
+set yrange [0:*]
+{'set y2range [0:*]' if y2 else ''}
+{'set logscale x' if logx else ''}
+{"set y2label '" + y2[0] + "'" if y2 else ''}
+{'set y2tics' if y2 else ''}
+plot {', '.join(plots)}
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    os.remove(data)
+
+
+def main():
+    os.makedirs(PLOTS, exist_ok=True)
+    conc = [1, 4, 16, 64] if QUICK else [1, 4, 16, 64, 256]
+    md = []
+
+    # 1. client GET throughput
+    rows, t_pts, r_pts = [], [], []
+    for c in conc:
+        n = 20000 if c == 1 else (100000 if QUICK else 300000)
+        t = repeat(f"GET tempest C={c}", lambda: tempest_bench("get", c, n)["ops_per_sec"])
+        r = repeat(f"GET redis-benchmark C={c}", lambda: redis_benchmark(c, n))
+        rows.append(f"| {c} | {t} | {r} | {t.median / r.median:.2f}x |")
+        t_pts.append((c, t.median))
+        r_pts.append((c, r.median))
+    get_tempest = dict(t_pts)
+    get_ratio = {c: t / dict(r_pts)[c] for c, t in t_pts}
+    plot("get_throughput", "GET throughput, one connection", "concurrency C", "ops/s",
+         [("tempest bench --mode get", t_pts), ("redis-benchmark -c 1 -P C", r_pts)])
+    md += ["## 1. Client GET throughput", "",
+           "`tempest bench --mode get --concurrency C` (C coroutines, one connection) beside "
+           "`redis-benchmark -t get -c 1 -P C` (one connection, pipeline depth C), 3-byte values. "
+           "Goals: >= 0.9x at C=1, >= 0.8x at C=64.", "",
+           "| C | tempest ops/s | redis-benchmark ops/s | ratio |", "|---|---|---|---|", *rows, "",
+           "![GET throughput](docs/bench/get_throughput.png)", ""]
+
+    sh(["redis-cli", "-p", PORT, "FLUSHALL"])
+
+    # 2. cached hits
+    rows, t_pts, p_pts = [], [], []
+    for c in conc:
+        n = 20000 if c == 1 else (100000 if QUICK else 300000)
+        t = repeat(f"cached tempest C={c}", lambda: tempest_bench("cached", c, n)["ops_per_sec"])
+        p = repeat(f"cached python C={c}", lambda: python_cached(c, max(2000, n // 15))["ops_per_sec"])
+        rows.append(f"| {c} | {t} | {p} | {t.median / p.median:.1f}x |")
+        t_pts.append((c, t.median))
+        p_pts.append((c, p.median))
+    cached_tempest = dict(t_pts)
+    cached_vs_python = {c: t / dict(p_pts)[c] for c, t in t_pts}
+    plot("cached_throughput", "Cached hits (5-field struct)", "concurrency C", "calls/s",
+         [("tempest cached()", t_pts), ("Python @cached (redis.asyncio, hiredis, uvloop)", p_pts)])
+    md += ["## 2. Cached hits", "",
+           "`tempest bench --mode cached` (warm hits of a cached function returning a 5-field "
+           "described struct) beside the Python original's decorator (`bench/python_cached.py` on "
+           "Debian's python3-redis, python3-hiredis and python3-uvloop, C asyncio tasks, the "
+           "default connection pool). Goals at C=64: >= 12x Python, and >= 0.6x `--mode get`.", "",
+           "| C | tempest calls/s | Python calls/s | tempest / Python | tempest cached / GET |",
+           "|---|---|---|---|---|"]
+    md += [row + f" {cached_tempest[c] / get_tempest[c]:.2f}x |" for row, c in zip(rows, conc)]
+    md += [""]
+    md += ["![cached throughput](docs/bench/cached_throughput.png)", ""]
+
+    sh(["redis-cli", "-p", PORT, "FLUSHALL"])
+
+    # 3. stampede
+    t = repeat("stampede tempest", lambda: tempest_bench("stampede", 1000, 1000)["function_runs"])
+    p = repeat("stampede python", lambda: python_cached(1000, 1000, "stampede")["function_runs"])
+    md += ["## 3. Cold-key stampede", "",
+           "1,000 concurrent calls on one cold key of a 50 ms function: how many times it ran.", "",
+           "| implementation | function runs (median) |", "|---|---|",
+           f"| tempest `cached()` (single-flight) | {t.median:.0f} |",
+           f"| Python `@cached` | {p.median:.0f} |", ""]
+
+    # 4. HTTP
+    tr, pr = [], []
+    for _ in range(RUNS):
+        tr.append(wrk_server([USERS], {}))
+        pr.append(wrk_server([PY, os.path.join(ROOT, "bench", "python_app.py")], {}))
+
+    def med(rs, i):
+        return Figure("", [r[i] for r in rs])
+
+    trps, prps = med(tr, 0), med(pr, 0)
+    md += ["## 4. HTTP", "",
+           "`wrk -t1 -c64 -d10s --latency` on a warm `/users/1` of `examples/users_service` and of the "
+           "same app in Python (`bench/python_app.py`: FastAPI + uvicorn + redis.asyncio from "
+           "Debian's packages, the documented `@cached`). Goals: >= 10x the Python app's requests "
+           "per second, a lower p99, users_service peak RSS <= 30 MiB.", "",
+           "| server | requests/s | p50 ms | p99 ms | peak RSS MiB |", "|---|---|---|---|---|",
+           f"| users_service (C++) | {trps} | {med(tr, 1).median:.2f} | {med(tr, 2).median:.2f} | {med(tr, 3).median:.1f} |",
+           f"| FastAPI app (Python) | {prps} | {med(pr, 1).median:.2f} | {med(pr, 2).median:.2f} | {med(pr, 3).median:.1f} |",
+           "", f"Ratio: {trps.median / prps.median:.1f}x.", "",
+           "![HTTP latency](docs/bench/http_latency.png)", ""]
+    plot("http_latency", "HTTP latency on a warm /users/1 (wrk -c64)", "percentile", "ms",
+         [("users_service (C++)", [(50, med(tr, 1).median), (99, med(tr, 2).median)]),
+          ("FastAPI app (Python)", [(50, med(pr, 1).median), (99, med(pr, 2).median)])], logx=False)
+
+    # 5. growth
+    keys_list = [1000, 10000, 100000] if QUICK else [1000, 10000, 100000, 1000000]
+    rows, k_pts, m_pts = [], [], []
+    for k in keys_list:
+        sh(["redis-cli", "-p", PORT, "FLUSHALL"])
+        f = repeat(f"growth keys={k}", lambda: tempest_bench("cached", 64, 200000, ["--keys", str(k)])["ops_per_sec"])
+        used = redis_used_memory_mib()
+        rss = tempest_bench("cached", 64, 20000, ["--keys", str(k)])["peak_rss_mib"]
+        rows.append(f"| {k:,} | {f} | {used:.1f} | {rss:.1f} |")
+        k_pts.append((k, f.median))
+        m_pts.append((k, used))
+    plot("growth_keys", "Cached hits as distinct keys grow (C=64)", "distinct keys", "calls/s",
+         [("calls/s", k_pts)], y2=("Redis used_memory MiB", m_pts))
+    md += ["## 5. Cost growth", "",
+           "Cached-hit throughput (C=64) and memory as the number of distinct keys grows "
+           "(Redis `used_memory` after the run; the bench process's peak RSS):", "",
+           "| distinct keys | calls/s | Redis used_memory MiB | client peak RSS MiB |", "|---|---|---|---|",
+           *rows, "", "![growth with keys](docs/bench/growth_keys.png)", ""]
+    rows, v_pts, r_pts2 = [], [], []
+    sizes = [100, 1024, 10240, 102400, 1048576]
+    for size in sizes:
+        sh(["redis-cli", "-p", PORT, "FLUSHALL"])
+        keys = max(16, min(1000, (64 << 20) // size))
+        n = max(2000, min(200000, (1 << 31) // size // 2))
+        f = repeat(f"growth value={size}", lambda: tempest_bench("cached", 64, n, ["--keys", str(keys), "--value-size", str(size)])["ops_per_sec"])
+        rss = tempest_bench("cached", 64, max(2000, n // 10), ["--keys", str(keys), "--value-size", str(size)])["peak_rss_mib"]
+        rows.append(f"| {size:,} | {keys} | {f} | {f.median * size / 2**20:,.1f} | {rss:.1f} |")
+        v_pts.append((size, f.median))
+        r_pts2.append((size, rss))
+    plot("growth_values", "Cached hits as the value grows (C=64)", "value bytes", "calls/s",
+         [("calls/s", v_pts)], y2=("client peak RSS MiB", r_pts2))
+    md += ["Cached-hit throughput and client memory as the stored value grows from 100 B to 1 MiB "
+           "(the JSON of the 5-field struct with one field padded):", "",
+           "| value bytes | keys | calls/s | MiB/s decoded | client peak RSS MiB |", "|---|---|---|---|---|",
+           *rows, "", "![growth with value size](docs/bench/growth_values.png)", ""]
+
+    http_ratio = trps.median / prps.median
+    http_p99 = (med(tr, 2).median, med(pr, 2).median)
+    http_rss = med(tr, 3).median
+    stampede_runs = (t.median, p.median)
+
+    # 6. CPU cost of a hit
+    out = sh([os.path.join(REL, "tempest_micro_bench"), "--benchmark_min_time=0.5"])
+    micro = [l.split() for l in out.splitlines() if l.startswith(("Key", "Decode", "Encode"))]
+    goals = {"KeyOneShortString": "<= 400 ns", "DecodeFiveFieldStruct": "<= 500 ns"}
+    md += ["## 6. CPU cost of a hit", "",
+           "Google Benchmark (`build-release/bin/tempest_micro_bench`): key derivation for one short "
+           "string argument and JSON decoding of the 5-field struct.", "",
+           "| benchmark | time | goal |", "|---|---|---|",
+           *[f"| {m[0]} | {m[1]} {m[2]} | {goals.get(m[0], '')} |" for m in micro], ""]
+
+    micro_ns = {}
+    for m in micro:
+        scale = {"ns": 1, "us": 1000, "ms": 1e6}.get(m[2], 1)
+        micro_ns[m[0]] = float(m[1]) * scale
+    goals = [
+        ("GET at C=1 vs redis-benchmark", get_ratio[1], ">= 0.9x", get_ratio[1] >= 0.9, f"{get_ratio[1]:.2f}x"),
+        ("GET at C=64 vs redis-benchmark", get_ratio[64], ">= 0.8x", get_ratio[64] >= 0.8, f"{get_ratio[64]:.2f}x"),
+        ("cached hits / GET at C=64", cached_tempest[64] / get_tempest[64], ">= 0.6x",
+         cached_tempest[64] / get_tempest[64] >= 0.6, f"{cached_tempest[64] / get_tempest[64]:.2f}x"),
+        ("cached hits vs Python at C=64", cached_vs_python[64], ">= 12x", cached_vs_python[64] >= 12,
+         f"{cached_vs_python[64]:.1f}x"),
+        ("stampede: function runs", stampede_runs[0], "1", stampede_runs[0] == 1, f"{stampede_runs[0]:.0f}"),
+        ("HTTP requests/s vs Python", http_ratio, ">= 10x", http_ratio >= 10, f"{http_ratio:.1f}x"),
+        ("HTTP p99 lower than Python", http_p99[0], "lower", http_p99[0] < http_p99[1],
+         f"{http_p99[0]:.2f} ms vs {http_p99[1]:.2f} ms"),
+        ("users_service peak RSS", http_rss, "<= 30 MiB", http_rss <= 30, f"{http_rss:.1f} MiB"),
+        ("key for one short string", micro_ns.get("KeyOneShortString", 0), "<= 400 ns",
+         micro_ns.get("KeyOneShortString", 1e9) <= 400, f"{micro_ns.get('KeyOneShortString', 0):.0f} ns"),
+        ("decoding the 5-field struct", micro_ns.get("DecodeFiveFieldStruct", 0), "<= 500 ns",
+         micro_ns.get("DecodeFiveFieldStruct", 1e9) <= 500, f"{micro_ns.get('DecodeFiveFieldStruct', 0):.0f} ns"),
+    ]
+    missed = [g for g in goals if not g[3]]
+    goal_md = ["## Goals", "", "| goal | target | measured | met |", "|---|---|---|---|",
+               *[f"| {g[0]} | {g[2]} | {g[4]} | {'yes' if g[3] else '**no**'} |" for g in goals], ""]
+    if missed:
+        goal_md += ["Missed in this run: " + ", ".join(g[0] for g in missed) +
+                    ". Runs on this 2-core VM vary by about 10% between runs (client and server share "
+                    "the two cores); see the profile below for where the client's time goes.", ""]
+    sh(["redis-cli", "-p", PORT, "FLUSHALL"])
+    # Where the time goes: a callgrind profile of the client at C=64 (instructions, repeatable).
+    prof = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/tmp/tempest-bench.cg",
+                           TEMPEST, "bench", "--url", URL, "--mode", "cached", "--concurrency", "64",
+                           "--requests", "20000"], capture_output=True, text=True)
+    if prof.returncode == 0:
+        ann = sh(["callgrind_annotate", "--inclusive=no", "/tmp/tempest-bench.cg"]).splitlines()
+        top = [l for l in ann if re.match(r"^\s*[\d,]+ \(\s*[\d.]+%\)", l)][1:13]
+        md += ["## Where the time goes", "",
+               "`valgrind --tool=callgrind tempest bench --mode cached --concurrency 64 --requests 20000`, "
+               "instructions by function (exclusive), top 12. Valgrind has no SHA extensions, so the "
+               "SHA-256 block function weighs more here than on the hardware.", "", "```",
+               *[l[:150] for l in top], "```", ""]
+
+    versions = {
+        "redis-server": sh(["redis-server", "--version"]).split()[2],
+        "g++": sh(["g++", "--version"]).splitlines()[0],
+        "python3": sh([PY, "--version"]).strip(),
+        "wrk": sh(["dpkg-query", "-W", "-f=${Version}", "wrk"]),
+        "python3-redis": sh(["dpkg-query", "-W", "-f=${Version}", "python3-redis"]),
+        "python3-fastapi": sh(["dpkg-query", "-W", "-f=${Version}", "python3-fastapi"]),
+    }
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    head = ["# Benchmarks", "",
+            f"Generated by `make bench` on {time.strftime('%Y-%m-%d')}: {os.cpu_count()} cores ({cpu}), "
+            f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
+            f"{platform.platform()}. Everything ran on this one machine, client and servers together, "
+            f"in one run. Each figure is the median of {RUNS} runs, shown as median ±half the spread "
+            "(max - min); (!) marks a spread over 20%, too wide to trust.", "",
+            "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", "",
+            "Regenerate: `make bench` (options: `RUNS=5`, `QUICK=1`).", ""]
+    tail = ["## Spread", ""] + ([f"- {n}" for n in wide_notes] or ["Every figure's spread was within 20%."]) + [""]
+    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+        f.write("\n".join(head + goal_md + md + tail))
+    print("wrote BENCHMARKS.md and docs/bench/*.png")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
