@@ -43,9 +43,12 @@ class Served {
       asio::co_spawn(io, app.serve(), [this](std::exception_ptr e) {
         failure = e;
         finished = true;
-        io.stop();  // work the app left behind (a hung health check, say) is abandoned
       });
-      io.run();
+      while (!finished && !io.stopped())
+        io.run_one();
+      // Work the app left behind (a health check still waiting for a frozen Redis, say) gets a
+      // bounded time to finish, so nothing is abandoned half way (LeakSanitizer would object).
+      io.run_for(std::chrono::seconds(2));
     });
     for (int i = 0; i < 500 && !app.accepting() && !finished; ++i)
       std::this_thread::sleep_for(5ms);
