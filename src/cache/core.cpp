@@ -217,10 +217,12 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
   std::exception_ptr failure;
   std::string what;
   if (!usable(client)) {
-    // Known to be down: do not wait for Redis at all.
-    what = client ? "not connected to " + manager_->config().redacted()
-                  : "RedisManager::connect() was not called";
-    failure = std::make_exception_ptr(redis::ConnectionError("Redis " + what));
+    // Known to be down: do not wait for Redis at all, and make the exception only for callers
+    // that asked for it (fail-open calls pay nothing but the rate-limited warning).
+    what = client ? "not connected" : "RedisManager::connect() was not called";
+    if (options_.on_redis_error == OnRedisError::propagate)
+      failure = std::make_exception_ptr(redis::ConnectionError(
+          "Redis " + (client ? what + " to " + manager_->config().redacted() : what)));
   } else {
     try {
       // Straight to the connection: one coroutine frame fewer than Client::get on the hot path.
