@@ -115,7 +115,8 @@ Router make_metrics_router(const HttpMetrics& http, MetricsOptions options) {
         {"commands", &redis::ConnectionStats::commands},
         {"errors", &redis::ConnectionStats::errors},
         {"timeouts", &redis::ConnectionStats::timeouts},
-        {"reconnects", &redis::ConnectionStats::reconnects}};
+        {"reconnects", &redis::ConnectionStats::reconnects},
+        {"writes", &redis::ConnectionStats::writes}};
     for (const auto& [what, member] : rc) {
       const std::string name = std::string("tempest_redis_") + what + "_total";
       header(out, name.c_str(), "counter", ("Redis " + std::string(what) + ".").c_str());

@@ -59,7 +59,8 @@ std::string_view to_string(ConnectionState s) noexcept {
 namespace {
 
 struct Counters {
-  std::atomic<std::uint64_t> commands{0}, errors{0}, timeouts{0}, reconnects{0}, connects{0};
+  std::atomic<std::uint64_t> commands{0}, errors{0}, timeouts{0}, reconnects{0}, connects{0},
+      writes{0};
   std::array<std::atomic<std::uint64_t>, ConnectionStats::kLatencyBounds.size() + 1> latency{};
   std::atomic<std::uint64_t> latency_nanos{0};
   // When the replies being matched now were read (set by the reader on the strand), so a
@@ -199,9 +200,21 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
         });
       });
     }
-    asio::post(strand_, [self = shared_from_this(), req = std::move(req)]() mutable {
-      self->enqueue(std::move(req));
-    });
+    // A caller resumed by a reply of this connection (inside on_bytes, on the strand) queues its
+    // next request directly; on_bytes writes everything so queued once it has matched the batch.
+    if (strand_.running_in_this_thread() && in_reply_batch_ && !stopping_) {
+      if (req->deadline() < deadline_timer_.expiry()) deadline_timer_.cancel();
+      mux_.add(std::move(req));
+      return;
+    }
+    // Anyone else goes through the inbox: one strand post carries every request submitted
+    // before the strand gets to it, and they go out in one write.
+    {
+      std::lock_guard lock(inbox_mutex_);
+      inbox_.push_back(std::move(req));
+      if (inbox_.size() > 1) return;  // a drain is already posted
+    }
+    asio::post(strand_, [self = shared_from_this()] { self->drain_inbox(); });
   }
 
   void close() noexcept {
@@ -212,6 +225,17 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   // ---- strand only ----------------------------------------------------------------------------
+  void drain_inbox() {
+    {
+      std::lock_guard lock(inbox_mutex_);
+      draining_.swap(inbox_);
+    }
+    for (auto& req : draining_)
+      enqueue(std::move(req));
+    draining_.clear();
+    kick_writer();
+  }
+
   void enqueue(std::shared_ptr<detail::Request> req) {
     const bool refused = stopping_ || !started_;
     mux_.add(req);
@@ -224,7 +248,6 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
       return;
     }
     if (req->deadline() < deadline_timer_.expiry()) deadline_timer_.cancel();
-    kick_writer();
   }
 
   asio::awaitable<void> run() {
@@ -582,39 +605,35 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     last_read_ = Clock::now();
     counters_->batch_time = last_read_;
     reader_.feed(read_buf_.data(), n);
-    while (auto r = reader_.next())
-      mux_.on_reply(std::move(*r));
+    in_reply_batch_ = true;
+    try {
+      while (auto r = reader_.next())
+        mux_.on_reply(std::move(*r));
+    } catch (...) {
+      in_reply_batch_ = false;
+      throw;
+    }
+    in_reply_batch_ = false;
+    kick_writer();  // what the resumed callers queued
     if (stopping_ && mux_.idle()) drained_waiters_.notify_all();
   }
 
-  // Plain sockets wait for readability and then read without blocking until the socket is
-  // drained: one epoll wake-up and one recv per batch of replies, not a speculative recv that
-  // fails first. TLS has its own buffering and reads through the stream.
-  template <class Socket>
-  asio::awaitable<void> read_plain(Socket& s) {
-    for (;;) {
-      co_await s.async_wait(Socket::wait_read, use_awaitable);
-      for (;;) {
-        error_code ec;
-        const std::size_t n = s.read_some(asio::buffer(read_buf_), ec);
-        if (ec == asio::error::would_block || ec == asio::error::try_again) break;
-        if (ec) throw boost::system::system_error(ec);
-        on_bytes(n);
-        if (n < read_buf_.size()) break;
-      }
-    }
+  // Reads and parses until the link fails. Asio (1.81) skips the speculative recv after a read
+  // that drained the socket, so a quiet socket costs no failing recv and no epoll_ctl re-arm.
+  template <class Stream>
+  asio::awaitable<void> read_stream(Stream& s) {
+    for (;;)
+      on_bytes(co_await s.async_read_some(asio::buffer(read_buf_), use_awaitable));
   }
 
   asio::awaitable<void> read_loop() {
     try {
       if (auto* tcp_socket = std::get_if<tcp::socket>(&stream_)) {
-        co_await read_plain(*tcp_socket);
+        co_await read_stream(*tcp_socket);
       } else if (auto* unix_socket = std::get_if<unix_stream::socket>(&stream_)) {
-        co_await read_plain(*unix_socket);
+        co_await read_stream(*unix_socket);
       } else {
-        auto& tls = std::get<TlsStream>(stream_);
-        for (;;)
-          on_bytes(co_await tls.async_read_some(asio::buffer(read_buf_), use_awaitable));
+        co_await read_stream(std::get<TlsStream>(stream_));
       }
     } catch (const std::exception& e) {
       note_drop(e);
@@ -632,6 +651,7 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
       return;
     }
     writing_ = true;
+    Counters::bump(counters_->writes);
     auto done = [self = shared_from_this(), gen = link_gen_](error_code ec, std::size_t) {
       self->on_written(ec, gen);
     };
@@ -705,7 +725,11 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
   std::atomic<bool> started_{false};
   bool stopping_ = false;
   bool link_up_ = false;
-  bool writing_ = false;        // a write is in flight
+  bool writing_ = false;         // a write is in flight
+  bool in_reply_batch_ = false;  // on_bytes is matching replies (callers resume inside it)
+  std::mutex inbox_mutex_;
+  std::vector<std::shared_ptr<detail::Request>> inbox_;     // submitted, not yet on the strand
+  std::vector<std::shared_ptr<detail::Request>> draining_;  // strand only
   std::uint64_t link_gen_ = 0;  // bumped per established link; stale write completions ignore
   bool connect_timed_out_ = false;
   std::uint64_t connect_gen_ = 0;
@@ -810,6 +834,7 @@ ConnectionStats Connection::stats() const noexcept {
   s.timeouts = c.timeouts.load();
   s.reconnects = c.reconnects.load();
   s.connects = c.connects.load();
+  s.writes = c.writes.load();
   for (std::size_t i = 0; i < s.latency_buckets.size(); ++i)
     s.latency_buckets[i] = c.latency[i].load();
   s.latency_seconds_sum = static_cast<double>(c.latency_nanos.load()) / 1e9;

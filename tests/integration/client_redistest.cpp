@@ -83,6 +83,43 @@ TEST_F(ClientTest, SixtyFourCoroutinesTimesTenThousandKeepOrder) {
   EXPECT_EQ(wrong, 0);
 }
 
+// Automatic pipelining: callers resumed by one batch of replies queue their next requests, and
+// those go out together in one write (not one write per request).
+TEST_F(ClientTest, ConcurrentCallersShareWrites) {
+  constexpr int kWorkers = 64;
+  constexpr int kPerWorker = 200;
+  long long wrong = 0;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    co_await client.set(p + "k", "v");
+    int running = kWorkers;
+    asio::steady_timer all_done(io, std::chrono::steady_clock::time_point::max());
+    for (int w = 0; w < kWorkers; ++w) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            for (int i = 0; i < kPerWorker; ++i)
+              if (co_await client.get(p + "k") != "v") ++wrong;
+          },
+          [&](std::exception_ptr e) {
+            if (e) ++wrong;
+            if (--running == 0) all_done.cancel();
+          });
+    }
+    boost::system::error_code ec;
+    co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await client.disconnect();
+  });
+  EXPECT_EQ(wrong, 0);
+  const auto stats = client.connection()->stats();
+  EXPECT_EQ(stats.commands, 1u + kWorkers * kPerWorker);
+  ASSERT_GT(stats.writes, 0u);
+  // 64 callers: 64 requests per write (one write per batch of replies). Sending the first
+  // resumed caller's request alone and the other 63 after it would give 32.
+  EXPECT_GE(stats.commands / stats.writes, 40u)
+      << stats.commands << " commands in " << stats.writes << " writes";
+}
+
 TEST_F(ClientTest, BinarySafeKeysAndValues) {
   run(io, [&]() -> asio::awaitable<void> {
     co_await client.connect();

@@ -43,6 +43,7 @@ struct ConnectionStats {
   std::uint64_t timeouts = 0;    // requests failed with TimeoutError (deadline or cancellation)
   std::uint64_t reconnects = 0;  // successful connects after the first
   std::uint64_t connects = 0;    // successful connects (handshake done)
+  std::uint64_t writes = 0;      // socket writes; commands / writes is the pipelining factor
 };
 
 class Connection {
