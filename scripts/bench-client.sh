@@ -18,15 +18,20 @@ printf '%-12s %14s %18s %8s\n' concurrency "tempest ops/s" "redis-benchmark" rat
 for c in ${CONCURRENCY:-1 16 64}; do
   n=$requests
   ((c == 1)) && n=$((requests / 5))
-  t=$(for _ in $(seq "$runs"); do
-        build-release/bin/tempest bench --url "$REDIS_URL" --mode get --concurrency "$c" \
-          --requests "$n" --value-size "$size" 2>/dev/null |
-          python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["ops_per_sec"])'
-      done | median)
-  r=$(for _ in $(seq "$runs"); do
-        redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t get -c 1 -P "$c" -n "$n" -d "$size" --csv 2>/dev/null |
-          tail -1 | cut -d, -f2 | tr -d '"'
-      done | median)
+  # tempest and redis-benchmark runs alternate, so both see the same drift of the machine; each
+  # run's output is captured first and parsed after it exits (nothing else runs beside a
+  # measurement: a parser starting up beside the client skews the figure).
+  ts=() rs=()
+  for _ in $(seq "$runs"); do
+    out=$(build-release/bin/tempest bench --url "$REDIS_URL" --mode get --concurrency "$c" \
+      --requests "$n" --value-size "$size" 2>/dev/null)
+    ts+=("$(sed -n 's/.*"ops_per_sec":\([0-9.]*\).*/\1/p' <<<"$out")")
+    out=$(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t get -c 1 -P "$c" -n "$n" \
+      -d "$size" --csv 2>/dev/null)
+    rs+=("$(tail -1 <<<"$out" | cut -d, -f2 | tr -d '"')")
+  done
+  t=$(printf '%s\n' "${ts[@]}" | median)
+  r=$(printf '%s\n' "${rs[@]}" | median)
   ratio=$(python3 -c "print(f'{$t / $r:.2f}')")
   printf '%-12s %14.0f %18.0f %7sx\n' "$c" "$t" "$r" "$ratio"
 done

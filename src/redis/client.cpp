@@ -11,36 +11,72 @@ namespace {
 
 using Conn = std::shared_ptr<Connection>;
 
-// Each public helper builds its Command eagerly (copying the caller's views) and returns one of
-// these coroutines, so no view is read after the caller's expression ends.
-asio::awaitable<Reply> checked(Conn c, Command cmd, CallOptions o) {
-  co_return (co_await c->exec(std::move(cmd), o)).checked();
+// Reply conversions, run by the connection as the reply arrives (see Connection::exec_as).
+Reply to_checked(Reply&& r) {
+  return std::move(r).checked();
 }
-// (Coroutines here are named functions, never lambdas: GCC 12 miscompiles the by-value
-// parameters of an immediately invoked coroutine lambda.)
-asio::awaitable<bool> not_nil(Conn c, Command cmd, CallOptions o) {
-  co_return !(co_await c->exec(std::move(cmd), o)).checked().is_nil();
+bool to_not_nil(Reply&& r) {
+  return !std::move(r).checked().is_nil();
 }
-asio::awaitable<void> ok(Conn c, Command cmd, CallOptions o) {
-  (void)(co_await c->exec(std::move(cmd), o)).checked();
+void to_ok(Reply&& r) {
+  (void)std::move(r).checked();
 }
-asio::awaitable<std::string> string(Conn c, Command cmd, CallOptions o) {
-  co_return (co_await c->exec(std::move(cmd), o)).as_string();
+std::string to_string(Reply&& r) {
+  return std::move(r).as_string();
 }
-asio::awaitable<long long> integer(Conn c, Command cmd, CallOptions o) {
-  co_return (co_await c->exec(std::move(cmd), o)).as_integer();
+long long to_integer(Reply&& r) {
+  return r.as_integer();
 }
-asio::awaitable<bool> boolean(Conn c, Command cmd, CallOptions o) {
-  co_return (co_await c->exec(std::move(cmd), o)).as_integer() != 0;
+bool to_boolean(Reply&& r) {
+  return r.as_integer() != 0;
 }
-asio::awaitable<std::optional<std::string>> optional_string(Conn c, Command cmd, CallOptions o) {
-  co_return (co_await c->exec(std::move(cmd), o)).as_optional_string();
+std::optional<std::string> to_optional_string(Reply&& r) {
+  return std::move(r).as_optional_string();
 }
-asio::awaitable<std::vector<std::string>> strings(Conn c, Command cmd, CallOptions o) {
+std::vector<std::string> to_strings(Reply&& r) {
   std::vector<std::string> out;
-  for (auto& r : (co_await c->exec(std::move(cmd), o)).as_array())
-    out.push_back(std::move(r).as_string());
-  co_return out;
+  for (auto& e : std::move(r).as_array())
+    out.push_back(std::move(e).as_string());
+  return out;
+}
+std::vector<std::optional<std::string>> to_optional_strings(Reply&& r) {
+  std::vector<std::optional<std::string>> out;
+  for (auto& e : std::move(r).as_array())
+    out.push_back(std::move(e).as_optional_string());
+  return out;
+}
+
+// Each public helper builds its Command eagerly (copying the caller's views) and hands it to the
+// connection, so no view is read after the caller's expression ends.
+asio::awaitable<Reply> checked(const Conn& c, Command cmd, CallOptions o) {
+  return c->exec_as(std::move(cmd), o, &to_checked);
+}
+asio::awaitable<bool> not_nil(const Conn& c, Command cmd, CallOptions o) {
+  return c->exec_as(std::move(cmd), o, &to_not_nil);
+}
+asio::awaitable<void> ok(const Conn& c, Command cmd, CallOptions o) {
+  return c->exec_as(std::move(cmd), o, &to_ok);
+}
+asio::awaitable<std::string> string(const Conn& c, Command cmd, CallOptions o) {
+  return c->exec_as(std::move(cmd), o, &to_string);
+}
+asio::awaitable<long long> integer(const Conn& c, Command cmd, CallOptions o) {
+  return c->exec_as(std::move(cmd), o, &to_integer);
+}
+asio::awaitable<bool> boolean(const Conn& c, Command cmd, CallOptions o) {
+  return c->exec_as(std::move(cmd), o, &to_boolean);
+}
+asio::awaitable<std::optional<std::string>> optional_string(const Conn& c, Command cmd,
+                                                            CallOptions o) {
+  return c->exec_as(std::move(cmd), o, &to_optional_string);
+}
+asio::awaitable<std::vector<std::string>> strings(const Conn& c, Command cmd, CallOptions o) {
+  return c->exec_as(std::move(cmd), o, &to_strings);
+}
+asio::awaitable<std::vector<std::optional<std::string>>> optional_strings(const Conn& c,
+                                                                          Command cmd,
+                                                                          CallOptions o) {
+  return c->exec_as(std::move(cmd), o, &to_optional_strings);
 }
 
 Command with_args(std::string_view name, const Keys& a) {
@@ -49,14 +85,6 @@ Command with_args(std::string_view name, const Keys& a) {
   for (const auto& s : a)
     c.arg(s);
   return c;
-}
-
-asio::awaitable<std::vector<std::optional<std::string>>> optional_strings(Conn c, Command cmd,
-                                                                          CallOptions o) {
-  std::vector<std::optional<std::string>> out;
-  for (auto& r : (co_await c->exec(std::move(cmd), o)).as_array())
-    out.push_back(std::move(r).as_optional_string());
-  co_return out;
 }
 
 Command script_command(std::string_view name, std::string_view body, const Keys& keys,

@@ -86,13 +86,19 @@ struct Counters {
 };
 
 // A request whose completion resumes the awaiting caller on the caller's own executor. Templated
-// on the concrete handler (use_awaitable's), so completing it costs no type-erased allocation.
-template <class Handler>
+// on the concrete handler (use_awaitable's), so completing it costs no type-erased allocation, and
+// on what the caller receives: the Reply itself, or a T made from it by `convert` right here.
+template <class Handler, class T = Reply>
 class AsyncRequest final : public detail::Request {
  public:
+  using Convert = T (*)(Reply&&);
+
   template <class... A>
-  AsyncRequest(Handler h, Counters* counters, A&&... a)
-      : Request(std::forward<A>(a)...), handler_(std::move(h)), counters_(counters) {}
+  AsyncRequest(Handler h, Counters* counters, Convert convert, A&&... a)
+      : Request(std::forward<A>(a)...),
+        handler_(std::move(h)),
+        counters_(counters),
+        convert_(convert) {}
 
   Handler& handler() noexcept { return handler_; }
 
@@ -104,22 +110,56 @@ class AsyncRequest final : public detail::Request {
     }
     auto slot = asio::get_associated_cancellation_slot(handler_);
     if (slot.is_connected()) slot.clear();
-    // When the caller's io_context runs on this thread, resume the caller right here (what
-    // asio::dispatch does, without its type-erased allocation); otherwise post to its executor.
+    if constexpr (std::is_void_v<T>) {
+      if (!error) {
+        try {
+          convert_(std::move(reply));
+        } catch (...) {
+          error = std::current_exception();
+        }
+      }
+      deliver(std::move(error));
+    } else if constexpr (std::is_same_v<T, Reply>) {
+      if (!error && convert_ != nullptr) {
+        try {
+          reply = convert_(std::move(reply));
+        } catch (...) {
+          error = std::current_exception();
+        }
+      }
+      deliver(std::move(error), std::move(reply));
+    } else {
+      T value{};
+      if (!error) {
+        try {
+          value = convert_(std::move(reply));
+        } catch (...) {
+          error = std::current_exception();
+        }
+      }
+      deliver(std::move(error), std::move(value));
+    }
+  }
+
+  // When the caller's io_context runs on this thread, resume the caller right here (what
+  // asio::dispatch does, without its type-erased allocation); otherwise post to its executor.
+  template <class... V>
+  void deliver(std::exception_ptr error, V&&... value) {
     auto ex = asio::get_associated_executor(handler_);
     using IoExecutor = asio::io_context::executor_type;
     if (const auto* io = ex.template target<IoExecutor>(); io && io->running_in_this_thread()) {
-      std::move(handler_)(std::move(error), std::move(reply));
+      std::move(handler_)(std::move(error), std::forward<V>(value)...);
       return;
     }
-    asio::dispatch(ex,
-                   [h = std::move(handler_), e = std::move(error), r = std::move(reply)]() mutable {
-                     std::move(h)(std::move(e), std::move(r));
-                   });
+    asio::dispatch(ex, [h = std::move(handler_), e = std::move(error),
+                        ... v = std::forward<V>(value)]() mutable {
+      std::move(h)(std::move(e), std::move(v)...);
+    });
   }
 
   Handler handler_;
   Counters* counters_;  // owned by the connection, which outlives its requests
+  Convert convert_;
 };
 
 // A request made by the connection itself (health PING); its reply is ignored.
@@ -600,20 +640,25 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     if (!failure.empty()) throw ConnectionError(failure);
   }
 
+  // Marks the matching of one read's replies, during which resumed callers queue directly.
+  struct ReplyBatch {
+    explicit ReplyBatch(Impl& impl) : impl_(impl) { impl_.in_reply_batch_ = true; }
+    ~ReplyBatch() { impl_.in_reply_batch_ = false; }
+    ReplyBatch(const ReplyBatch&) = delete;
+    ReplyBatch& operator=(const ReplyBatch&) = delete;
+    Impl& impl_;
+  };
+
   // Parses what arrived and completes the requests it answers.
   void on_bytes(std::size_t n) {
     last_read_ = Clock::now();
     counters_->batch_time = last_read_;
     reader_.feed(read_buf_.data(), n);
-    in_reply_batch_ = true;
-    try {
+    {
+      ReplyBatch batch(*this);
       while (auto r = reader_.next())
         mux_.on_reply(std::move(*r));
-    } catch (...) {
-      in_reply_batch_ = false;
-      throw;
     }
-    in_reply_batch_ = false;
     kick_writer();  // what the resumed callers queued
     if (stopping_ && mux_.idle()) drained_waiters_.notify_all();
   }
@@ -768,23 +813,34 @@ asio::awaitable<void> Connection::disconnect() {
 namespace {
 // The initiation of exec(): a named type, not a lambda (g++ 12 destroys a capturing lambda that
 // shares a full-expression with co_await twice).
+template <class T>
 struct ExecInitiation {
   std::shared_ptr<Connection::Impl> impl;
   Clock::time_point deadline;
   Clock::time_point created;
+  T (*convert)(Reply&&) = nullptr;
 
   template <class Handler>
   void operator()(Handler&& h, Command c) const {
-    using Req = AsyncRequest<std::decay_t<Handler>>;
-    impl->submit(std::make_shared<Req>(std::forward<Handler>(h), impl->counters().get(),
+    using Req = AsyncRequest<std::decay_t<Handler>, T>;
+    impl->submit(std::make_shared<Req>(std::forward<Handler>(h), impl->counters().get(), convert,
                                        std::move(c), deadline, created));
   }
   template <class Handler>
   void operator()(Handler&& h, std::string wire, std::size_t n) const {
-    using Req = AsyncRequest<std::decay_t<Handler>>;
-    impl->submit(std::make_shared<Req>(std::forward<Handler>(h), impl->counters().get(),
+    using Req = AsyncRequest<std::decay_t<Handler>, T>;
+    impl->submit(std::make_shared<Req>(std::forward<Handler>(h), impl->counters().get(), convert,
                                        std::move(wire), n, deadline, created));
   }
+};
+
+template <class T>
+struct CompletionOf {
+  using type = void(std::exception_ptr, T);
+};
+template <>
+struct CompletionOf<void> {
+  using type = void(std::exception_ptr);
 };
 
 asio::awaitable<std::vector<Reply>> no_replies() {
@@ -804,11 +860,31 @@ asio::awaitable<std::vector<Reply>> split_replies(asio::awaitable<Reply> one, st
 }  // namespace
 
 asio::awaitable<Reply> Connection::exec(Command command, CallOptions options) {
+  return exec_as<Reply>(std::move(command), options, nullptr);
+}
+
+template <class T>
+asio::awaitable<T> Connection::exec_as(Command command, CallOptions options,
+                                       T (*convert)(Reply&&)) {
   const auto now = Clock::now();
   const auto deadline = now + options.timeout.value_or(impl_->cfg_.command_timeout);
-  return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, Reply)>(
-      ExecInitiation{impl_, deadline, now}, use_awaitable, std::move(command));
+  return asio::async_initiate<const asio::use_awaitable_t<>&, typename CompletionOf<T>::type>(
+      ExecInitiation<T>{impl_, deadline, now, convert}, use_awaitable, std::move(command));
 }
+
+template asio::awaitable<Reply> Connection::exec_as(Command, CallOptions, Reply (*)(Reply&&));
+template asio::awaitable<void> Connection::exec_as(Command, CallOptions, void (*)(Reply&&));
+template asio::awaitable<bool> Connection::exec_as(Command, CallOptions, bool (*)(Reply&&));
+template asio::awaitable<long long> Connection::exec_as(Command, CallOptions,
+                                                        long long (*)(Reply&&));
+template asio::awaitable<std::string> Connection::exec_as(Command, CallOptions,
+                                                          std::string (*)(Reply&&));
+template asio::awaitable<std::optional<std::string>> Connection::exec_as(
+    Command, CallOptions, std::optional<std::string> (*)(Reply&&));
+template asio::awaitable<std::vector<std::string>> Connection::exec_as(
+    Command, CallOptions, std::vector<std::string> (*)(Reply&&));
+template asio::awaitable<std::vector<std::optional<std::string>>> Connection::exec_as(
+    Command, CallOptions, std::vector<std::optional<std::string>> (*)(Reply&&));
 
 asio::awaitable<std::vector<Reply>> Connection::exec(const Pipeline& pipeline,
                                                      CallOptions options) {
@@ -818,7 +894,7 @@ asio::awaitable<std::vector<Reply>> Connection::exec(const Pipeline& pipeline,
   if (n == 0) return no_replies();
   return split_replies(
       asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, Reply)>(
-          ExecInitiation{impl_, deadline, now}, use_awaitable, pipeline.wire(), n),
+          ExecInitiation<Reply>{impl_, deadline, now}, use_awaitable, pipeline.wire(), n),
       n);
 }
 

@@ -69,6 +69,12 @@ class Connection {
   asio::awaitable<Reply> exec(Command command, CallOptions options = {});
   // Sends a pipeline in one write; one reply per command, in order.
   asio::awaitable<std::vector<Reply>> exec(const Pipeline& pipeline, CallOptions options = {});
+  // Like exec(command), with the reply turned into a T by `convert` as it arrives (no coroutine
+  // of its own); what `convert` throws reaches the caller. T is one of the types instantiated in
+  // connection.cpp: Reply, void, bool, long long, std::string, std::optional<std::string>,
+  // std::vector<std::string>, std::vector<std::optional<std::string>>.
+  template <class T>
+  asio::awaitable<T> exec_as(Command command, CallOptions options, T (*convert)(Reply&&));
 
   ConnectionState state() const noexcept;
   bool is_connected() const noexcept { return state() == ConnectionState::connected; }
@@ -82,5 +88,20 @@ class Connection {
  private:
   std::shared_ptr<Impl> impl_;
 };
+
+extern template asio::awaitable<Reply> Connection::exec_as(Command, CallOptions,
+                                                           Reply (*)(Reply&&));
+extern template asio::awaitable<void> Connection::exec_as(Command, CallOptions, void (*)(Reply&&));
+extern template asio::awaitable<bool> Connection::exec_as(Command, CallOptions, bool (*)(Reply&&));
+extern template asio::awaitable<long long> Connection::exec_as(Command, CallOptions,
+                                                               long long (*)(Reply&&));
+extern template asio::awaitable<std::string> Connection::exec_as(Command, CallOptions,
+                                                                 std::string (*)(Reply&&));
+extern template asio::awaitable<std::optional<std::string>> Connection::exec_as(
+    Command, CallOptions, std::optional<std::string> (*)(Reply&&));
+extern template asio::awaitable<std::vector<std::string>> Connection::exec_as(
+    Command, CallOptions, std::vector<std::string> (*)(Reply&&));
+extern template asio::awaitable<std::vector<std::optional<std::string>>> Connection::exec_as(
+    Command, CallOptions, std::vector<std::optional<std::string>> (*)(Reply&&));
 
 }  // namespace tempest::redis
