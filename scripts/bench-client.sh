@@ -14,6 +14,9 @@ requests=${REQUESTS:-300000}
 size=${VALUE_SIZE:-3}
 runs=${RUNS:-5}
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# redis-benchmark -t get reads the one key "key:__rand_int__" (-d sizes only what it SETs): give
+# it a value of the same size, so both clients get the same replies (not nil).
+redis-cli -p "$REDIS_PORT" set key:__rand_int__ "$(head -c "$size" /dev/zero | tr '\0' x)" >/dev/null
 printf '%-12s %14s %18s %8s\n' concurrency "tempest ops/s" "redis-benchmark" ratio
 for c in ${CONCURRENCY:-1 16 64}; do
   n=$requests

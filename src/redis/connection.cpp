@@ -670,8 +670,9 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     if (stopping_ && mux_.idle()) drained_waiters_.notify_all();
   }
 
-  // Reads and parses until the link fails. Asio (1.81) skips the speculative recv after a read
-  // that drained the socket, so a quiet socket costs no failing recv and no epoll_ctl re-arm.
+  // Reads and parses until the link fails. After a batch of replies the next read is tried at
+  // once (the server may have answered while the batch was matched); when nothing is there,
+  // the read waits in the reactor without re-registering the socket.
   template <class Stream>
   asio::awaitable<void> read_stream(Stream& s) {
     for (;;)
