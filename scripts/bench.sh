@@ -12,3 +12,4 @@ cmake --build build-release -j "$(nproc)" --target tempest_cli users_service tem
 start_redis
 export REDIS_URL REDIS_PORT
 /usr/bin/python3 bench/run_all.py
+/usr/bin/python3 scripts/sync_readme_perf.py

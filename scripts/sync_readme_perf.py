@@ -1,0 +1,50 @@
+#!/usr/bin/python3
+"""Copies the measured tables of BENCHMARKS.md into README.md's Performance section.
+
+Each README table is replaced by the BENCHMARKS.md table whose header starts the same way, and
+the HTTP "Ratio: N.Nx." line follows. Run by scripts/bench.sh after make bench writes
+BENCHMARKS.md; exits non-zero (and leaves README.md alone) when a table is missing.
+"""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# How each table's header line starts, in both files.
+TABLES = ["| C | tempest ops/s", "| C | tempest calls/s", "| server | requests/s",
+          "| benchmark | time"]
+
+
+def table_at(lines, start):
+    """Lines of the markdown table that starts at `start`."""
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return start, end
+
+
+def find(lines, prefix, what):
+    for i, line in enumerate(lines):
+        if line.startswith(prefix):
+            return table_at(lines, i)
+    sys.exit(f"sync_readme_perf: no table starting with '{prefix}' in {what}")
+
+
+def main():
+    bench = open(os.path.join(ROOT, "BENCHMARKS.md")).read().splitlines()
+    readme_path = os.path.join(ROOT, "README.md")
+    readme = open(readme_path).read().splitlines()
+    for prefix in TABLES:
+        b0, b1 = find(bench, prefix, "BENCHMARKS.md")
+        r0, r1 = find(readme, prefix, "README.md")
+        readme[r0:r1] = bench[b0:b1]
+    ratio = [line for line in bench if line.startswith("Ratio: ")]
+    if len(ratio) != 1:
+        sys.exit("sync_readme_perf: expected one 'Ratio:' line in BENCHMARKS.md")
+    readme = [ratio[0] if line.startswith("Ratio: ") else line for line in readme]
+    with open(readme_path, "w") as f:
+        f.write("\n".join(readme) + "\n")
+    print("README.md tables updated from BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
