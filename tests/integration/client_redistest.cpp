@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <functional>
 #include <thread>
 
 #include "support/redis_server.hpp"
@@ -33,6 +34,24 @@ std::string prefix() {
   return "t:" + run + ":" + info->test_suite_name() + ":" + info->name() + ":";
 }
 
+// Runs worker(0) .. worker(n - 1) concurrently on `io` and waits for all of them; returns how
+// many ended with an exception.
+using Worker = std::function<asio::awaitable<void>(int)>;
+asio::awaitable<long long> all_workers(asio::io_context& io, int n, Worker worker) {
+  int running = n;
+  long long failed = 0;
+  asio::steady_timer all_done(io, std::chrono::steady_clock::time_point::max());
+  for (int w = 0; w < n; ++w) {
+    asio::co_spawn(io, worker(w), [&](std::exception_ptr e) {
+      if (e) ++failed;
+      if (--running == 0) all_done.cancel();
+    });
+  }
+  boost::system::error_code ec;
+  co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  co_return failed;
+}
+
 class ClientTest : public ::testing::Test {
  protected:
   asio::io_context io;
@@ -49,34 +68,23 @@ TEST_F(ClientTest, SixtyFourCoroutinesTimesTenThousandKeepOrder) {
   long long wrong = 0;
   run(io, [&]() -> asio::awaitable<void> {
     co_await client.connect();
-    int running = kWorkers;
-    asio::steady_timer all_done(io, std::chrono::steady_clock::time_point::max());
-    for (int w = 0; w < kWorkers; ++w) {
-      asio::co_spawn(
-          io,
-          [&, w]() -> asio::awaitable<void> {
-            const std::string key = p + std::to_string(w);
-            for (int i = 0; i < kPerWorker; ++i) {
-              const std::string expect = std::to_string(w) + ":" + std::to_string(i);
-              // Alternate a write+read of the worker's own key with an ECHO of the sequence.
-              if (i % 2 == 0) {
-                co_await client.set(key, expect);
-                auto got = co_await client.get(key);
-                if (got != expect) ++wrong;
-              } else {
-                auto got = co_await client.command(cmd("ECHO", expect));
-                if (got.str() != expect) ++wrong;
-              }
-              ++checked;
-            }
-          },
-          [&](std::exception_ptr e) {
-            if (e) ++wrong;
-            if (--running == 0) all_done.cancel();
-          });
-    }
-    boost::system::error_code ec;
-    co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    Worker worker = [&](int w) -> asio::awaitable<void> {
+      const std::string key = p + std::to_string(w);
+      for (int i = 0; i < kPerWorker; ++i) {
+        const std::string expect = std::to_string(w) + ":" + std::to_string(i);
+        // Alternate a write+read of the worker's own key with an ECHO of the sequence.
+        if (i % 2 == 0) {
+          co_await client.set(key, expect);
+          auto got = co_await client.get(key);
+          if (got != expect) ++wrong;
+        } else {
+          auto got = co_await client.command(cmd("ECHO", expect));
+          if (got.str() != expect) ++wrong;
+        }
+        ++checked;
+      }
+    };
+    wrong += co_await all_workers(io, kWorkers, worker);
     co_await client.disconnect();
   });
   EXPECT_EQ(checked, static_cast<long long>(kWorkers) * kPerWorker);
@@ -92,22 +100,11 @@ TEST_F(ClientTest, ConcurrentCallersShareWrites) {
   run(io, [&]() -> asio::awaitable<void> {
     co_await client.connect();
     co_await client.set(p + "k", "v");
-    int running = kWorkers;
-    asio::steady_timer all_done(io, std::chrono::steady_clock::time_point::max());
-    for (int w = 0; w < kWorkers; ++w) {
-      asio::co_spawn(
-          io,
-          [&]() -> asio::awaitable<void> {
-            for (int i = 0; i < kPerWorker; ++i)
-              if (co_await client.get(p + "k") != "v") ++wrong;
-          },
-          [&](std::exception_ptr e) {
-            if (e) ++wrong;
-            if (--running == 0) all_done.cancel();
-          });
-    }
-    boost::system::error_code ec;
-    co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    Worker worker = [&](int) -> asio::awaitable<void> {
+      for (int i = 0; i < kPerWorker; ++i)
+        if (co_await client.get(p + "k") != "v") ++wrong;
+    };
+    wrong += co_await all_workers(io, kWorkers, worker);
     co_await client.disconnect();
   });
   EXPECT_EQ(wrong, 0);
