@@ -719,7 +719,10 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
       close_stream();
       return;
     }
-    if (sent == write_buf_.size()) return;
+    if (sent == write_buf_.size()) {
+      if (write_buf_.capacity() > (1u << 20)) std::string().swap(write_buf_);
+      return;
+    }
     writing_ = true;
     auto done = [self = shared_from_this(), gen = link_gen_](error_code ec, std::size_t) {
       self->on_written(ec, gen);

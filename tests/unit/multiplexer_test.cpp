@@ -77,6 +77,43 @@ TEST(Multiplexer, RepliesMatchInOrder) {
   EXPECT_EQ(m.live(), 0u);
 }
 
+// What a caller resumed by a reply does: queue its next request and write it, all inside the
+// completion of the reply being matched. The stream stays in order.
+struct Resubmitter : detail::Request {
+  Resubmitter(Multiplexer& m, std::string& wire, std::shared_ptr<Recorder> next)
+      : Request(Command("A"), far), m_(m), wire_(wire), next_(std::move(next)) {}
+  void on_complete(std::exception_ptr, Reply r) override {
+    reply = std::move(r);
+    m_.add(next_);
+    m_.prepare_write(wire_);
+  }
+  Multiplexer& m_;
+  std::string& wire_;
+  std::shared_ptr<Recorder> next_;
+  Reply reply;
+};
+
+TEST(Multiplexer, RequestWrittenFromInsideACompletionGetsTheNextReply) {
+  Multiplexer m;
+  std::string out;
+  auto next = make("B");
+  auto first = std::make_shared<Resubmitter>(m, out, next);
+  auto other = make("C");
+  m.add(first);
+  m.add(other);
+  m.prepare_write(out);
+  out.clear();
+  m.on_reply(Reply::string("a"));  // completes `first`, which queues and writes B behind C
+  EXPECT_EQ(first->reply, Reply::string("a"));
+  EXPECT_EQ(out, "*1\r\n$1\r\nB\r\n");
+  EXPECT_EQ(m.in_flight(), 2u);  // C, then B
+  m.on_reply(Reply::string("c"));
+  m.on_reply(Reply::string("b"));
+  EXPECT_EQ(other->reply, Reply::string("c"));
+  EXPECT_EQ(next->reply, Reply::string("b"));
+  EXPECT_TRUE(m.idle());
+}
+
 TEST(Multiplexer, ReplyBeforeWriteCompletionIsMatched) {
   // Requests are in flight as soon as prepare_write hands out their bytes.
   Multiplexer m;
