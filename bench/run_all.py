@@ -328,7 +328,9 @@ def main():
     if missed:
         goal_md += ["Missed in this run: " + ", ".join(g[0] for g in missed) +
                     ". Runs on this 2-core VM vary by about 10% between runs (client and server share "
-                    "the two cores); see the profile below for where the client's time goes.", ""]
+                    "the two cores). For the GET goals, the bare Asio column of section 1 shows how "
+                    "close any Asio client gets to redis-benchmark here; the profile below shows where "
+                    "tempest's time goes.", ""]
     sh(["redis-cli", "-p", PORT, "FLUSHALL"])
     # Where the time goes: callgrind profiles of the client at C=64 (instructions, repeatable).
     md += ["## Where the time goes", "",
