@@ -65,6 +65,21 @@ else
   record "asan build" 1
 fi
 
+echo "== ThreadSanitizer build of the Redis tests (a connection shared by the threads of an io_context)"
+# Build (test discovery runs the binary) and run without address randomization: GCC 12's TSan
+# cannot map its shadow memory under some kernels' ASLR settings.
+no_aslr() { setarch "$(uname -m)" -R "$@"; }
+if cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTEMPEST_WERROR=ON -DTEMPEST_TSAN=ON \
+  >/dev/null && no_aslr cmake --build build-tsan -j "$(nproc)" --target tempest_redis_tests; then
+  [[ -z ${REDIS_PID:-} ]] && start_redis && export TEMPEST_REDIS_URL=$REDIS_URL
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 no_aslr \
+    ctest --test-dir build-tsan -R '^redis\.' --output-on-failure --timeout 900 2>&1 |
+    tee build-tsan/ctest.log
+  ctest_count "tsan tests" build-tsan/ctest.log "${PIPESTATUS[0]}"
+else
+  record "tsan build" 1
+fi
+
 stop_redis
 ((${#failures[@]})) && echo "failed: ${failures[*]}"
 echo "$passed passed, $failed failed"
