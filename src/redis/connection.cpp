@@ -207,7 +207,7 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
 
   Impl(asio::any_io_executor ex, Config cfg)
       : cfg_(std::move(cfg)),
-        strand_(asio::make_strand(ex)),
+        strand_(make_serial(ex)),
         deadline_timer_(strand_, Clock::time_point::max()),
         health_timer_(strand_),
         backoff_timer_(strand_),
@@ -248,7 +248,7 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     // next request directly. Every kFlushEvery such requests go out at once, so the server works
     // on them while the rest of the batch is matched (a write per whole batch would leave it
     // idle meanwhile); on_bytes writes what is left when the batch is done.
-    if (strand_.running_in_this_thread() && in_reply_batch_ && !stopping_) {
+    if (on_strand() && in_reply_batch_ && !stopping_) {
       if (req->deadline() < deadline_timer_.expiry()) deadline_timer_.cancel();
       mux_.add(std::move(req));
       if (mux_.queued() >= kFlushEvery) kick_writer();
@@ -402,7 +402,22 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   Config cfg_;
-  asio::strand<asio::any_io_executor> strand_;
+  // A strand over the caller's executor, held type-erased. Over an io_context's own executor type
+  // when that is what was given: a strand over any_io_executor does not fit any_io_executor's
+  // small buffer, so every copy of it (each I/O operation takes some) would allocate.
+  asio::any_io_executor strand_;
+
+  using IoStrand = asio::strand<asio::io_context::executor_type>;
+  using AnyStrand = asio::strand<asio::any_io_executor>;
+  static asio::any_io_executor make_serial(const asio::any_io_executor& ex) {
+    if (const auto* io = ex.target<asio::io_context::executor_type>()) return IoStrand(*io);
+    return AnyStrand(ex);
+  }
+  bool on_strand() const noexcept {
+    if (const auto* s = strand_.target<IoStrand>()) return s->running_in_this_thread();
+    if (const auto* s = strand_.target<AnyStrand>()) return s->running_in_this_thread();
+    return false;
+  }
   std::atomic<ConnectionState> state_{ConnectionState::idle};
 
   std::string last_error() const {

@@ -8,7 +8,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 
 #include <functional>
 #include <thread>
@@ -357,5 +359,41 @@ TEST(ClientThreads, SafeFromEveryThreadOfAMultiThreadedIoContext) {
   for (auto& t : threads)
     t.join();
   EXPECT_EQ(ok.load(), 32 * 2000);
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+// An executor that is not an io_context's own (here a thread pool's): the connection serializes
+// itself with a strand over it, and callers on every pool thread get their own replies.
+TEST(ClientThreads, WorksOnAThreadPoolExecutor) {
+  asio::thread_pool pool(3);
+  Client client(pool.get_executor(), shared_redis_url());
+  std::atomic<long long> ok{0}, wrong{0};
+  auto all = asio::co_spawn(
+      pool,
+      [&]() -> asio::awaitable<void> {
+        co_await client.connect();
+        std::vector<std::future<void>> done;
+        for (int w = 0; w < 16; ++w) {
+          auto one = [&, w]() -> asio::awaitable<void> {
+            for (int i = 0; i < 500; ++i) {
+              const std::string v = std::to_string(w) + "/" + std::to_string(i);
+              auto r = co_await client.command(cmd("ECHO", v));
+              (r.str() == v ? ok : wrong)++;
+            }
+          };
+          done.push_back(asio::co_spawn(pool, one, asio::use_future));
+        }
+        for (auto& f : done)
+          while (f.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready) {
+            asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(5));
+            co_await t.async_wait(asio::use_awaitable);
+          }
+        co_await client.disconnect();
+      },
+      asio::use_future);
+  ASSERT_EQ(all.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  all.get();
+  pool.join();
+  EXPECT_EQ(ok.load(), 16 * 500);
   EXPECT_EQ(wrong.load(), 0);
 }
