@@ -1,8 +1,7 @@
 // Google Benchmark: the CPU cost of what a cached hit does besides the Redis round trip.
 #include <benchmark/benchmark.h>
 
-#include <boost/describe/class.hpp>
-
+#include "bench_profile.hpp"
 #include "tempest/cache/codec.hpp"
 #include "tempest/cache/key.hpp"
 
@@ -10,14 +9,7 @@ namespace tc = tempest::cache;
 
 namespace {
 
-struct Profile {
-  std::string id;
-  std::string name;
-  std::string email;
-  long long age;
-  double score;
-};
-BOOST_DESCRIBE_STRUCT(Profile, (), (id, name, email, age, score))
+using tempest::bench::Profile;  // the struct `tempest bench --mode cached` caches
 
 // Key derivation for one short string argument: JSON text, SHA-256, key string.
 void KeyOneShortString(benchmark::State& state) {

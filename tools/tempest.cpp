@@ -6,7 +6,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/describe/class.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +16,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "bench_profile.hpp"
 #include "tempest/cache/cached.hpp"
 #include "tempest/cache/invalidator.hpp"
 #include "tempest/cache/key.hpp"
@@ -141,14 +141,7 @@ asio::awaitable<double> drive(asio::io_context& io, long long concurrency, long 
 }
 
 // What `--mode cached` returns: a 5-field described struct.
-struct Profile {
-  std::string id;
-  std::string name;
-  std::string email;
-  long long age;
-  double score;
-};
-BOOST_DESCRIBE_STRUCT(Profile, (), (id, name, email, age, score))
+using tempest::bench::Profile;
 
 int bench(int argc, char** argv) {
   const auto f =

@@ -225,10 +225,8 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
           "Redis " + (client ? what + " to " + manager_->config().redacted() : what)));
   } else {
     try {
-      // Straight to the connection: one coroutine frame fewer than Client::get on the hot path.
-      redis::Reply reply = co_await client->connection()->exec(
-          redis::cmd("GET", key), redis::CallOptions{options_.deadline});
-      co_return Lookup{std::move(reply).checked().as_optional_string(), true};
+      auto value = co_await client->get(key, redis::CallOptions{options_.deadline});
+      co_return Lookup{std::move(value), true};
     } catch (const redis::ServerError& e) {
       // The key holds something GET cannot read (another type): a corrupt entry to overwrite.
       corrupt_value(key, e.what());

@@ -110,33 +110,24 @@ class AsyncRequest final : public detail::Request {
     }
     auto slot = asio::get_associated_cancellation_slot(handler_);
     if (slot.is_connected()) slot.clear();
-    if constexpr (std::is_void_v<T>) {
-      if (!error) {
-        try {
-          convert_(std::move(reply));
-        } catch (...) {
-          error = std::current_exception();
-        }
+    // What `convert` throws becomes the caller's error.
+    const auto converting = [&](auto&& step) {
+      if (error) return;
+      try {
+        step();
+      } catch (...) {
+        error = std::current_exception();
       }
+    };
+    if constexpr (std::is_void_v<T>) {
+      converting([&] { convert_(std::move(reply)); });
       deliver(std::move(error));
     } else if constexpr (std::is_same_v<T, Reply>) {
-      if (!error && convert_ != nullptr) {
-        try {
-          reply = convert_(std::move(reply));
-        } catch (...) {
-          error = std::current_exception();
-        }
-      }
+      if (convert_ != nullptr) converting([&] { reply = convert_(std::move(reply)); });
       deliver(std::move(error), std::move(reply));
     } else {
       T value{};
-      if (!error) {
-        try {
-          value = convert_(std::move(reply));
-        } catch (...) {
-          error = std::current_exception();
-        }
-      }
+      converting([&] { value = convert_(std::move(reply)); });
       deliver(std::move(error), std::move(value));
     }
   }
@@ -249,8 +240,7 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
     // on them while the rest of the batch is matched (a write per whole batch would leave it
     // idle meanwhile); on_bytes writes what is left when the batch is done.
     if (on_strand() && in_reply_batch_ && !stopping_) {
-      if (req->deadline() < deadline_timer_.expiry()) deadline_timer_.cancel();
-      mux_.add(std::move(req));
+      queue(std::move(req));
       if (mux_.queued() >= kFlushEvery) kick_writer();
       return;
     }
@@ -284,9 +274,8 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void enqueue(std::shared_ptr<detail::Request> req) {
-    const bool refused = stopping_ || !started_;
-    mux_.add(req);
-    if (refused) {
+    if (stopping_ || !started_) {
+      mux_.add(req);
       mux_.cancel(*req,
                   std::make_exception_ptr(ConnectionError(
                       stopping_ ? "the Redis connection was closed by disconnect()"
@@ -294,7 +283,13 @@ class Connection::Impl : public std::enable_shared_from_this<Impl> {
       counters_->errors.fetch_add(1, std::memory_order_relaxed);
       return;
     }
+    queue(std::move(req));
+  }
+
+  // Queues a request for the next write; wakes the deadline loop if it is now the earliest.
+  void queue(std::shared_ptr<detail::Request> req) {
     if (req->deadline() < deadline_timer_.expiry()) deadline_timer_.cancel();
+    mux_.add(std::move(req));
   }
 
   asio::awaitable<void> run() {
