@@ -209,7 +209,8 @@ def main():
            "`tempest bench --mode get --concurrency C` (C coroutines, one connection) beside "
            "`redis-benchmark -t get -c 1 -P C` (one connection, pipeline depth C), 3-byte values "
            "(the one key redis-benchmark reads is given a 3-byte value first, so both get the same "
-           "replies; the two clients' runs alternate). Goals: >= 0.9x at C=1, >= 0.8x at C=64.", "",
+           "replies; the clients' runs alternate; redis-server runs on CPU 0 and the clients on CPU 1). "
+           "Goals: >= 0.9x at C=1, >= 0.8x at C=64.", "",
            "The last two columns are a reference: `bench/asio_pingpong`, the least an Asio client "
            "does per round trip (one socket, callbacks, no strand, no coroutines, no parsing).", "",
            "| C | tempest ops/s | redis-benchmark ops/s | ratio | bare Asio ops/s | bare Asio ratio |",
