@@ -74,6 +74,10 @@ def asio_pingpong(c, n, size=3):
     return float(sh([*CLIENT_CPU, os.path.join(REL, "asio_pingpong"), PORT, str(c), str(n), str(size)]))
 
 
+def hiredis_pingpong(c, n, size=3):
+    return float(sh([*CLIENT_CPU, os.path.join(REL, "hiredis_pingpong"), PORT, str(c), str(n), str(size)]))
+
+
 def epoll_pingpong(c, n, *flags, size=3):
     return float(sh([*CLIENT_CPU, os.path.join(REL, "epoll_pingpong"), PORT, str(c), str(n), str(size),
                      *flags]))
@@ -188,18 +192,21 @@ def main():
         clients = [lambda: tempest_bench("get", c, n, pin=CLIENT_CPU)["ops_per_sec"],
                    lambda: redis_benchmark(c, n), lambda: asio_pingpong(c, n)]
         if c == 1:
-            clients += [lambda: epoll_pingpong(c, n), lambda: epoll_pingpong(c, n, "--epoll-ctl")]
+            clients += [lambda: hiredis_pingpong(c, n), lambda: epoll_pingpong(c, n),
+                        lambda: epoll_pingpong(c, n, "--epoll-ctl")]
         runs = [[run() for run in clients] for _ in range(RUNS)]
         t, r, a, *floors = [Figure(f"GET {name} C={c}", [x[i] for x in runs]) for i, name in enumerate(
-            ["tempest", "redis-benchmark", "bare Asio", "bare epoll", "bare epoll + epoll_ctl"][:len(clients)])]
+            ["tempest", "redis-benchmark", "bare Asio", "hiredis", "bare epoll", "bare epoll + epoll_ctl"]
+            [:len(clients)])]
         rows.append(f"| {c} | {t} | {r} | {t.median / r.median:.2f}x | {a} | {a.median / r.median:.2f}x |")
         t_pts.append((c, t.median))
         r_pts.append((c, r.median))
         if c == 1:
             floor_rows = [f"| {name} | {fig} | {fig.median / r.median:.2f}x |" for name, fig in [
                 ("redis-benchmark -c 1 -P 1", r), ("tempest bench --concurrency 1", t),
-                ("bench/asio_pingpong (bare Asio)", a), ("bench/epoll_pingpong (system calls only)", floors[0]),
-                ("bench/epoll_pingpong --epoll-ctl (+ 2 epoll_ctl per request)", floors[1])]]
+                ("hiredis' blocking client (bench/hiredis_pingpong)", floors[0]),
+                ("bench/asio_pingpong (bare Asio)", a), ("bench/epoll_pingpong (system calls only)", floors[1]),
+                ("bench/epoll_pingpong --epoll-ctl (+ 2 epoll_ctl per request)", floors[2])]]
     pin_server(f"0-{os.cpu_count() - 1}")
     get_tempest = dict(t_pts)
     get_ratio = {c: t / dict(r_pts)[c] for c, t in t_pts}
@@ -218,7 +225,8 @@ def main():
            "![GET throughput](docs/bench/get_throughput.png)", "",
            "### One caller: what a round trip costs on this machine", "",
            "At C=1 every GET is a round trip in which both processes go idle and are woken. Below, "
-           "the same C=1 runs beside two clients that use nothing but system calls "
+           "the same C=1 runs beside hiredis' blocking client (what redis-plus-plus wraps, and what "
+           "many C++ services use) and two clients that use nothing but system calls "
            "(`bench/epoll_pingpong`): one socket in an epoll set, send, epoll_wait, recv. The "
            "second adds, per request, an unrelated eventfd added to and removed from its epoll set, "
            "which redis-benchmark's event loop does with its own socket on every request. "

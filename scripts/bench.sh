@@ -8,7 +8,7 @@ cd "$TEMPEST_ROOT"
 ensure_packages wrk gnuplot-nox valgrind python3-fastapi python3-uvicorn python3-uvloop python3-hiredis
 trap stop_redis EXIT INT TERM
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DTEMPEST_BUILD_TESTS=OFF >/dev/null
-cmake --build build-release -j "$(nproc)" --target tempest_cli users_service tempest_micro_bench asio_pingpong epoll_pingpong >/dev/null
+cmake --build build-release -j "$(nproc)" --target tempest_cli users_service tempest_micro_bench asio_pingpong epoll_pingpong hiredis_pingpong >/dev/null
 start_redis
 export REDIS_URL REDIS_PORT
 /usr/bin/python3 bench/run_all.py
