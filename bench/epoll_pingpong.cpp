@@ -57,9 +57,10 @@ struct Link {
     }
   }
 
-  // Waits until the socket is ready for `events` (EPOLLIN stays registered throughout).
+  // Waits until the socket is ready for `events`. It is registered for EPOLLIN; a wait for
+  // anything else switches the registration for that wait and back.
   void wait_for(std::uint32_t events) const {
-    epoll_event want{};
+    epoll_event want = in;
     want.events = events;
     if (events != EPOLLIN && ::epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &want) != 0) fail("epoll_ctl");
     epoll_event got[4];
@@ -72,8 +73,8 @@ struct Link {
       fail("no reply within 5 s");
     }
     if (n < 0) fail("epoll_wait");
-    if (events != EPOLLIN && ::epoll_ctl(epoll, EPOLL_CTL_MOD, fd, const_cast<epoll_event*>(&in)))
-      fail("epoll_ctl");
+    want = in;
+    if (events != EPOLLIN && ::epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &want) != 0) fail("epoll_ctl");
   }
 
   // Receives until `size` bytes are in; appends them to `keep` when given.
