@@ -8,6 +8,8 @@
 //
 // make bench-client prints it beside tempest and redis-benchmark, so the part of a gap that
 // Asio itself accounts for is visible.
+#include "pingpong_args.hpp"
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -17,6 +19,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -30,6 +34,8 @@ struct PingPong {
   std::string request;     // `depth` GETs, encoded once
   std::size_t reply_size;  // bytes of `depth` replies
   long long rounds_left;
+  asio::steady_timer* watchdog = nullptr;  // cancelled when the last round is done
+  bool stalled = false;                    // the watchdog cancelled the read
   std::vector<char> buf = std::vector<char>(1 << 16);
   std::size_t got = 0;
 
@@ -42,34 +48,22 @@ struct PingPong {
   }
   void receive() {
     socket.async_read_some(asio::buffer(buf), [this](boost::system::error_code ec, std::size_t n) {
+      if (stalled) throw std::runtime_error("no reply for a second (is the server stopped?)");
       if (ec) throw boost::system::system_error(ec);
       got += n;
       if (got < reply_size) return receive();
-      if (--rounds_left > 0) send();
+      if (--rounds_left > 0) return send();
+      if (watchdog) watchdog->cancel();
     });
   }
 };
 
-long long arg(char** argv, int i) {
-  return std::atoll(argv[i]);
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  if (argc != 5) {
-    std::fprintf(stderr, "usage: asio_pingpong PORT DEPTH REQUESTS VALUE_SIZE\n");
-    return 2;
-  }
-  const long long depth = arg(argv, 2), requests = arg(argv, 3), size = arg(argv, 4);
-  if (depth < 1 || requests < depth || size < 0) {
-    std::fprintf(stderr, "asio_pingpong: DEPTH >= 1, REQUESTS >= DEPTH, VALUE_SIZE >= 0\n");
-    return 2;
-  }
+int run(const PingPongArgs& args) {
+  const long long depth = args.depth, requests = args.requests, size = args.value_size;
   asio::io_context io(1);
   tcp::resolver resolver(io);
   tcp::socket socket(io);
-  asio::connect(socket, resolver.resolve("127.0.0.1", argv[1]));
+  asio::connect(socket, resolver.resolve("127.0.0.1", std::to_string(args.port)));
   socket.set_option(tcp::no_delay(true));
   const std::string one = "*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n";
   const std::string reply = "$" + std::to_string(size) + "\r\n" + std::string(size, 'x') + "\r\n";
@@ -100,6 +94,22 @@ int main(int argc, char** argv) {
     return 1;
   }
   p.socket.non_blocking(true);
+  // A server that stops answering mid-run ends it: once a second, no round done since the last
+  // look cancels the read (which then throws operation_aborted out of io.run()).
+  long long seen = p.rounds_left;
+  std::function<void(boost::system::error_code)> watch = [&](boost::system::error_code ec) {
+    if (ec || p.rounds_left == 0) return;
+    if (p.rounds_left == seen) {
+      p.stalled = true;
+      return p.socket.cancel();
+    }
+    seen = p.rounds_left;
+    limit.expires_after(std::chrono::seconds(1));
+    limit.async_wait(watch);
+  };
+  limit.expires_after(std::chrono::seconds(1));
+  limit.async_wait(watch);
+  p.watchdog = &limit;
   const auto start = std::chrono::steady_clock::now();
   p.send();
   io.run();
@@ -107,4 +117,17 @@ int main(int argc, char** argv) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("%.1f\n", static_cast<double>(requests / depth * depth) / seconds);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const auto args = pingpong_args("asio_pingpong", "", argc == 5, argv);
+  if (!args) return 2;
+  try {
+    return run(*args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "asio_pingpong: %s\n", e.what());
+    return 1;
+  }
 }

@@ -20,6 +20,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "pingpong_args.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -138,19 +140,10 @@ Link connect_to(int port) {
 
 int main(int argc, char** argv) {
   const bool churn = argc == 6 && std::string_view(argv[5]) == "--epoll-ctl";
-  if (argc != 5 && !churn) {
-    std::fprintf(stderr, "usage: epoll_pingpong PORT DEPTH REQUESTS VALUE_SIZE [--epoll-ctl]\n");
-    return 2;
-  }
-  const long long port = std::atoll(argv[1]), depth = std::atoll(argv[2]),
-                  requests = std::atoll(argv[3]), size = std::atoll(argv[4]);
-  if (port < 1 || port > 65535 || depth < 1 || requests < depth || size < 0) {
-    std::fprintf(stderr,
-                 "epoll_pingpong: 1 <= PORT <= 65535, DEPTH >= 1, REQUESTS >= DEPTH, "
-                 "VALUE_SIZE >= 0\n");
-    return 2;
-  }
-  const Link link = connect_to(static_cast<int>(port));
+  const auto args = pingpong_args("epoll_pingpong", "[--epoll-ctl]", argc == 5 || churn, argv);
+  if (!args) return 2;
+  const long long depth = args->depth, size = args->value_size;
+  const Link link = connect_to(args->port);
   const std::string key = "key:__rand_int__", value(static_cast<std::size_t>(size), 'x');
   const std::string get = "*2\r\n$3\r\nGET\r\n$16\r\n" + key + "\r\n";
   const std::string reply = "$" + std::to_string(size) + "\r\n" + value + "\r\n";
@@ -168,7 +161,7 @@ int main(int argc, char** argv) {
   std::string batch;
   for (long long i = 0; i < depth; ++i)
     batch += get;
-  const long long rounds = requests / depth;
+  const long long rounds = args->requests / depth;
   const auto start = std::chrono::steady_clock::now();
   for (long long r = 0; r < rounds; ++r) {
     link.send_all(batch);

@@ -7,6 +7,8 @@
 // make bench prints it at C=1 beside tempest and redis-benchmark.
 #include <hiredis/hiredis.h>
 
+#include "pingpong_args.hpp"
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -37,21 +39,12 @@ void expect_value(redisContext* c, std::size_t size) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    std::fprintf(stderr, "usage: hiredis_pingpong PORT DEPTH REQUESTS VALUE_SIZE\n");
-    return 2;
-  }
-  const long long port = std::atoll(argv[1]), depth = std::atoll(argv[2]),
-                  requests = std::atoll(argv[3]), size = std::atoll(argv[4]);
-  if (port < 1 || port > 65535 || depth < 1 || requests < depth || size < 0) {
-    std::fprintf(stderr,
-                 "hiredis_pingpong: 1 <= PORT <= 65535, DEPTH >= 1, REQUESTS >= DEPTH, "
-                 "VALUE_SIZE >= 0\n");
-    return 2;
-  }
+  const auto args = pingpong_args("hiredis_pingpong", "", argc == 5, argv);
+  if (!args) return 2;
+  const long long depth = args->depth, size = args->value_size;
   const timeval limit{5, 0};  // a server that stops answering ends the run, it does not hang it
   const std::unique_ptr<redisContext, void (*)(redisContext*)> c(
-      redisConnectWithTimeout("127.0.0.1", static_cast<int>(port), limit), redisFree);
+      redisConnectWithTimeout("127.0.0.1", args->port, limit), redisFree);
   if (!c || c->err) {
     std::fprintf(stderr, "hiredis_pingpong: connect: %s\n", c ? c->errstr : "out of memory");
     return 1;
@@ -64,7 +57,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hiredis_pingpong: SET %s failed\n", key.c_str());
     return 1;
   }
-  const long long rounds = requests / depth;
+  const long long rounds = args->requests / depth;
   const auto start = std::chrono::steady_clock::now();
   for (long long r = 0; r < rounds; ++r) {
     for (long long i = 0; i < depth; ++i)
