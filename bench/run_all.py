@@ -70,16 +70,9 @@ def redis_benchmark(c, n, size=3):
     return float(out.strip().splitlines()[-1].split(",")[1].strip('"'))
 
 
-def asio_pingpong(c, n, size=3):
-    return float(sh([*CLIENT_CPU, os.path.join(REL, "asio_pingpong"), PORT, str(c), str(n), str(size)]))
-
-
-def hiredis_pingpong(c, n, size=3):
-    return float(sh([*CLIENT_CPU, os.path.join(REL, "hiredis_pingpong"), PORT, str(c), str(n), str(size)]))
-
-
-def epoll_pingpong(c, n, *flags, size=3):
-    return float(sh([*CLIENT_CPU, os.path.join(REL, "epoll_pingpong"), PORT, str(c), str(n), str(size),
+def pingpong(tool, c, n, *flags, size=3):
+    """ops/s of a reference client bench/<tool>_pingpong.cpp (asio, hiredis, epoll)."""
+    return float(sh([*CLIENT_CPU, os.path.join(REL, f"{tool}_pingpong"), PORT, str(c), str(n), str(size),
                      *flags]))
 
 
@@ -188,13 +181,13 @@ def main():
     pin_server("0")
     for c in conc:
         n = 20000 if c == 1 else (100000 if QUICK else 300000)
-        # Runs alternate, so every client sees the same drift of the machine. At C=1 the two
-        # system-call-only clients run too (the table below section 1's).
+        # Runs alternate, so every client sees the same drift of the machine. At C=1 hiredis'
+        # blocking client and the two system-call-only clients run too (the table below).
         clients = [lambda: tempest_bench("get", c, n, pin=CLIENT_CPU)["ops_per_sec"],
-                   lambda: redis_benchmark(c, n), lambda: asio_pingpong(c, n)]
+                   lambda: redis_benchmark(c, n), lambda: pingpong("asio", c, n)]
         if c == 1:
-            clients += [lambda: hiredis_pingpong(c, n), lambda: epoll_pingpong(c, n),
-                        lambda: epoll_pingpong(c, n, "--epoll-ctl")]
+            clients += [lambda: pingpong("hiredis", c, n), lambda: pingpong("epoll", c, n),
+                        lambda: pingpong("epoll", c, n, "--epoll-ctl")]
         runs = [[run() for run in clients] for _ in range(RUNS)]
         t, r, a, *floors = [Figure(f"GET {name} C={c}", [x[i] for x in runs]) for i, name in enumerate(
             ["tempest", "redis-benchmark", "bare Asio", "hiredis", "bare epoll", "bare epoll + epoll_ctl"]

@@ -31,7 +31,7 @@ printf '%-12s %14s %18s %8s %12s %12s %12s %18s\n' concurrency "tempest ops/s" "
 for c in ${CONCURRENCY:-1 16 64}; do
   n=$requests
   ((c == 1)) && n=$((requests / 5))
-  # tempest and redis-benchmark runs alternate, so both see the same drift of the machine; each
+  # The clients' runs alternate, so all see the same drift of the machine; each
   # run's output is captured first and parsed after it exits (nothing else runs beside a
   # measurement: a parser starting up beside the client skews the figure).
   ts=() rs=() hs=() as=() es=() cs=()
