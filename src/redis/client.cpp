@@ -11,7 +11,9 @@ namespace {
 
 using Conn = std::shared_ptr<Connection>;
 
-// Reply conversions, run by the connection as the reply arrives (see Connection::exec_as).
+// Reply conversions, run by the connection as the reply arrives (Connection::exec_as). Each public
+// helper builds its Command eagerly (copying the caller's views) and hands it to exec_as with one
+// of these, so no view is read after the caller's expression ends.
 Reply to_checked(Reply&& r) {
   return std::move(r).checked();
 }
@@ -44,39 +46,6 @@ std::vector<std::optional<std::string>> to_optional_strings(Reply&& r) {
   for (auto& e : std::move(r).as_array())
     out.push_back(std::move(e).as_optional_string());
   return out;
-}
-
-// Each public helper builds its Command eagerly (copying the caller's views) and hands it to the
-// connection, so no view is read after the caller's expression ends.
-asio::awaitable<Reply> checked(const Conn& c, Command cmd, CallOptions o) {
-  return c->exec_as(std::move(cmd), o, &to_checked);
-}
-asio::awaitable<bool> not_nil(const Conn& c, Command cmd, CallOptions o) {
-  return c->exec_as(std::move(cmd), o, &to_not_nil);
-}
-asio::awaitable<void> ok(const Conn& c, Command cmd, CallOptions o) {
-  return c->exec_as(std::move(cmd), o, &to_ok);
-}
-asio::awaitable<std::string> string(const Conn& c, Command cmd, CallOptions o) {
-  return c->exec_as(std::move(cmd), o, &to_string);
-}
-asio::awaitable<long long> integer(const Conn& c, Command cmd, CallOptions o) {
-  return c->exec_as(std::move(cmd), o, &to_integer);
-}
-asio::awaitable<bool> boolean(const Conn& c, Command cmd, CallOptions o) {
-  return c->exec_as(std::move(cmd), o, &to_boolean);
-}
-asio::awaitable<std::optional<std::string>> optional_string(const Conn& c, Command cmd,
-                                                            CallOptions o) {
-  return c->exec_as(std::move(cmd), o, &to_optional_string);
-}
-asio::awaitable<std::vector<std::string>> strings(const Conn& c, Command cmd, CallOptions o) {
-  return c->exec_as(std::move(cmd), o, &to_strings);
-}
-asio::awaitable<std::vector<std::optional<std::string>>> optional_strings(const Conn& c,
-                                                                          Command cmd,
-                                                                          CallOptions o) {
-  return c->exec_as(std::move(cmd), o, &to_optional_strings);
 }
 
 Command with_args(std::string_view name, const Keys& a) {
@@ -193,7 +162,7 @@ asio::awaitable<Reply> Client::command(Command c, CallOptions o) {
                                   " needs a dedicated connection; it is not supported on the "
                                   "shared, pipelined connection");
   if (c.empty()) throw std::invalid_argument("empty command");
-  return checked(conn_, std::move(c), o);
+  return conn_->exec_as(std::move(c), o, &to_checked);
 }
 
 asio::awaitable<std::vector<Reply>> Client::exec(const Pipeline& p, CallOptions o) {
@@ -212,62 +181,62 @@ asio::awaitable<std::vector<Reply>> Client::transaction(const Pipeline& p, CallO
 }
 
 asio::awaitable<std::optional<std::string>> Client::get(std::string_view key, CallOptions o) {
-  return optional_string(conn_, cmd("GET", key), o);
+  return conn_->exec_as(cmd("GET", key), o, &to_optional_string);
 }
 
 asio::awaitable<bool> Client::set(std::string_view key, std::string_view value, SetOptions o) {
   Command c = set_command(key, value, o);
-  return not_nil(conn_, std::move(c), CallOptions{o.timeout});
+  return conn_->exec_as(std::move(c), CallOptions{o.timeout}, &to_not_nil);
 }
 
 asio::awaitable<std::optional<std::string>> Client::set_get(std::string_view key,
                                                             std::string_view value, SetOptions o) {
   Command c = set_command(key, value, o);
   c.arg("GET");
-  return optional_string(conn_, std::move(c), CallOptions{o.timeout});
+  return conn_->exec_as(std::move(c), CallOptions{o.timeout}, &to_optional_string);
 }
 
 asio::awaitable<long long> Client::integer_reply(Command c, CallOptions o) {
-  return integer(conn_, std::move(c), o);
+  return conn_->exec_as(std::move(c), o, &to_integer);
 }
 
 asio::awaitable<std::vector<std::string>> Client::strings_reply(Command c, CallOptions o) {
-  return strings(conn_, std::move(c), o);
+  return conn_->exec_as(std::move(c), o, &to_strings);
 }
 
 asio::awaitable<std::vector<std::optional<std::string>>> Client::optional_strings_reply(
     Command c, CallOptions o) {
-  return optional_strings(conn_, std::move(c), o);
+  return conn_->exec_as(std::move(c), o, &to_optional_strings);
 }
 
 asio::awaitable<long long> Client::del(const Keys& keys, CallOptions o) {
-  return integer(conn_, with_args("DEL", keys), o);
+  return conn_->exec_as(with_args("DEL", keys), o, &to_integer);
 }
 
 asio::awaitable<long long> Client::unlink(const Keys& keys, CallOptions o) {
-  return integer(conn_, with_args("UNLINK", keys), o);
+  return conn_->exec_as(with_args("UNLINK", keys), o, &to_integer);
 }
 
 asio::awaitable<long long> Client::exists(const Keys& keys, CallOptions o) {
-  return integer(conn_, with_args("EXISTS", keys), o);
+  return conn_->exec_as(with_args("EXISTS", keys), o, &to_integer);
 }
 
 asio::awaitable<bool> Client::expire(std::string_view key, std::chrono::seconds ttl,
                                      CallOptions o) {
-  return boolean(conn_, cmd("EXPIRE", key, ttl.count()), o);
+  return conn_->exec_as(cmd("EXPIRE", key, ttl.count()), o, &to_boolean);
 }
 
 asio::awaitable<long long> Client::ttl(std::string_view key, CallOptions o) {
-  return integer(conn_, cmd("TTL", key), o);
+  return conn_->exec_as(cmd("TTL", key), o, &to_integer);
 }
 
 asio::awaitable<long long> Client::incr(std::string_view key, CallOptions o) {
-  return integer(conn_, cmd("INCR", key), o);
+  return conn_->exec_as(cmd("INCR", key), o, &to_integer);
 }
 
 asio::awaitable<std::vector<std::optional<std::string>>> Client::mget(const Keys& keys,
                                                                       CallOptions o) {
-  return optional_strings(conn_, with_args("MGET", keys), o);
+  return conn_->exec_as(with_args("MGET", keys), o, &to_optional_strings);
 }
 
 asio::awaitable<void> Client::mset(const std::vector<std::pair<std::string, std::string>>& kv,
@@ -276,7 +245,7 @@ asio::awaitable<void> Client::mset(const std::vector<std::pair<std::string, std:
   Command c("MSET");
   for (const auto& [k, v] : kv)
     c.arg(k).arg(v);
-  return ok(conn_, std::move(c), o);
+  return conn_->exec_as(std::move(c), o, &to_ok);
 }
 
 asio::awaitable<long long> Client::sadd(std::string_view key, const Keys& members, CallOptions o) {
@@ -285,34 +254,34 @@ asio::awaitable<long long> Client::sadd(std::string_view key, const Keys& member
   c.arg(key);
   for (const auto& m : members)
     c.arg(m);
-  return integer(conn_, std::move(c), o);
+  return conn_->exec_as(std::move(c), o, &to_integer);
 }
 
 asio::awaitable<std::vector<std::string>> Client::smembers(std::string_view key, CallOptions o) {
-  return strings(conn_, cmd("SMEMBERS", key), o);
+  return conn_->exec_as(cmd("SMEMBERS", key), o, &to_strings);
 }
 
 asio::awaitable<std::vector<std::string>> Client::sunion(const Keys& keys, CallOptions o) {
-  return strings(conn_, with_args("SUNION", keys), o);
+  return conn_->exec_as(with_args("SUNION", keys), o, &to_strings);
 }
 
 asio::awaitable<std::string> Client::ping(CallOptions o) {
-  return string(conn_, Command("PING"), o);
+  return conn_->exec_as(Command("PING"), o, &to_string);
 }
 
 asio::awaitable<long long> Client::publish(std::string_view channel, std::string_view message,
                                            CallOptions o) {
-  return integer(conn_, cmd("PUBLISH", channel, message), o);
+  return conn_->exec_as(cmd("PUBLISH", channel, message), o, &to_integer);
 }
 
 asio::awaitable<Reply> Client::eval(std::string_view script, const Keys& keys, const Keys& args,
                                     CallOptions o) {
-  return checked(conn_, script_command("EVAL", script, keys, args), o);
+  return conn_->exec_as(script_command("EVAL", script, keys, args), o, &to_checked);
 }
 
 asio::awaitable<Reply> Client::evalsha(std::string_view sha1, const Keys& keys, const Keys& args,
                                        CallOptions o) {
-  return checked(conn_, script_command("EVALSHA", sha1, keys, args), o);
+  return conn_->exec_as(script_command("EVALSHA", sha1, keys, args), o, &to_checked);
 }
 
 asio::awaitable<Reply> Client::run(const Script& script, const Keys& keys, const Keys& args,
