@@ -1,6 +1,8 @@
 // tempest logs through spdlog loggers named by module: "tempest.redis", "tempest.cache",
 // "tempest.http". Register your own logger under one of these names (spdlog::register_logger)
-// before first use to route it elsewhere; otherwise a stderr logger is created on first use.
+// before first use to route it elsewhere; otherwise a stderr logger is created on first use, at
+// spdlog's global level or the level named by the environment variable TEMPEST_LOG_LEVEL
+// (trace, debug, info, warn, error, off).
 #pragma once
 
 #include <memory>

@@ -16,7 +16,7 @@ RedisManager::RedisManager(asio::any_io_executor executor, redis::Config config,
 
 RedisManager::~RedisManager() {
   std::lock_guard lock(mutex_);
-  if (client_) client_->connection()->close();
+  if (client_) client_->close();
 }
 
 asio::awaitable<void> RedisManager::connect() {
@@ -29,7 +29,7 @@ asio::awaitable<void> RedisManager::connect() {
   client->start();
   const bool up = co_await client->wait_connected(config_.connect_timeout);
   if (up) co_return;
-  const std::string why = client->connection()->last_error();
+  const std::string why = client->last_error();
   const std::string message = "Redis at " + config_.redacted() + " is unreachable" +
                               (why.empty() ? std::string() : " (" + why + ")");
   if (options_.require_connection) throw redis::ConnectionError(message);
@@ -72,7 +72,7 @@ asio::awaitable<bool> RedisManager::health_check() {
     failure = "not connected (RedisManager::connect() was not called)";
   } else if (!client->is_connected()) {
     // Known to be down: answer now instead of waiting out the timeout for a reconnect.
-    const auto why = client->connection()->last_error();
+    const auto why = client->last_error();
     failure = "not connected" + (why.empty() ? std::string() : " (" + why + ")");
   } else {
     try {

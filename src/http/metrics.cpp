@@ -108,7 +108,7 @@ Router make_metrics_router(const HttpMetrics& http, MetricsOptions options) {
     for (auto* m : o->managers) {
       const std::string where = m->config().redacted();
       auto c = m->client_dependency();
-      conns.emplace_back(where, c ? c->connection()->stats() : redis::ConnectionStats{});
+      conns.emplace_back(where, c ? c->stats() : redis::ConnectionStats{});
       up.emplace_back(where, c && c->is_connected());
     }
     const std::pair<const char*, std::uint64_t redis::ConnectionStats::*> rc[] = {

@@ -3,19 +3,23 @@
 #include <openssl/sha.h>
 
 #include <algorithm>
-#include <boost/asio/use_awaitable.hpp>
+#include <charconv>
 #include <stdexcept>
 
+#include "link.hpp"
+#include "tempest/redis/detail/commands.hpp"
+
 namespace tempest::redis {
-namespace {
 
-using Conn = std::shared_ptr<Connection>;
+// ---- reply conversions ------------------------------------------------------------------------
 
-// Reply conversions, run by the connection as the reply arrives (Connection::exec_as). Each public
-// helper builds its Command eagerly (copying the caller's views) and hands it to exec_as with one
-// of these, so no view is read after the caller's expression ends.
+namespace detail {
+
 Reply to_checked(Reply&& r) {
   return std::move(r).checked();
+}
+Reply to_reply(Reply&& r) {
+  return std::move(r);
 }
 bool to_not_nil(Reply&& r) {
   return !std::move(r).checked().is_nil();
@@ -47,44 +51,44 @@ std::vector<std::optional<std::string>> to_optional_strings(Reply&& r) {
     out.push_back(std::move(e).as_optional_string());
   return out;
 }
+std::vector<Reply> to_replies(Reply&& r) {
+  return std::move(r).as_array();
+}
+std::vector<Reply> to_transaction(Reply&& r) {
+  auto replies = std::move(r).as_array();
+  if (replies.empty()) throw ProtocolError("a transaction without replies");
+  if (replies.front().is_error()) throw ServerError("MULTI failed: " + replies.front().str());
+  Reply exec = std::move(replies.back());
+  if (exec.is_error()) throw ServerError(exec.str());
+  if (exec.is_nil())
+    throw WatchError("transaction aborted: a WATCHed key changed, so nothing was applied");
+  return std::move(exec).as_array();
+}
+void to_connected(Reply&& r) {
+  if (r.is_error()) throw ConnectionError(r.str());
+}
+bool to_is_up(Reply&& r) {
+  return r.is_integer() && r.integer() == 1;
+}
+void to_nothing(Reply&&) {}
 
-Command with_args(std::string_view name, const Keys& a) {
-  if (a.empty()) throw std::invalid_argument(std::string(name) + " needs at least one key");
-  Command c(name);
-  for (const auto& s : a)
-    c.arg(s);
-  return c;
+}  // namespace detail
+
+namespace {
+
+detail::RequestRef new_request(const std::optional<Duration>& timeout) {
+  auto r = detail::RequestRef::make();
+  if (timeout) {
+    if (timeout->count() <= 0)
+      throw std::invalid_argument("CallOptions::timeout must be positive, not " +
+                                  std::to_string(timeout->count()) + " ms");
+    r->set_timeout(*timeout);
+  }
+  return r;
 }
 
-Command script_command(std::string_view name, std::string_view body, const Keys& keys,
-                       const Keys& args) {
-  Command c(name);
-  c.arg(body).arg(keys.size());
-  for (const auto& k : keys)
-    c.arg(k);
-  for (const auto& v : args)
-    c.arg(v);
-  return c;
-}
-
-Command set_command(std::string_view key, std::string_view value, const SetOptions& o) {
-  Command c("SET");
-  c.arg(key).arg(value);
-  const int expiries =
-      (o.expire_seconds ? 1 : 0) + (o.expire_millis ? 1 : 0) + (o.keep_ttl ? 1 : 0);
-  if (expiries > 1) throw std::invalid_argument("SET: EX, PX and KEEPTTL are mutually exclusive");
-  if (o.expire_seconds) {
-    if (o.expire_seconds->count() <= 0) throw std::invalid_argument("SET: EX must be positive");
-    c.arg("EX").arg(o.expire_seconds->count());
-  }
-  if (o.expire_millis) {
-    if (o.expire_millis->count() <= 0) throw std::invalid_argument("SET: PX must be positive");
-    c.arg("PX").arg(o.expire_millis->count());
-  }
-  if (o.keep_ttl) c.arg("KEEPTTL");
-  if (o.condition == SetCondition::if_not_exists) c.arg("NX");
-  if (o.condition == SetCondition::if_exists) c.arg("XX");
-  return c;
+void need_keys(std::string_view name, std::size_t n, const char* what = "key") {
+  if (n == 0) throw std::invalid_argument(std::string(name) + " needs at least one " + what);
 }
 
 bool equals_ci(std::string_view a, std::string_view b) {
@@ -94,27 +98,31 @@ bool equals_ci(std::string_view a, std::string_view b) {
          });
 }
 
-asio::awaitable<std::vector<Reply>> transaction_impl(Conn c, Pipeline p, CallOptions o) {
-  auto replies = co_await c->exec(p, o);
-  Reply exec = std::move(replies.back());
-  if (exec.is_error()) throw ServerError(exec.str());
-  if (exec.is_nil()) throw Error("transaction aborted: a WATCHed key changed");
-  co_return std::move(exec).as_array();
-}
-
-asio::awaitable<Reply> run_script(Conn c, Command evalsha, Command eval, CallOptions o) {
-  Reply r = co_await c->exec(std::move(evalsha), o);
-  if (r.is_error() && r.str().starts_with("NOSCRIPT")) r = co_await c->exec(std::move(eval), o);
-  co_return std::move(r).checked();
-}
-
-asio::awaitable<void> connect_impl(Conn c) {
-  c->start();
-  if (!co_await c->wait_connected(c->config().connect_timeout)) {
-    std::string why = c->last_error();
-    throw ConnectionError("cannot connect to " + c->config().redacted() +
-                          (why.empty() ? std::string(": timed out") : ": " + why));
+// How long a blocking command may block, from its own arguments (nullopt: forever, or unknown).
+std::optional<Duration> blocking_time(const Command& c) {
+  const auto seconds = [](std::string_view s) -> std::optional<Duration> {
+    double v = 0;
+    const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec != std::errc() || v <= 0) return std::nullopt;
+    return Duration(static_cast<long long>(v * 1000.0 + 0.5));
+  };
+  const auto millis = [](std::string_view s) -> std::optional<Duration> {
+    long long v = 0;
+    const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec != std::errc() || v <= 0) return std::nullopt;
+    return Duration(v);
+  };
+  const std::string_view name = c.name();
+  const std::size_t n = c.argc();
+  if (equals_ci(name, "BLMPOP") || equals_ci(name, "BZMPOP")) return seconds(c.argument(1));
+  if (equals_ci(name, "WAIT")) return millis(c.argument(2));
+  if (equals_ci(name, "WAITAOF")) return millis(c.argument(3));
+  if (equals_ci(name, "XREAD") || equals_ci(name, "XREADGROUP")) {
+    for (std::size_t i = 1; i + 1 < n; ++i)
+      if (equals_ci(c.argument(i), "BLOCK")) return millis(c.argument(i + 1));
+    return std::nullopt;
   }
+  return seconds(c.argument(n - 1));  // BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BZPOPMIN, BZPOPMAX
 }
 
 std::string sha1_hex(std::string_view s) {
@@ -131,167 +139,221 @@ std::string sha1_hex(std::string_view s) {
 
 }  // namespace
 
-asio::awaitable<std::vector<std::string>> scan_everything(Client client, ScanOptions o) {
-  Scanner s = client.scan(std::move(o));
-  std::vector<std::string> all;
-  for (;;) {
-    auto batch = co_await s.next();
-    if (!batch) break;
-    for (auto& k : *batch)
-      all.push_back(std::move(k));
-  }
-  std::sort(all.begin(), all.end());
-  all.erase(std::unique(all.begin(), all.end()), all.end());
-  co_return all;
-}
-
 Script::Script(std::string source) : source_(std::move(source)), sha1_(sha1_hex(source_)) {}
 
+// ---- the handle -------------------------------------------------------------------------------
+
 Client::Client(asio::any_io_executor executor, Config config)
-    : conn_(std::make_shared<Connection>(std::move(executor), std::move(config))) {}
+    : Client(std::make_shared<detail::Link>(std::move(executor), std::move(config),
+                                            detail::Venue::shared)) {}
 
-asio::awaitable<void> Client::connect() {
-  return connect_impl(conn_);
+Client::Client(std::shared_ptr<detail::Link> link) noexcept : link_(std::move(link)) {
+  link_->retain_user();
 }
 
-asio::awaitable<Reply> Client::command(Command c, CallOptions o) {
-  const auto name = c.name();
-  for (std::string_view refused : {"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR"})
-    if (equals_ci(name, refused))
-      throw std::invalid_argument(std::string(refused) +
-                                  " needs a dedicated connection; it is not supported on the "
-                                  "shared, pipelined connection");
-  if (c.empty()) throw std::invalid_argument("empty command");
-  return conn_->exec_as(std::move(c), o, &to_checked);
+Client::Client(const Client& other) noexcept : link_(other.link_) {
+  if (link_) link_->retain_user();
 }
 
-asio::awaitable<std::vector<Reply>> Client::exec(const Pipeline& p, CallOptions o) {
-  return conn_->exec(p, o);
+Client::Client(Client&& other) noexcept : link_(std::move(other.link_)) {}
+
+Client& Client::operator=(const Client& other) noexcept {
+  if (this != &other) {
+    Client copy(other);
+    std::swap(link_, copy.link_);
+  }
+  return *this;
 }
 
-asio::awaitable<std::vector<Reply>> Client::transaction(const Pipeline& p, CallOptions o) {
-  Pipeline all;
-  all.add("MULTI");
-  // Re-encode: the pipeline's wire is already RESP, so splice it between MULTI and EXEC.
-  Pipeline tail;
-  tail.add("EXEC");
-  std::string wire = all.wire() + p.wire() + tail.wire();
-  Pipeline whole = Pipeline::from_wire(std::move(wire), p.size() + 2);
-  return transaction_impl(conn_, std::move(whole), o);
+Client& Client::operator=(Client&& other) noexcept {
+  if (this != &other) {
+    if (link_) link_->release_user();
+    link_ = std::move(other.link_);
+  }
+  return *this;
 }
 
-asio::awaitable<std::optional<std::string>> Client::get(std::string_view key, CallOptions o) {
-  return conn_->exec_as(cmd("GET", key), o, &to_optional_string);
+Client::~Client() {
+  if (link_) link_->release_user();
 }
 
-asio::awaitable<bool> Client::set(std::string_view key, std::string_view value, SetOptions o) {
-  Command c = set_command(key, value, o);
-  return conn_->exec_as(std::move(c), CallOptions{o.timeout}, &to_not_nil);
+void Client::start() {
+  link_->start();
 }
 
-asio::awaitable<std::optional<std::string>> Client::set_get(std::string_view key,
-                                                            std::string_view value, SetOptions o) {
-  Command c = set_command(key, value, o);
-  c.arg("GET");
-  return conn_->exec_as(std::move(c), CallOptions{o.timeout}, &to_optional_string);
+void Client::close() noexcept {
+  link_->close();
 }
 
-asio::awaitable<long long> Client::integer_reply(Command c, CallOptions o) {
-  return conn_->exec_as(std::move(c), o, &to_integer);
+bool Client::is_dedicated() const noexcept {
+  return link_->venue() == detail::Venue::dedicated;
 }
 
-asio::awaitable<std::vector<std::string>> Client::strings_reply(Command c, CallOptions o) {
-  return conn_->exec_as(std::move(c), o, &to_strings);
+ConnectionState Client::state() const noexcept {
+  return link_->state();
 }
 
-asio::awaitable<std::vector<std::optional<std::string>>> Client::optional_strings_reply(
-    Command c, CallOptions o) {
-  return conn_->exec_as(std::move(c), o, &to_optional_strings);
+const Config& Client::config() const noexcept {
+  return link_->config();
 }
 
-asio::awaitable<long long> Client::del(const Keys& keys, CallOptions o) {
-  return conn_->exec_as(with_args("DEL", keys), o, &to_integer);
+ConnectionStats Client::stats() const noexcept {
+  return link_->stats();
 }
 
-asio::awaitable<long long> Client::unlink(const Keys& keys, CallOptions o) {
-  return conn_->exec_as(with_args("UNLINK", keys), o, &to_integer);
+std::string Client::last_error() const {
+  return link_->last_error();
 }
 
-asio::awaitable<long long> Client::exists(const Keys& keys, CallOptions o) {
-  return conn_->exec_as(with_args("EXISTS", keys), o, &to_integer);
+const asio::any_io_executor& Client::get_executor() const noexcept {
+  return link_->executor();
 }
 
-asio::awaitable<bool> Client::expire(std::string_view key, std::chrono::seconds ttl,
-                                     CallOptions o) {
-  return conn_->exec_as(cmd("EXPIRE", key, ttl.count()), o, &to_boolean);
+// ---- requests ---------------------------------------------------------------------------------
+
+detail::RequestRef Client::wait_request(RequestKindWait kind, Duration timeout) const {
+  auto r = detail::RequestRef::make();
+  r->set_kind(kind == RequestKindWait::stopped ? detail::RequestKind::wait_stopped
+                                               : detail::RequestKind::wait_ready);
+  if (kind == RequestKindWait::first_attempt) r->flags = detail::kWaitFirstAttempt;
+  r->set_timeout(timeout);
+  return r;
 }
 
-asio::awaitable<long long> Client::ttl(std::string_view key, CallOptions o) {
-  return conn_->exec_as(cmd("TTL", key), o, &to_integer);
+detail::RequestRef Client::plain_request(Command c, const CallOptions& o) const {
+  auto r = new_request(o.timeout);
+  r->command() = std::move(c);
+  return r;
 }
 
-asio::awaitable<long long> Client::incr(std::string_view key, CallOptions o) {
-  return conn_->exec_as(cmd("INCR", key), o, &to_integer);
+detail::RequestRef Client::command_request(Command c, const CallOptions& o) const {
+  const auto venue = link_->venue();
+  detail::check_command(c, venue);
+  CallOptions opts = o;
+  if (!opts.timeout && detail::command_traits(c).use == detail::CommandUse::blocking)
+    if (const auto blocks = blocking_time(c)) opts.timeout = config().command_timeout + *blocks;
+  return plain_request(std::move(c), opts);
 }
 
-asio::awaitable<std::vector<std::optional<std::string>>> Client::mget(const Keys& keys,
-                                                                      CallOptions o) {
-  return conn_->exec_as(with_args("MGET", keys), o, &to_optional_strings);
+detail::RequestRef Client::pipeline_request(const Pipeline& p, const CallOptions& o) const {
+  detail::check_pipeline(p, link_->venue());
+  auto r = new_request(o.timeout);
+  r->set_pipeline(p.wire(), p.size());
+  return r;
 }
 
-asio::awaitable<void> Client::mset(const std::vector<std::pair<std::string, std::string>>& kv,
-                                   CallOptions o) {
-  if (kv.empty()) throw std::invalid_argument("MSET needs at least one key");
-  Command c("MSET");
+detail::RequestRef Client::transaction_request(const Pipeline& p, const CallOptions& o) const {
+  detail::check_pipeline(p, detail::Venue::transaction);
+  auto r = new_request(o.timeout);
+  std::string wire = Command("MULTI").wire();
+  wire += p.wire();
+  Command("EXEC").append_to(wire);
+  r->set_pipeline(std::move(wire), p.size() + 2);
+  return r;
+}
+
+detail::RequestRef Client::key_request(std::string_view name, std::string_view key,
+                                       const CallOptions& o) const {
+  auto r = new_request(o.timeout);
+  r->command().arg(name).arg(key);
+  return r;
+}
+
+detail::RequestRef Client::keys_request(std::string_view name, const Keys& keys,
+                                        const CallOptions& o) const {
+  need_keys(name, keys.size());
+  auto r = new_request(o.timeout);
+  Command& c = r->command();
+  c.arg(name);
+  for (const auto& k : keys)
+    c.arg(k);
+  return r;
+}
+
+detail::RequestRef Client::set_request(std::string_view key, std::string_view value,
+                                       const SetOptions& o, bool get) const {
+  const int expiries =
+      (o.expire_seconds ? 1 : 0) + (o.expire_millis ? 1 : 0) + (o.keep_ttl ? 1 : 0);
+  if (expiries > 1) throw std::invalid_argument("SET: EX, PX and KEEPTTL are mutually exclusive");
+  if (o.expire_seconds && o.expire_seconds->count() <= 0)
+    throw std::invalid_argument("SET: EX must be positive");
+  if (o.expire_millis && o.expire_millis->count() <= 0)
+    throw std::invalid_argument("SET: PX must be positive");
+  auto r = new_request(o.timeout);
+  Command& c = r->command();
+  c.arg("SET").arg(key).arg(value);
+  if (o.expire_seconds) c.arg("EX").arg(o.expire_seconds->count());
+  if (o.expire_millis) c.arg("PX").arg(o.expire_millis->count());
+  if (o.keep_ttl) c.arg("KEEPTTL");
+  if (o.condition == SetCondition::if_not_exists) c.arg("NX");
+  if (o.condition == SetCondition::if_exists) c.arg("XX");
+  if (get) c.arg("GET");
+  return r;
+}
+
+detail::RequestRef Client::expire_request(std::string_view key, std::chrono::seconds ttl,
+                                          const CallOptions& o) const {
+  auto r = new_request(o.timeout);
+  r->command().arg("EXPIRE").arg(key).arg(ttl.count());
+  return r;
+}
+
+detail::RequestRef Client::mset_request(const std::vector<std::pair<std::string, std::string>>& kv,
+                                        const CallOptions& o) const {
+  need_keys("MSET", kv.size());
+  auto r = new_request(o.timeout);
+  Command& c = r->command();
+  c.arg("MSET");
   for (const auto& [k, v] : kv)
     c.arg(k).arg(v);
-  return conn_->exec_as(std::move(c), o, &to_ok);
+  return r;
 }
 
-asio::awaitable<long long> Client::sadd(std::string_view key, const Keys& members, CallOptions o) {
-  if (members.empty()) throw std::invalid_argument("SADD needs at least one member");
-  Command c("SADD");
-  c.arg(key);
+detail::RequestRef Client::sadd_request(std::string_view key, const Keys& members,
+                                        const CallOptions& o) const {
+  need_keys("SADD", members.size(), "member");
+  auto r = new_request(o.timeout);
+  Command& c = r->command();
+  c.arg("SADD").arg(key);
   for (const auto& m : members)
     c.arg(m);
-  return conn_->exec_as(std::move(c), o, &to_integer);
+  return r;
 }
 
-asio::awaitable<std::vector<std::string>> Client::smembers(std::string_view key, CallOptions o) {
-  return conn_->exec_as(cmd("SMEMBERS", key), o, &to_strings);
+detail::RequestRef Client::script_request(std::string_view name, std::string_view body,
+                                          const Keys& keys, const Keys& args,
+                                          const CallOptions& o) const {
+  auto r = new_request(o.timeout);
+  Command& c = r->command();
+  c.arg(name).arg(body).arg(keys.size());
+  for (const auto& k : keys)
+    c.arg(k);
+  for (const auto& v : args)
+    c.arg(v);
+  return r;
 }
 
-asio::awaitable<std::vector<std::string>> Client::sunion(const Keys& keys, CallOptions o) {
-  return conn_->exec_as(with_args("SUNION", keys), o, &to_strings);
+// ---- coroutines -------------------------------------------------------------------------------
+
+asio::awaitable<Client> Client::make_dedicated(asio::any_io_executor ex, Config config) {
+  Client c(
+      std::make_shared<detail::Link>(std::move(ex), std::move(config), detail::Venue::dedicated));
+  co_await c.connect();
+  co_return c;
 }
 
-asio::awaitable<std::string> Client::ping(CallOptions o) {
-  return conn_->exec_as(Command("PING"), o, &to_string);
-}
-
-asio::awaitable<long long> Client::publish(std::string_view channel, std::string_view message,
-                                           CallOptions o) {
-  return conn_->exec_as(cmd("PUBLISH", channel, message), o, &to_integer);
-}
-
-asio::awaitable<Reply> Client::eval(std::string_view script, const Keys& keys, const Keys& args,
-                                    CallOptions o) {
-  return conn_->exec_as(script_command("EVAL", script, keys, args), o, &to_checked);
-}
-
-asio::awaitable<Reply> Client::evalsha(std::string_view sha1, const Keys& keys, const Keys& args,
-                                       CallOptions o) {
-  return conn_->exec_as(script_command("EVALSHA", sha1, keys, args), o, &to_checked);
-}
-
-asio::awaitable<Reply> Client::run(const Script& script, const Keys& keys, const Keys& args,
-                                   CallOptions o) {
-  return run_script(conn_, script_command("EVALSHA", script.sha1(), keys, args),
-                    script_command("EVAL", script.source(), keys, args), o);
+asio::awaitable<Reply> Client::run_script(Client self, Script script, Keys keys, Keys args,
+                                          CallOptions o) {
+  Reply r = co_await self.launch(self.script_request("EVALSHA", script.sha1(), keys, args, o),
+                                 &detail::to_reply, DefaultToken{});
+  if (r.is_error() && r.str().starts_with("NOSCRIPT"))
+    r = co_await self.launch(self.script_request("EVAL", script.source(), keys, args, o),
+                             &detail::to_reply, DefaultToken{});
+  co_return std::move(r).checked();
 }
 
 struct Scanner::State {
-  Conn conn;
+  Client client;
   ScanOptions opts;
   std::string cursor = "0";
   bool done = false;
@@ -305,7 +367,7 @@ asio::awaitable<std::optional<std::vector<std::string>>> scan_next(
   c.arg(st->cursor).arg("MATCH").arg(st->opts.match).arg("COUNT");
   c.arg(std::max<std::size_t>(1, st->opts.count));
   if (!st->opts.type.empty()) c.arg("TYPE").arg(st->opts.type);
-  Reply reply = co_await st->conn->exec(std::move(c), CallOptions{st->opts.timeout});
+  Reply reply = co_await st->client.command(std::move(c), CallOptions{st->opts.timeout});
   auto parts = std::move(reply).as_array();
   if (parts.size() != 2 || !parts[0].is_string() || !parts[1].is_array())
     throw ProtocolError("unexpected SCAN reply shape");
@@ -324,11 +386,21 @@ asio::awaitable<std::optional<std::vector<std::string>>> Scanner::next() {
 }
 
 Scanner Client::scan(ScanOptions o) const {
-  return Scanner(std::make_shared<Scanner::State>(Scanner::State{conn_, std::move(o)}));
+  return Scanner(std::make_shared<Scanner::State>(Scanner::State{*this, std::move(o)}));
 }
 
-asio::awaitable<std::vector<std::string>> Client::scan_all(ScanOptions o) {
-  return scan_everything(*this, std::move(o));
+asio::awaitable<std::vector<std::string>> Client::scan_everything(Client self, ScanOptions o) {
+  Scanner s = self.scan(std::move(o));
+  std::vector<std::string> all;
+  for (;;) {
+    auto batch = co_await s.next();
+    if (!batch) break;
+    for (auto& k : *batch)
+      all.push_back(std::move(k));
+  }
+  std::sort(all.begin(), all.end());
+  all.erase(std::unique(all.begin(), all.end()), all.end());
+  co_return all;
 }
 
 }  // namespace tempest::redis

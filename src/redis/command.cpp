@@ -91,11 +91,22 @@ void Command::append_to(std::string& out) const {
 }
 
 std::string_view Command::name() const noexcept {
-  if (argc_ == 0) return {};
+  return argument(0);
+}
+
+std::string_view Command::argument(std::size_t i) const noexcept {
   const auto b = body();
-  const auto start = b.find("\r\n") + 2;
-  const auto end = b.find("\r\n", start);
-  return b.substr(start, end - start);
+  std::size_t pos = 0;
+  for (std::size_t k = 0; k < argc_; ++k) {
+    // "$<len>\r\n<bytes>\r\n", as arg() wrote it.
+    const auto nl = b.find("\r\n", pos);
+    std::size_t len = 0;
+    std::from_chars(b.data() + pos + 1, b.data() + nl, len);
+    const auto start = nl + 2;
+    if (k == i) return b.substr(start, len);
+    pos = start + len + 2;
+  }
+  return {};
 }
 
 }  // namespace tempest::redis

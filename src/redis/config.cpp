@@ -61,9 +61,15 @@ int parse_db(std::string_view s) {
 }
 
 std::uint16_t parse_port(std::string_view s) {
+  // Text that is not a number is not echoed: redis://user:secret (the host forgotten) puts the
+  // password where the port goes.
+  if (!all_digits(s))
+    fail(s.empty() ? "bad port '': expected an integer in 1..65535"
+                   : "bad port: not a number (the text is not shown, as it may be a password: "
+                     "credentials go before '@', as in redis://user:password@host:port)");
   unsigned port = 0;
   const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), port);
-  if (!all_digits(s) || ec != std::errc{} || p != s.data() + s.size() || port == 0 || port > 65535)
+  if (ec != std::errc{} || p != s.data() + s.size() || port == 0 || port > 65535)
     fail("bad port '" + std::string(s) + "': expected an integer in 1..65535");
   return static_cast<std::uint16_t>(port);
 }
@@ -84,6 +90,15 @@ Duration parse_duration(std::string_view name, std::string_view v) {
     fail("bad value '" + std::string(v) + "' for parameter '" + std::string(name) +
          "': expected a positive duration such as 250ms, 1.5s or 2");
   return Duration(std::max<long long>(1, std::llround(value * scale)));
+}
+
+std::size_t parse_count(std::string_view name, std::string_view v) {
+  std::size_t n = 0;
+  const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (!all_digits(v) || ec != std::errc{} || p != v.data() + v.size() || n == 0)
+    fail("bad value '" + std::string(v) + "' for parameter '" + std::string(name) +
+         "': expected a positive integer");
+  return n;
 }
 
 bool parse_bool(std::string_view name, std::string_view v) {
@@ -148,6 +163,21 @@ void apply_param(Config& c, std::string_view key, std::string_view raw) {
     c.reconnect_max = parse_duration(k, v);
   } else if (k == "disconnect_timeout") {
     c.disconnect_timeout = parse_duration(k, v);
+  } else if (k == "stable_after") {
+    c.stable_after = parse_duration(k, v);
+  } else if (k == "max_pending") {
+    c.max_pending = parse_count(k, v);
+  } else if (k == "max_reply_size") {
+    c.max_reply_size = parse_count(k, v);
+  } else if (k == "when_disconnected") {
+    const std::string l = lower(v);
+    if (l == "queue") {
+      c.when_disconnected = Config::WhenDisconnected::queue;
+    } else if (l == "fail") {
+      c.when_disconnected = Config::WhenDisconnected::fail;
+    } else {
+      fail("bad value '" + v + "' for parameter 'when_disconnected': expected queue or fail");
+    }
   } else if (k == "client_name" || k == "name") {
     need_value();
     if (v.find_first_of(" \r\n\t") != std::string::npos)
@@ -244,13 +274,51 @@ Config Config::from_url(std::string_view url) {
       fail("bad query parameter '" + std::string(item.substr(0, eq)) + "': expected name=value");
     apply_param(c, item.substr(0, eq), item.substr(eq + 1));
   }
-  if (c.reconnect_min > c.reconnect_max) fail("reconnect_min is larger than reconnect_max");
-  if (c.tls.enabled && c.transport == Transport::unix_socket)
-    fail("TLS over a Unix socket is not supported");
-  if (c.transport == Transport::tcp && c.tls.enabled == false &&
-      (!c.tls.ca_file.empty() || !c.tls.cert_file.empty()))
-    fail("TLS parameters given with redis:// (use rediss:// for TLS)");
+  try {
+    c.validate();
+  } catch (const ConfigError& e) {
+    std::string what = e.what();
+    const std::string_view prefix = "invalid Redis config: ";
+    if (what.starts_with(prefix)) what.erase(0, prefix.size());
+    fail(what);
+  }
   return c;
+}
+
+void Config::validate() const {
+  const auto bad = [](const std::string& what) {
+    throw ConfigError("invalid Redis config: " + what);
+  };
+  if (transport == Transport::tcp) {
+    if (host.empty()) bad("missing host");
+    if (port == 0) bad("bad port '0': expected an integer in 1..65535");
+    if (!path.empty()) bad("a Unix socket path is set but the transport is TCP");
+  } else {
+    if (path.empty()) bad("missing socket path (expected unix:///path/to/redis.sock)");
+    if (path.front() != '/') bad("socket path must be absolute");
+    if (tls.enabled) bad("TLS over a Unix socket is not supported");
+  }
+  if (db < 0) bad("bad db '" + std::to_string(db) + "': expected a non-negative integer");
+  if (!username.empty() && password.empty()) bad("a user name without a password");
+  if (client_name.find_first_of(" \r\n\t") != std::string::npos)
+    bad("a client name cannot contain spaces");
+  const std::pair<const char*, Duration> durations[] = {
+      {"connect_timeout", connect_timeout}, {"command_timeout", command_timeout},
+      {"health_interval", health_interval}, {"health_timeout", health_timeout},
+      {"reconnect_min", reconnect_min},     {"reconnect_max", reconnect_max},
+      {"stable_after", stable_after},       {"disconnect_timeout", disconnect_timeout}};
+  for (const auto& [name, d] : durations)
+    if (d.count() <= 0) bad(std::string(name) + " must be positive");
+  if (reconnect_min > reconnect_max) bad("reconnect_min is larger than reconnect_max");
+  if (max_pending == 0) bad("max_pending must be at least 1");
+  if (max_reply_size < 1024) bad("max_reply_size must be at least 1024 bytes");
+  if (!tls.enabled && (!tls.ca_file.empty() || !tls.cert_file.empty() || !tls.key_file.empty() ||
+                       !tls.server_name.empty()))
+    bad(transport == Transport::tcp
+            ? "TLS parameters given with redis:// (use rediss:// for TLS, or set tls.enabled)"
+            : "TLS parameters given for a Unix socket (TLS over a Unix socket is not supported)");
+  if (tls.cert_file.empty() != tls.key_file.empty())
+    bad("a TLS client certificate needs both tls_cert and tls_key");
 }
 
 std::string Config::redacted() const {

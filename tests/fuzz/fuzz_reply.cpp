@@ -1,50 +1,83 @@
-// Arbitrary bytes through the reply path: the RESP reader (fed in fuzzer-chosen chunks) and the
-// multiplexer's in-order matching. Must never crash, leak or hang; bad bytes are ProtocolError.
+// Arbitrary bytes through tempest's RESP parser, fed in fuzzer-chosen chunks as a connection
+// would. Must never crash, leak or hang; bad bytes are ProtocolError. Where hiredis (the
+// reference parser) also reads the same bytes without error, both must produce the same replies.
+#include <hiredis/hiredis.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
+#include <vector>
 
-#include "tempest/redis/detail/multiplexer.hpp"
-#include "tempest/redis/detail/reader.hpp"
+#include "tempest/redis/detail/parser.hpp"
 #include "tempest/redis/error.hpp"
 
 using namespace tempest::redis;
 
 namespace {
-struct Sink final : detail::Request {
-  using Request::Request;
-  void on_complete(std::exception_ptr, Reply r) override { (void)r.debug_string().size(); }
-};
+
+Reply from_hiredis(const redisReply* r) {
+  switch (r->type) {
+    case REDIS_REPLY_STRING:
+      return Reply::string(std::string(r->str, r->len));
+    case REDIS_REPLY_STATUS:
+      return Reply::status(std::string(r->str, r->len));
+    case REDIS_REPLY_ERROR:
+      return Reply::error(std::string(r->str, r->len));
+    case REDIS_REPLY_INTEGER:
+      return Reply::integer(r->integer);
+    case REDIS_REPLY_ARRAY: {
+      std::vector<Reply> e;
+      for (std::size_t i = 0; i < r->elements; ++i)
+        e.push_back(from_hiredis(r->element[i]));
+      return Reply::array(std::move(e));
+    }
+    default:
+      return Reply::nil();
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size < 2) return 0;
+  if (size < 1) return 0;
   const std::size_t chunk = 1 + data[0] % 64;  // feeding granularity
-  const std::size_t requests = data[1] % 8;    // how many replies are awaited
-  data += 2;
-  size -= 2;
-  detail::ReplyReader reader;
-  detail::Multiplexer mux;
-  const auto far = detail::Clock::now() + std::chrono::hours(1);
-  for (std::size_t i = 0; i < requests; ++i) {
-    if (i % 3 == 2) {
-      mux.add(
-          std::make_shared<Sink>(std::string("*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n"), 2, far));
-    } else {
-      mux.add(std::make_shared<Sink>(Command("PING"), far));
-    }
-  }
-  std::string out;
-  mux.prepare_write(out);
+  const std::string wire(reinterpret_cast<const char*>(data) + 1, size - 1);
+
+  detail::ReplyParser parser(detail::ParserLimits{.max_reply_bytes = 1 << 16, .max_depth = 16});
+  std::vector<Reply> ours;
+  bool ours_ok = true;
+  bool rejected = false;
+  std::string pending;
   try {
-    for (std::size_t off = 0; off < size; off += chunk) {
-      reader.feed(reinterpret_cast<const char*>(data) + off, std::min(chunk, size - off));
-      while (auto r = reader.next())
-        mux.on_reply(std::move(*r));
+    for (std::size_t off = 0; off < wire.size(); off += chunk) {
+      pending.append(wire, off, chunk);
+      for (;;) {
+        std::size_t used = 0;
+        const auto ev = parser.parse(pending.data(), pending.size(), used);
+        if (used > pending.size()) std::abort();
+        pending.erase(0, used);
+        if (ev == detail::ReplyParser::Event::need_more) break;
+        if (ev == detail::ReplyParser::Event::rejected) rejected = true;
+        ours.push_back(parser.take());
+      }
     }
   } catch (const ProtocolError&) {
-    // Expected for bytes that are not RESP, or replies nobody awaits.
+    ours_ok = false;  // expected for bytes that are not RESP
   }
-  mux.fail_all(std::make_exception_ptr(ConnectionError("done")));
+
+  if (!ours_ok || rejected) return 0;
+  std::vector<Reply> theirs;
+  redisReader* reader = redisReaderCreate();
+  redisReaderFeed(reader, wire.data(), wire.size());
+  void* out = nullptr;
+  while (redisReaderGetReply(reader, &out) == REDIS_OK && out != nullptr) {
+    theirs.push_back(from_hiredis(static_cast<redisReply*>(out)));
+    freeReplyObject(out);
+  }
+  const bool theirs_ok = reader->err == 0;
+  redisReaderFree(reader);
+  // Both read the bytes: the replies and what is left over must agree.
+  if (theirs_ok && !parser.in_progress() && pending.empty() && theirs != ours) std::abort();
   return 0;
 }

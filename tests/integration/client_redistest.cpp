@@ -110,7 +110,7 @@ TEST_F(ClientTest, ConcurrentCallersShareWrites) {
     co_await client.disconnect();
   });
   EXPECT_EQ(wrong, 0);
-  const auto stats = client.connection()->stats();
+  const auto stats = client.stats();
   EXPECT_EQ(stats.commands, 1u + kWorkers * kPerWorker);
   ASSERT_GT(stats.writes, 0u);
   // Requests queued by callers resumed within one batch of replies go out 8 at a time (see

@@ -36,7 +36,7 @@ TEST(Auth, AclUserConnectsAndWrongPasswordIsClearWithoutThePassword) {
       EXPECT_NE(what.find("AUTH as user 'app'"), std::string::npos) << what;
       EXPECT_EQ(what.find("Wr0ngPassw0rd"), std::string::npos) << what;
     }
-    EXPECT_EQ(bad.connection()->last_error().find("Wr0ngPassw0rd"), std::string::npos);
+    EXPECT_EQ(bad.last_error().find("Wr0ngPassw0rd"), std::string::npos);
     co_await good.disconnect();
     co_await bad.disconnect();
   });
@@ -50,14 +50,16 @@ TEST(Auth, PasswordOnlyWithRequirepass) {
   run(io, [&]() -> asio::awaitable<void> {
     co_await ok.connect();
     EXPECT_EQ(co_await ok.ping(), "PONG");
-    // Without AUTH the connection comes up but commands are refused by the server.
-    co_await none.connect();
+    // Without AUTH the handshake's PING is refused, so connect() fails and says why.
     try {
-      co_await none.ping();
-      ADD_FAILURE() << "no NOAUTH error";
-    } catch (const ServerError& e) {
-      EXPECT_TRUE(std::string(e.what()).starts_with("NOAUTH")) << e.what();
+      co_await none.connect();
+      ADD_FAILURE() << "connected without the password";
+    } catch (const ConnectionError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("PING failed: NOAUTH"), std::string::npos) << what;
+      EXPECT_NE(what.find("requires a password"), std::string::npos) << what;
     }
+    EXPECT_FALSE(none.is_connected());
     co_await ok.disconnect();
     co_await none.disconnect();
   });

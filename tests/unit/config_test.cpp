@@ -104,6 +104,56 @@ TEST(ConfigUrl, Durations) {
   EXPECT_EQ(c.disconnect_timeout, milliseconds(4000));
 }
 
+TEST(ConfigUrl, BacklogAndReplyLimits) {
+  const auto c = Config::from_url(
+      "redis://h?max_pending=500&max_reply_size=1048576&when_disconnected=fail&stable_after=2s");
+  EXPECT_EQ(c.max_pending, 500u);
+  EXPECT_EQ(c.max_reply_size, 1048576u);
+  EXPECT_EQ(c.when_disconnected, Config::WhenDisconnected::fail);
+  EXPECT_EQ(c.stable_after, milliseconds(2000));
+  const auto d = Config::from_url("redis://h");
+  EXPECT_EQ(d.max_pending, 100000u);
+  EXPECT_EQ(d.when_disconnected, Config::WhenDisconnected::queue);
+}
+
+// A Config built in code is checked like one parsed from a URL.
+TEST(ConfigValidate, CodeBuiltConfigsAreCheckedLikeUrls) {
+  const auto error_of = [](const Config& c) -> std::string {
+    try {
+      c.validate();
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(error_of(Config{}), "");
+  Config unix_tls;
+  unix_tls.transport = Config::Transport::unix_socket;
+  unix_tls.path = "/tmp/r.sock";
+  unix_tls.tls.enabled = true;
+  EXPECT_NE(error_of(unix_tls).find("TLS over a Unix socket is not supported"), std::string::npos);
+  Config files_without_tls;
+  files_without_tls.tls.ca_file = "/etc/ssl/ca.pem";
+  EXPECT_NE(error_of(files_without_tls).find("TLS parameters given"), std::string::npos);
+  Config no_host;
+  no_host.host.clear();
+  no_host.password = "hunter2";
+  EXPECT_NE(error_of(no_host).find("missing host"), std::string::npos);
+  EXPECT_EQ(error_of(no_host).find("hunter2"), std::string::npos);
+  Config zero_timeout;
+  zero_timeout.command_timeout = milliseconds(0);
+  EXPECT_NE(error_of(zero_timeout).find("command_timeout must be positive"), std::string::npos);
+  Config backwards;
+  backwards.reconnect_min = milliseconds(5000);
+  EXPECT_NE(error_of(backwards).find("reconnect_min is larger"), std::string::npos);
+  Config no_pending;
+  no_pending.max_pending = 0;
+  EXPECT_NE(error_of(no_pending).find("max_pending"), std::string::npos);
+  Config user_only;
+  user_only.username = "bob";
+  EXPECT_NE(error_of(user_only).find("a user name without a password"), std::string::npos);
+}
+
 TEST(ConfigUrl, ClientName) {
   EXPECT_EQ(Config::from_url("redis://h?client_name=orders-api").client_name, "orders-api");
   EXPECT_EQ(Config::from_url("redis://h?name=x").client_name, "x");
@@ -141,7 +191,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadUrl{"localhost:6379", "missing scheme"},
         BadUrl{"http://:hunter2@h", "unsupported scheme 'http'"},
         BadUrl{"redis://", "missing host"}, BadUrl{"redis://:hunter2@", "missing host"},
-        BadUrl{"redis://:hunter2@:6379", "missing host"}, BadUrl{"redis://h:abc", "bad port 'abc'"},
+        BadUrl{"redis://:hunter2@:6379", "missing host"},
+        BadUrl{"redis://h:abc", "bad port: not a number"},
+        BadUrl{"redis://user:hunter2", "credentials go before '@'"},
         BadUrl{"redis://:hunter2@h:0", "bad port '0'"},
         BadUrl{"redis://h:70000", "bad port '70000'"}, BadUrl{"redis://h:", "bad port ''"},
         BadUrl{"redis://h/x", "bad db 'x'"}, BadUrl{"redis://:hunter2@h/-1", "bad db '-1'"},
@@ -158,6 +210,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadUrl{"redis://h?connect_timeout=0", "parameter 'connect_timeout'"},
         BadUrl{"redis://h?tls_verify=maybe", "bad value 'maybe' for parameter 'tls_verify'"},
         BadUrl{"redis://h?db=two", "bad db 'two'"},
+        BadUrl{"redis://h?max_pending=0", "parameter 'max_pending'"},
+        BadUrl{"redis://h?max_reply_size=10", "max_reply_size must be at least 1024"},
+        BadUrl{"redis://h?when_disconnected=drop", "expected queue or fail"},
+        BadUrl{"redis://h?tls_cert=/c.pem", "use rediss://"},
+        BadUrl{"rediss://h?tls_cert=/c.pem", "needs both tls_cert and tls_key"},
         BadUrl{"redis://h?client_name=", "empty value for parameter 'client_name'"},
         BadUrl{"redis://h?client_name=a%20b", "cannot contain spaces"},
         BadUrl{"redis://h?novalue", "expected name=value"},

@@ -1,33 +1,57 @@
-// The Redis client: a cheap, copyable handle to one shared, self-healing connection, with a
-// generic command call and typed helpers for what a cache needs.
+// The Redis client: a cheap, copyable handle to one shared, self-healing, automatically pipelined
+// connection, with a generic command call and typed helpers for what a cache needs.
+//
+// Every asynchronous operation follows Asio's completion-token convention. The token comes last
+// and defaults to asio::use_awaitable, so `co_await client.get(k)` works in a coroutine; it may
+// also be asio::use_future (`client.get(k, asio::use_future).get()` from a thread of your own
+// while an io_context runs elsewhere), a callback `void(std::exception_ptr, T)`, or
+// asio::deferred. Handlers run on their associated executor (the client's executor for plain
+// callbacks), never inside the connection's own processing.
+//
+// Cancellation: an operation whose cancellation slot is emitted (e.g. `client.get(k) ||
+// timer.async_wait(...)`) fails with TimeoutError at once, from any thread; a request already
+// written has its reply read and dropped, so the connection stays in sync.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 #include <concepts>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "tempest/redis/command.hpp"
 #include "tempest/redis/config.hpp"
 #include "tempest/redis/connection.hpp"
+#include "tempest/redis/detail/async.hpp"
 #include "tempest/redis/error.hpp"
 #include "tempest/redis/reply.hpp"
 
 namespace tempest::redis {
 
+namespace asio = boost::asio;
+
 // Something that is passed as one binary-safe string argument.
 template <class T>
 concept StringLike = std::convertible_to<const T&, std::string_view>;
 
-// Multi-key helpers take keys either as separate arguments, client.del(k1, k2), or as one
-// std::vector<std::string> (with an optional CallOptions). There are no braced-list overloads:
-// GCC 12 cannot compile a braced list inside a co_await expression ("array used as initializer").
+// The completion token used when none is given: operations return asio::awaitable<T>.
+using DefaultToken = asio::use_awaitable_t<>;
+
+// A completion token, i.e. not one of the option structs that may take its place.
+template <class T, class Options>
+concept TokenNot = !std::is_convertible_v<std::decay_t<T>, Options>;
+
+// Multi-key helpers take keys either as separate arguments, client.del(k1, k2) (coroutines
+// only), or as one std::vector<std::string> (with optional CallOptions and a token). There are
+// no braced-list overloads: GCC 12 cannot compile a braced list inside a co_await expression.
 using Keys = std::vector<std::string>;
 
 enum class SetCondition { always, if_not_exists /* NX */, if_exists /* XX */ };
@@ -76,6 +100,12 @@ class Script {
   std::string sha1_;
 };
 
+// EXEC answered nil: a key WATCHed on the dedicated connection changed, so nothing was applied.
+class WatchError : public Error {
+ public:
+  using Error::Error;
+};
+
 class Client;
 
 // Iterates over every key matching a pattern with SCAN (never KEYS). A key may be returned more
@@ -93,104 +123,368 @@ class Scanner {
   std::shared_ptr<State> state_;  // shared, so a Scanner is a cheap handle
 };
 
+namespace detail {
+// Reply conversions, run as the reply is delivered; what they throw reaches that caller only.
+Reply to_checked(Reply&& r);
+Reply to_reply(Reply&& r);
+bool to_not_nil(Reply&& r);
+void to_ok(Reply&& r);
+std::string to_string(Reply&& r);
+long long to_integer(Reply&& r);
+bool to_boolean(Reply&& r);
+std::optional<std::string> to_optional_string(Reply&& r);
+std::vector<std::string> to_strings(Reply&& r);
+std::vector<std::optional<std::string>> to_optional_strings(Reply&& r);
+std::vector<Reply> to_replies(Reply&& r);
+std::vector<Reply> to_transaction(Reply&& r);
+void to_connected(Reply&& r);
+bool to_is_up(Reply&& r);
+void to_nothing(Reply&& r);
+}  // namespace detail
+
 class Client {
  public:
-  // Nothing is opened until connect() or start().
+  // Nothing is opened until connect() or start(). Throws ConfigError for an invalid config (it is
+  // validated like a URL) or TLS files that cannot be loaded.
   Client(asio::any_io_executor executor, Config config);
   Client(asio::any_io_executor executor, std::string_view url)
       : Client(std::move(executor), Config::from_url(url)) {}
+  // Copies share the connection; it closes (failing what is pending) when the last copy goes.
+  Client(const Client& other) noexcept;
+  Client(Client&& other) noexcept;
+  Client& operator=(const Client& other) noexcept;
+  Client& operator=(Client&& other) noexcept;
+  ~Client();
 
-  // Starts the connection and waits up to Config::connect_timeout for the first handshake;
-  // throws ConnectionError (with the reason, never the password) when it does not come up. The
-  // connection keeps retrying in the background either way.
-  asio::awaitable<void> connect();
+  // ---- lifecycle
+  // ---------------------------------------------------------------------------------- Starts the
+  // connection and completes when the first attempt has connected (AUTH, SELECT and a PING
+  // answered); fails with ConnectionError naming the reason (never the password) when that attempt
+  // fails or Config::connect_timeout passes. The connection keeps retrying in the background either
+  // way.
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto connect(Token&& token = {}) {
+    start();
+    return launch(wait_request(RequestKindWait::first_attempt, config().connect_timeout),
+                  &detail::to_connected, std::forward<Token>(token));
+  }
   // Starts connecting in the background without waiting.
-  void start() { conn_->start(); }
-  asio::awaitable<bool> wait_connected(Duration timeout) { return conn_->wait_connected(timeout); }
-  asio::awaitable<void> disconnect() { return conn_->disconnect(); }
+  void start();
+  // Completes with true once connected, false when `timeout` passes (or the client stops).
+  template <class Token = DefaultToken>
+  auto wait_connected(Duration timeout, Token&& token = {}) {
+    return launch(wait_request(RequestKindWait::ready, timeout), &detail::to_is_up,
+                  std::forward<Token>(token));
+  }
+  // Stops taking requests, lets those in flight finish within Config::disconnect_timeout, closes
+  // the connection and fails whatever is left with ConnectionError. Idempotent.
+  template <class Token = DefaultToken>
+  auto disconnect(Token&& token = {}) {
+    return launch(wait_request(RequestKindWait::stopped,
+                               config().disconnect_timeout + std::chrono::seconds(1)),
+                  &detail::to_nothing, std::forward<Token>(token));
+  }
+  // Like disconnect() without waiting: everything pending fails at once.
+  void close() noexcept;
 
-  bool is_connected() const noexcept { return conn_->is_connected(); }
-  ConnectionState state() const noexcept { return conn_->state(); }
-  const Config& config() const noexcept { return conn_->config(); }
-  const std::shared_ptr<Connection>& connection() const noexcept { return conn_; }
+  // A connection of the caller's own, connected, with the same configuration: for WATCH-guarded
+  // transactions, blocking commands (BLPOP, XREAD BLOCK...) and very large values, which must not
+  // hold up the shared connection. It closes when the returned Client (and its copies) goes.
+  template <class Token = DefaultToken>
+  auto dedicated(Token&& token = {}) const {
+    return run_coroutine(make_dedicated(get_executor(), config()), std::forward<Token>(token));
+  }
+  // Whether this client is a dedicated connection (see dedicated()).
+  bool is_dedicated() const noexcept;
 
-  // Any command. An error reply throws ServerError with Redis's text. SUBSCRIBE-family and
-  // MONITOR commands need a dedicated connection and are refused with std::invalid_argument.
-  asio::awaitable<Reply> command(Command c, CallOptions o = {});
+  bool is_connected() const noexcept { return state() == ConnectionState::connected; }
+  ConnectionState state() const noexcept;
+  const Config& config() const noexcept;
+  ConnectionStats stats() const noexcept;
+  // The last connection error (empty when none), e.g. "connection refused"; never a password.
+  std::string last_error() const;
+  const asio::any_io_executor& get_executor() const noexcept;
+
+  // ---- any command ----------------------------------------------------------------------------
+  // An error reply completes with ServerError carrying Redis's text. Commands that would break
+  // one-reply-per-request or change the connection for every caller (SUBSCRIBE, MONITOR, CLIENT
+  // REPLY, SELECT, WATCH / MULTI / EXEC on the shared connection, blocking commands...) are
+  // refused with std::invalid_argument before anything is sent (detail/commands.hpp has the
+  // table). Blocking commands on a dedicated connection get their blocking time added to the
+  // default deadline.
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto command(Command c, Token&& token = {}) {
+    return command(std::move(c), CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto command(Command c, CallOptions o, Token&& token = {}) {
+    return launch(command_request(std::move(c), o), &detail::to_checked,
+                  std::forward<Token>(token));
+  }
   // Commands written together in one write; one reply per command (error replies as values).
-  asio::awaitable<std::vector<Reply>> exec(const Pipeline& p, CallOptions o = {});
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto exec(const Pipeline& p, Token&& token = {}) {
+    return exec(p, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto exec(const Pipeline& p, CallOptions o, Token&& token = {}) {
+    return launch(pipeline_request(p, o), &detail::to_replies, std::forward<Token>(token));
+  }
   // MULTI, the commands, EXEC, written as one unit; the replies of EXEC (errors as values).
-  // Throws ServerError when Redis refuses the transaction (EXECABORT).
-  asio::awaitable<std::vector<Reply>> transaction(const Pipeline& p, CallOptions o = {});
+  // Fails with ServerError when Redis refuses the transaction (EXECABORT), WatchError when a
+  // WATCHed key changed (WATCH runs on a dedicated connection).
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto transaction(const Pipeline& p, Token&& token = {}) {
+    return transaction(p, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto transaction(const Pipeline& p, CallOptions o, Token&& token = {}) {
+    return launch(transaction_request(p, o), &detail::to_transaction, std::forward<Token>(token));
+  }
 
-  asio::awaitable<std::optional<std::string>> get(std::string_view key, CallOptions o = {});
-  // False when NX / XX prevented the write.
-  asio::awaitable<bool> set(std::string_view key, std::string_view value, SetOptions o = {});
+  // ---- typed helpers ----------------------------------------------------------------------------
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto get(std::string_view key, Token&& token = {}) {
+    return get(key, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto get(std::string_view key, CallOptions o, Token&& token = {}) {
+    return launch(key_request("GET", key, o), &detail::to_optional_string,
+                  std::forward<Token>(token));
+  }
+  // Completes with false when NX / XX prevented the write.
+  template <TokenNot<SetOptions> Token = DefaultToken>
+  auto set(std::string_view key, std::string_view value, Token&& token = {}) {
+    return set(key, value, SetOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto set(std::string_view key, std::string_view value, SetOptions o, Token&& token = {}) {
+    return launch(set_request(key, value, o, false), &detail::to_not_nil,
+                  std::forward<Token>(token));
+  }
   // SET ... GET: the previous value.
-  asio::awaitable<std::optional<std::string>> set_get(std::string_view key, std::string_view value,
-                                                      SetOptions o = {});
-  asio::awaitable<long long> del(const Keys& keys, CallOptions o = {});
-  asio::awaitable<long long> unlink(const Keys& keys, CallOptions o = {});
-  asio::awaitable<long long> exists(const Keys& keys, CallOptions o = {});
+  template <TokenNot<SetOptions> Token = DefaultToken>
+  auto set_get(std::string_view key, std::string_view value, Token&& token = {}) {
+    return set_get(key, value, SetOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto set_get(std::string_view key, std::string_view value, SetOptions o, Token&& token = {}) {
+    return launch(set_request(key, value, o, true), &detail::to_optional_string,
+                  std::forward<Token>(token));
+  }
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto del(const Keys& keys, Token&& token = {}) {
+    return del(keys, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto del(const Keys& keys, CallOptions o, Token&& token = {}) {
+    return launch(keys_request("DEL", keys, o), &detail::to_integer, std::forward<Token>(token));
+  }
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto unlink(const Keys& keys, Token&& token = {}) {
+    return unlink(keys, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto unlink(const Keys& keys, CallOptions o, Token&& token = {}) {
+    return launch(keys_request("UNLINK", keys, o), &detail::to_integer, std::forward<Token>(token));
+  }
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto exists(const Keys& keys, Token&& token = {}) {
+    return exists(keys, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto exists(const Keys& keys, CallOptions o, Token&& token = {}) {
+    return launch(keys_request("EXISTS", keys, o), &detail::to_integer, std::forward<Token>(token));
+  }
   template <StringLike... K>
   requires(sizeof...(K) > 0) asio::awaitable<long long> del(const K&... keys) {
-    return integer_reply(cmd("DEL", keys...), {});
+    return command_as(cmd("DEL", keys...), &detail::to_integer);
   }
   template <StringLike... K>
   requires(sizeof...(K) > 0) asio::awaitable<long long> unlink(const K&... keys) {
-    return integer_reply(cmd("UNLINK", keys...), {});
+    return command_as(cmd("UNLINK", keys...), &detail::to_integer);
   }
   template <StringLike... K>
   requires(sizeof...(K) > 0) asio::awaitable<long long> exists(const K&... keys) {
-    return integer_reply(cmd("EXISTS", keys...), {});
+    return command_as(cmd("EXISTS", keys...), &detail::to_integer);
   }
-  asio::awaitable<bool> expire(std::string_view key, std::chrono::seconds ttl, CallOptions o = {});
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto expire(std::string_view key, std::chrono::seconds ttl, Token&& token = {}) {
+    return expire(key, ttl, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto expire(std::string_view key, std::chrono::seconds ttl, CallOptions o, Token&& token = {}) {
+    return launch(expire_request(key, ttl, o), &detail::to_boolean, std::forward<Token>(token));
+  }
   // Seconds to live; -1 without expiry, -2 when the key does not exist (Redis's TTL).
-  asio::awaitable<long long> ttl(std::string_view key, CallOptions o = {});
-  asio::awaitable<long long> incr(std::string_view key, CallOptions o = {});
-  asio::awaitable<std::vector<std::optional<std::string>>> mget(const Keys& keys,
-                                                                CallOptions o = {});
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto ttl(std::string_view key, Token&& token = {}) {
+    return ttl(key, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto ttl(std::string_view key, CallOptions o, Token&& token = {}) {
+    return launch(key_request("TTL", key, o), &detail::to_integer, std::forward<Token>(token));
+  }
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto incr(std::string_view key, Token&& token = {}) {
+    return incr(key, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto incr(std::string_view key, CallOptions o, Token&& token = {}) {
+    return launch(key_request("INCR", key, o), &detail::to_integer, std::forward<Token>(token));
+  }
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto mget(const Keys& keys, Token&& token = {}) {
+    return mget(keys, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto mget(const Keys& keys, CallOptions o, Token&& token = {}) {
+    return launch(keys_request("MGET", keys, o), &detail::to_optional_strings,
+                  std::forward<Token>(token));
+  }
   template <StringLike... K>
   requires(sizeof...(K) >
            0) asio::awaitable<std::vector<std::optional<std::string>>> mget(const K&... keys) {
-    return optional_strings_reply(cmd("MGET", keys...), {});
+    return command_as(cmd("MGET", keys...), &detail::to_optional_strings);
   }
-  asio::awaitable<void> mset(const std::vector<std::pair<std::string, std::string>>& kv,
-                             CallOptions o = {});
-  asio::awaitable<long long> sadd(std::string_view key, const Keys& members, CallOptions o = {});
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto mset(const std::vector<std::pair<std::string, std::string>>& kv, Token&& token = {}) {
+    return mset(kv, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto mset(const std::vector<std::pair<std::string, std::string>>& kv, CallOptions o,
+            Token&& token = {}) {
+    return launch(mset_request(kv, o), &detail::to_ok, std::forward<Token>(token));
+  }
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto sadd(std::string_view key, const Keys& members, Token&& token = {}) {
+    return sadd(key, members, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto sadd(std::string_view key, const Keys& members, CallOptions o, Token&& token = {}) {
+    return launch(sadd_request(key, members, o), &detail::to_integer, std::forward<Token>(token));
+  }
   template <StringLike... M>
   requires(sizeof...(M) > 0) asio::awaitable<long long> sadd(std::string_view key,
                                                              const M&... members) {
-    return integer_reply(cmd("SADD", key, members...), {});
+    return command_as(cmd("SADD", key, members...), &detail::to_integer);
   }
-  asio::awaitable<std::vector<std::string>> smembers(std::string_view key, CallOptions o = {});
-  asio::awaitable<std::vector<std::string>> sunion(const Keys& keys, CallOptions o = {});
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto smembers(std::string_view key, Token&& token = {}) {
+    return smembers(key, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto smembers(std::string_view key, CallOptions o, Token&& token = {}) {
+    return launch(key_request("SMEMBERS", key, o), &detail::to_strings, std::forward<Token>(token));
+  }
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto sunion(const Keys& keys, Token&& token = {}) {
+    return sunion(keys, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto sunion(const Keys& keys, CallOptions o, Token&& token = {}) {
+    return launch(keys_request("SUNION", keys, o), &detail::to_strings, std::forward<Token>(token));
+  }
   template <StringLike... K>
   requires(sizeof...(K) > 0) asio::awaitable<std::vector<std::string>> sunion(const K&... keys) {
-    return strings_reply(cmd("SUNION", keys...), {});
+    return command_as(cmd("SUNION", keys...), &detail::to_strings);
   }
-  asio::awaitable<std::string> ping(CallOptions o = {});
-  asio::awaitable<long long> publish(std::string_view channel, std::string_view message,
-                                     CallOptions o = {});
-  asio::awaitable<Reply> eval(std::string_view script, const Keys& keys = {}, const Keys& args = {},
-                              CallOptions o = {});
-  asio::awaitable<Reply> evalsha(std::string_view sha1, const Keys& keys = {},
-                                 const Keys& args = {}, CallOptions o = {});
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto ping(Token&& token = {}) {
+    return ping(CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto ping(CallOptions o, Token&& token = {}) {
+    return launch(plain_request(Command("PING"), o), &detail::to_string,
+                  std::forward<Token>(token));
+  }
+  template <TokenNot<CallOptions> Token = DefaultToken>
+  auto publish(std::string_view channel, std::string_view message, Token&& token = {}) {
+    return publish(channel, message, CallOptions{}, std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto publish(std::string_view channel, std::string_view message, CallOptions o,
+               Token&& token = {}) {
+    return launch(plain_request(cmd("PUBLISH", channel, message), o), &detail::to_integer,
+                  std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto eval(std::string_view script, const Keys& keys = {}, const Keys& args = {},
+            CallOptions o = {}, Token&& token = {}) {
+    return launch(script_request("EVAL", script, keys, args, o), &detail::to_checked,
+                  std::forward<Token>(token));
+  }
+  template <class Token = DefaultToken>
+  auto evalsha(std::string_view sha1, const Keys& keys = {}, const Keys& args = {},
+               CallOptions o = {}, Token&& token = {}) {
+    return launch(script_request("EVALSHA", sha1, keys, args, o), &detail::to_checked,
+                  std::forward<Token>(token));
+  }
   // EVALSHA, and EVAL when the script is not loaded yet (NOSCRIPT).
-  asio::awaitable<Reply> run(const Script& script, const Keys& keys = {}, const Keys& args = {},
-                             CallOptions o = {});
+  template <class Token = DefaultToken>
+  auto run(const Script& script, const Keys& keys = {}, const Keys& args = {}, CallOptions o = {},
+           Token&& token = {}) {
+    return run_coroutine(run_script(*this, script, keys, args, o), std::forward<Token>(token));
+  }
 
   Scanner scan(ScanOptions o = {}) const;
   // Every matching key (for modest key counts; use scan() to stream large ones).
-  asio::awaitable<std::vector<std::string>> scan_all(ScanOptions o = {});
+  template <class Token = DefaultToken>
+  auto scan_all(ScanOptions o = {}, Token&& token = {}) {
+    return run_coroutine(scan_everything(*this, std::move(o)), std::forward<Token>(token));
+  }
 
  private:
-  asio::awaitable<long long> integer_reply(Command c, CallOptions o);
-  asio::awaitable<std::vector<std::string>> strings_reply(Command c, CallOptions o);
-  asio::awaitable<std::vector<std::optional<std::string>>> optional_strings_reply(Command c,
-                                                                                  CallOptions o);
+  enum class RequestKindWait { first_attempt, ready, stopped };
+  explicit Client(std::shared_ptr<detail::Link> link) noexcept;
 
-  std::shared_ptr<Connection> conn_;
+  template <class T, class Token>
+  auto launch(detail::RequestRef r, T (*convert)(Reply&&), Token&& token) const {
+    return asio::async_initiate<Token, typename detail::CompletionSignature<T>::type>(
+        detail::Initiation<T>{link_, convert}, token, std::move(r));
+  }
+  template <class T>
+  asio::awaitable<T> command_as(Command c, T (*convert)(Reply&&)) {
+    return launch(plain_request(std::move(c), {}), convert, DefaultToken{});
+  }
+  // Runs a coroutine of the client's own: returned as is for use_awaitable, spawned on the
+  // client's executor with the token otherwise.
+  template <class T, class Token>
+  auto run_coroutine(asio::awaitable<T> a, Token&& token) const {
+    if constexpr (std::is_same_v<std::decay_t<Token>, DefaultToken>) {
+      return a;
+    } else {
+      return asio::co_spawn(get_executor(), std::move(a), std::forward<Token>(token));
+    }
+  }
+
+  detail::RequestRef wait_request(RequestKindWait kind, Duration timeout) const;
+  detail::RequestRef plain_request(Command c, const CallOptions& o) const;
+  detail::RequestRef command_request(Command c, const CallOptions& o) const;
+  detail::RequestRef pipeline_request(const Pipeline& p, const CallOptions& o) const;
+  detail::RequestRef transaction_request(const Pipeline& p, const CallOptions& o) const;
+  detail::RequestRef key_request(std::string_view name, std::string_view key,
+                                 const CallOptions& o) const;
+  detail::RequestRef keys_request(std::string_view name, const Keys& keys,
+                                  const CallOptions& o) const;
+  detail::RequestRef set_request(std::string_view key, std::string_view value, const SetOptions& o,
+                                 bool get) const;
+  detail::RequestRef expire_request(std::string_view key, std::chrono::seconds ttl,
+                                    const CallOptions& o) const;
+  detail::RequestRef mset_request(const std::vector<std::pair<std::string, std::string>>& kv,
+                                  const CallOptions& o) const;
+  detail::RequestRef sadd_request(std::string_view key, const Keys& members,
+                                  const CallOptions& o) const;
+  detail::RequestRef script_request(std::string_view name, std::string_view body, const Keys& keys,
+                                    const Keys& args, const CallOptions& o) const;
+  // Coroutines take what they use by value: with a token other than use_awaitable they run after
+  // the call has returned.
+  static asio::awaitable<Client> make_dedicated(asio::any_io_executor ex, Config config);
+  static asio::awaitable<Reply> run_script(Client self, Script script, Keys keys, Keys args,
+                                           CallOptions o);
+  static asio::awaitable<std::vector<std::string>> scan_everything(Client self, ScanOptions o);
+
+  std::shared_ptr<detail::Link> link_;
 };
 
 }  // namespace tempest::redis

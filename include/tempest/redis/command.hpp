@@ -3,11 +3,18 @@
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 
 namespace tempest::redis {
+
+class Command;
+namespace detail {
+// A bit naming how `c` may be used (detail/commands.hpp), kept by pipelines.
+std::uint8_t command_use_bit(const Command& c) noexcept;
+}  // namespace detail
 
 class Command {
  public:
@@ -43,6 +50,8 @@ class Command {
   }
   // The command name as given (first argument), for logs and metrics.
   std::string_view name() const noexcept;
+  // Argument `i` (0 is the name); empty past the last one.
+  std::string_view argument(std::size_t i) const noexcept;
 
  private:
   Command& arg_int(long long v);
@@ -75,26 +84,34 @@ class Pipeline {
   Pipeline& add(const Command& c) {
     c.append_to(wire_);
     ++count_;
+    uses_ |= detail::command_use_bit(c);
     return *this;
   }
   template <class... A>
   Pipeline& add(std::string_view name, const A&... a) {
     return add(cmd(name, a...));
   }
+  // Appends every command of `other`, after those already here.
+  Pipeline& append(const Pipeline& other) {
+    wire_ += other.wire_;
+    count_ += other.count_;
+    uses_ |= other.uses_;
+    return *this;
+  }
   std::size_t size() const noexcept { return count_; }
   bool empty() const noexcept { return count_ == 0; }
   const std::string& wire() const noexcept { return wire_; }
-  // A pipeline from already encoded RESP commands (`count` of them), e.g. to splice pipelines.
-  static Pipeline from_wire(std::string wire, std::size_t count) {
-    Pipeline p;
-    p.wire_ = std::move(wire);
-    p.count_ = count;
-    return p;
-  }
+  // How the commands may be used: a mask of detail::use_bit (detail/commands.hpp).
+  std::uint8_t uses() const noexcept { return uses_; }
+  // A pipeline from already encoded RESP commands. Throws std::invalid_argument unless `wire` is
+  // exactly `count` RESP arrays of bulk strings: a wrong count would hand replies to the wrong
+  // callers.
+  static Pipeline from_wire(std::string wire, std::size_t count);
 
  private:
   std::string wire_;
   std::size_t count_ = 0;
+  std::uint8_t uses_ = 0;
 };
 
 }  // namespace tempest::redis

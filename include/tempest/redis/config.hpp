@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -24,6 +25,11 @@ struct TlsOptions {
 struct Config {
   Config() = default;  // not an aggregate: see ScanOptions in client.hpp
   enum class Transport { tcp, unix_socket };
+  // What happens to requests while there is no link to Redis.
+  enum class WhenDisconnected {
+    queue,  // they wait for the next link, each up to its own deadline
+    fail,   // they fail at once with ConnectionError (and those queued fail when the link drops)
+  };
 
   Transport transport = Transport::tcp;
   std::string host = "127.0.0.1";
@@ -34,13 +40,25 @@ struct Config {
   std::string password;     // empty: no AUTH. Never logged, never in an error message.
   std::string client_name;  // CLIENT SETNAME on every (re)connect when not empty
 
-  Duration connect_timeout{2000};     // TCP/TLS connect plus handshake (AUTH/SELECT/SETNAME)
-  Duration command_timeout{1000};     // default deadline of every request; per-call override exists
-  Duration health_interval{1000};     // PING when nothing was read for this long
-  Duration health_timeout{1000};      // no reply at all within this after the PING: reconnect
-  Duration reconnect_min{50};         // first reconnect delay; doubles up to reconnect_max
-  Duration reconnect_max{2000};       // with +-25% jitter
+  Duration connect_timeout{2000};  // TCP/TLS connect plus handshake (AUTH/SELECT/SETNAME/PING)
+  Duration command_timeout{1000};  // default deadline of every request; per-call override exists
+  Duration health_interval{1000};  // PING when nothing was read for this long
+  // The link is judged dead when nothing at all arrives within this after the PING, unless a
+  // request in flight still has time left (a slow command explains the silence).
+  Duration health_timeout{1000};
+  Duration reconnect_min{50};    // first reconnect delay; doubles up to reconnect_max
+  Duration reconnect_max{2000};  // with +-25% jitter
+  // The backoff starts again from reconnect_min only after a link stayed up this long, so a
+  // server that accepts and then drops connections is retried at the backoff's pace.
+  Duration stable_after{5000};
   Duration disconnect_timeout{1000};  // disconnect() waits this long for in-flight requests
+
+  // Requests waiting (queued or in flight) at most; more fail at once with ConnectionError.
+  std::size_t max_pending = 100000;
+  WhenDisconnected when_disconnected = WhenDisconnected::queue;
+  // Largest reply accepted (bytes on the wire plus in-memory nodes of arrays); a larger one fails
+  // only the request it answers, with ProtocolError.
+  std::size_t max_reply_size = std::size_t{512} << 20;
 
   TlsOptions tls;
 
@@ -48,12 +66,17 @@ struct Config {
   // unix://[[user]:password@]/path/to/redis.sock[?db=N&params]. User and password are
   // percent-decoded. Query parameters (durations accept "250ms", "1.5s" or bare seconds):
   //   connect_timeout (socket_connect_timeout), command_timeout (timeout, socket_timeout),
-  //   health_interval, health_timeout, reconnect_min, reconnect_max, disconnect_timeout,
+  //   health_interval, health_timeout, reconnect_min, reconnect_max, stable_after,
+  //   disconnect_timeout, max_pending, max_reply_size (bytes), when_disconnected (queue|fail),
   //   client_name (name), db, tls_ca (ssl_ca_certs), tls_cert (ssl_certfile), tls_key
   //   (ssl_keyfile), tls_verify (ssl_cert_reqs: required|none, or true|false), tls_verify_host
   //   (ssl_check_hostname), tls_server_name.
   // Throws ConfigError naming the wrong part; the message never contains the password.
   static Config from_url(std::string_view url);
+
+  // Throws ConfigError naming the first inconsistent field (a Config built in code is checked
+  // like one from a URL: every client and connection calls this).
+  void validate() const;
 
   // redis://user:***@host:port/db (or unix:///path?db=N): safe for logs.
   std::string redacted() const;

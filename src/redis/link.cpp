@@ -1,0 +1,518 @@
+#include "link.hpp"
+
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <exception>
+#include <vector>
+
+#include "tempest/log.hpp"
+#include "tempest/redis/detail/async.hpp"
+#include "tempest/redis/error.hpp"
+
+namespace tempest::redis {
+
+std::string_view to_string(ConnectionState s) noexcept {
+  switch (s) {
+    case ConnectionState::idle:
+      return "idle";
+    case ConnectionState::connecting:
+      return "connecting";
+    case ConnectionState::connected:
+      return "connected";
+    case ConnectionState::disconnected:
+      return "disconnected";
+    case ConnectionState::stopped:
+      return "stopped";
+  }
+  return "unknown";
+}
+
+}  // namespace tempest::redis
+
+namespace tempest::redis::detail {
+
+using boost::system::error_code;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using generic_endpoint = asio::generic::stream_protocol::endpoint;
+
+// The transport of one link attempt. Shared with the operations in flight on it, so that a
+// closed transport (and its TLS state) outlives the completions that Asio still has to run.
+struct Transport {
+  using Socket = asio::basic_stream_socket<asio::generic::stream_protocol, asio::any_io_executor>;
+  explicit Transport(const asio::any_io_executor& ex) : socket(ex) {}
+  Socket socket;
+  std::optional<ssl::stream<Socket&>> tls;
+};
+
+namespace {
+
+// The link whose completed requests this thread is delivering (callers resumed by it submit
+// without writing at once; see Link::submit).
+thread_local Link* t_delivering = nullptr;
+
+std::string describe(const error_code& ec) {
+  if (ec == asio::error::eof) return "the server closed the connection";
+  if (ec == asio::error::connection_reset) return "the connection was reset";
+  return ec.message();
+}
+
+Config validated(Config c) {
+  c.validate();
+  return c;
+}
+
+std::string where_of(const Config& c) {
+  if (c.transport == Config::Transport::unix_socket) return c.path;
+  return c.host + ":" + std::to_string(c.port);
+}
+
+}  // namespace
+
+struct Link::ReadOp {
+  std::shared_ptr<Link> self;
+  std::shared_ptr<Transport> transport;
+  std::uint64_t gen;
+  void operator()(error_code ec, std::size_t n) {
+    Link* link = self.get();
+    link->on_read(std::move(*this), ec, n);
+  }
+};
+
+struct Link::WriteOp {
+  std::shared_ptr<Link> self;
+  std::shared_ptr<Transport> transport;
+  std::uint64_t gen;
+  void operator()(error_code ec, std::size_t) { self->on_written(gen, ec); }
+};
+
+struct Link::TimerOp {
+  std::shared_ptr<Link> self;
+  std::uint64_t gen;
+  void operator()(error_code ec) { self->on_timer(gen, ec); }
+};
+
+void submit(Link& link, RequestRef r) {
+  link.submit(std::move(r));
+}
+
+void cancel(const std::weak_ptr<Link>& link, Request* r) noexcept {
+  if (auto l = link.lock()) l->cancel(r);
+}
+
+Link::Link(asio::any_io_executor executor, Config config, Venue venue)
+    : executor_(std::move(executor)),
+      venue_(venue),
+      session_(validated(std::move(config)), tempest::logger("tempest.redis")),
+      resolver_(executor_),
+      timer_(executor_) {
+  if (session_.config().tls.enabled) make_tls_context();
+}
+
+Link::~Link() = default;
+
+void Link::make_tls_context() {
+  const TlsOptions& t = session_.config().tls;
+  tls_ctx_.emplace(ssl::context::tls_client);
+  tls_ctx_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                        ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  error_code ec;
+  const auto check = [&](const char* what, const std::string& file) {
+    if (ec)
+      throw ConfigError(std::string("cannot load TLS ") + what + " '" + file +
+                        "': " + ec.message());
+  };
+  if (t.verify_peer) {
+    tls_ctx_->set_verify_mode(ssl::verify_peer, ec);
+    if (!t.ca_file.empty()) {
+      tls_ctx_->load_verify_file(t.ca_file, ec);
+      check("CA file", t.ca_file);
+    } else {
+      tls_ctx_->set_default_verify_paths(ec);
+    }
+  } else {
+    tls_ctx_->set_verify_mode(ssl::verify_none, ec);
+  }
+  if (!t.cert_file.empty()) {
+    tls_ctx_->use_certificate_chain_file(t.cert_file, ec);
+    check("certificate", t.cert_file);
+  }
+  if (!t.key_file.empty()) {
+    tls_ctx_->use_private_key_file(t.key_file, ssl::context::pem, ec);
+    check("private key", t.key_file);
+  }
+}
+
+// ---- events -----------------------------------------------------------------------------------
+
+void Link::start() {
+  Request* done = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    const TimePoint now = Clock::now();
+    session_.start(now);
+    done = carry_out(now);
+  }
+  deliver(done, false);
+}
+
+void Link::submit(RequestRef ref) {
+  Request* r = ref.detach();
+  Request* done = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    const TimePoint now = Clock::now();
+    if (r->kind() == RequestKind::wait_stopped) session_.stop(now);
+    session_.submit(now, r);
+    // A caller resumed by this link's delivery: its request waits for the others resumed in the
+    // same batch (every kFlushEvery go out at once, the rest when the delivery ends).
+    if (t_delivering == this && session_.queued() < kFlushEvery && !session_.has_completed()) {
+      deferred_.store(true, std::memory_order_relaxed);
+      return;
+    }
+    done = carry_out(now);
+  }
+  deliver(done, false);  // inside the caller's initiating function: never inline
+}
+
+void Link::cancel(Request* r) noexcept {
+  Request* done = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    const TimePoint now = Clock::now();
+    session_.cancel(now, r,
+                    std::make_exception_ptr(
+                        TimeoutError("Redis " + std::string(r->name()) + " was cancelled")));
+    done = carry_out(now);
+  }
+  deliver(done, false);
+}
+
+void Link::close() noexcept {
+  Request* done = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    const TimePoint now = Clock::now();
+    session_.abort(now);
+    done = carry_out(now);
+  }
+  deliver(done, false);
+}
+
+void Link::begin_open() {
+  const std::uint64_t gen = link_gen_;
+  transport_ = std::make_shared<Transport>(executor_);
+  auto self = shared_from_this();
+  const Config& c = session_.config();
+  if (c.transport == Config::Transport::unix_socket) {
+    transport_->socket.async_connect(
+        generic_endpoint(asio::local::stream_protocol::endpoint(c.path)),
+        [self, gen, t = transport_](error_code ec) {
+          self->connected(gen, ec, "cannot connect to " + self->config().path);
+        });
+    return;
+  }
+  resolver_.async_resolve(
+      c.host, std::to_string(c.port),
+      [self, gen](error_code ec, const tcp::resolver::results_type& results) {
+        if (ec) return self->connected(gen, ec, "cannot resolve " + self->config().host);
+        std::vector<generic_endpoint> endpoints;
+        for (const auto& entry : results)
+          endpoints.emplace_back(entry.endpoint());
+        std::lock_guard lock(self->mu_);
+        if (gen != self->link_gen_) return;
+        asio::async_connect(
+            self->transport_->socket, endpoints,
+            [self, gen, t = self->transport_](error_code e, const generic_endpoint&) {
+              self->connected(gen, e, "cannot connect to " + where_of(self->config()));
+            });
+      });
+}
+
+void Link::connected(std::uint64_t gen, error_code ec, const std::string& what) {
+  Request* done = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    if (gen != link_gen_) return;
+    const TimePoint now = Clock::now();
+    if (ec) {
+      session_.on_open_failed(now, what + ": " + describe(ec));
+    } else {
+      auto& socket = transport_->socket;
+      error_code ignored;
+      if (session_.config().transport == Config::Transport::tcp)
+        socket.set_option(tcp::no_delay(true), ignored);
+      socket.non_blocking(true, ignored);
+      if (tls_ctx_) {
+        start_tls(gen);
+        return;
+      }
+      session_.on_open(now);
+      start_read(shared_from_this());
+    }
+    done = carry_out(now);
+  }
+  deliver(done, true);
+}
+
+void Link::start_tls(std::uint64_t gen) {
+  const Config& c = session_.config();
+  auto& tls = transport_->tls.emplace(transport_->socket, *tls_ctx_);
+  const std::string& name = c.tls.server_name.empty() ? c.host : c.tls.server_name;
+  SSL* ssl_handle = tls.native_handle();
+  SSL_set_tlsext_host_name(ssl_handle, name.c_str());
+  if (c.tls.verify_peer && c.tls.verify_host) {
+    // OpenSSL's own host check, so a mismatch is reported as one (X509_V_ERR_*_MISMATCH).
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_handle);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    error_code not_ip;
+    (void)asio::ip::make_address(name, not_ip);
+    if (!not_ip) {
+      X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str());
+    } else {
+      X509_VERIFY_PARAM_set1_host(param, name.c_str(), name.size());
+    }
+  }
+  auto self = shared_from_this();
+  tls.async_handshake(ssl::stream_base::client, [self, gen, t = transport_](error_code ec) {
+    Request* done = nullptr;
+    {
+      std::lock_guard lock(self->mu_);
+      if (gen != self->link_gen_) return;
+      const TimePoint now = Clock::now();
+      if (ec) {
+        self->session_.on_open_failed(now, self->tls_failure(ec, *t));
+      } else {
+        self->session_.on_open(now);
+        self->start_read(self);
+      }
+      done = self->carry_out(now);
+    }
+    self->deliver(done, true);
+  });
+}
+
+std::string Link::tls_failure(const error_code& ec, Transport& t) const {
+  const Config& c = session_.config();
+  std::string msg = "TLS handshake with " + where_of(c) + " failed: " + describe(ec);
+  if (!t.tls) return msg;
+  const long v = SSL_get_verify_result(t.tls->native_handle());
+  if (v == X509_V_OK) return msg;
+  msg += " (";
+  msg += X509_verify_cert_error_string(v);
+  msg += ")";
+  if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+    const std::string& name = c.tls.server_name.empty() ? c.host : c.tls.server_name;
+    msg += ": the server's certificate does not name '" + name +
+           "' (connect by a name the certificate lists, or set tls_server_name)";
+  }
+  return msg;
+}
+
+void Link::start_read(std::shared_ptr<Link> self) {
+  auto [data, size] = session_.read_space();
+  ReadOp op{std::move(self), transport_, link_gen_};
+  if (transport_->tls) {
+    transport_->tls->async_read_some(asio::buffer(data, size), std::move(op));
+  } else {
+    transport_->socket.async_read_some(asio::buffer(data, size), std::move(op));
+  }
+}
+
+void Link::on_read(ReadOp op, error_code ec, std::size_t n) {
+  Request* done = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    if (op.gen != link_gen_) return;
+    const TimePoint now = Clock::now();
+    if (ec) {
+      session_.on_link_error(now, describe(ec));
+    } else {
+      session_.on_read(now, n);
+      if (session_.transport_open()) start_read(std::move(op.self));
+    }
+    done = carry_out(now);
+  }
+  deliver(done, true);
+}
+
+void Link::on_written(std::uint64_t gen, error_code ec) {
+  Request* done = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    if (gen != link_gen_) return;
+    const TimePoint now = Clock::now();
+    if (ec) {
+      session_.on_link_error(now, describe(ec));
+    } else {
+      session_.on_written(now);
+    }
+    done = carry_out(now);
+  }
+  deliver(done, true);
+}
+
+void Link::on_timer(std::uint64_t gen, error_code ec) {
+  Request* done = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    if (ec || gen != timer_gen_) return;  // re-armed or cancelled meanwhile
+    armed_ = TimePoint::max();
+    const TimePoint now = Clock::now();
+    session_.on_timer(now);
+    done = carry_out(now);
+  }
+  deliver(done, true);
+}
+
+// ---- actions ----------------------------------------------------------------------------------
+
+Request* Link::carry_out(TimePoint now) {
+  Request* head = nullptr;
+  Request* last = nullptr;
+  for (;;) {
+    Session::Actions a = session_.take_actions(now);
+    if (a.done != nullptr) {
+      if (last != nullptr) {
+        last->done_next = a.done;
+      } else {
+        head = a.done;
+      }
+      for (last = a.done; last->done_next != nullptr; last = last->done_next) {
+      }
+    }
+    if (a.close) close_transport();
+    if (a.open) begin_open();
+    if (a.write && write(now)) continue;  // the write failed at once: take the close action
+    if (session_.phase() == Session::Phase::stopped) {
+      if (armed_ != TimePoint::max()) {
+        armed_ = TimePoint::max();
+        ++timer_gen_;
+        timer_.cancel();
+      }
+    } else {
+      arm(a.wake);
+    }
+    return head;
+  }
+}
+
+bool Link::write(TimePoint now) {
+  const std::string& out = session_.write_buffer();
+  std::size_t sent = 0;
+  if (!transport_->tls) {
+    // Plain sockets first try a non-blocking send: when the kernel takes everything (the usual
+    // case) the write is over at once, and another can follow within the same batch of replies.
+    error_code ec;
+    sent = transport_->socket.write_some(asio::buffer(out), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      ec = {};
+      sent = 0;
+    }
+    if (ec) {
+      session_.on_link_error(now, describe(ec));
+      return true;
+    }
+    if (sent == out.size()) {
+      session_.on_written(now);
+      return false;
+    }
+  }
+  WriteOp op{shared_from_this(), transport_, link_gen_};
+  const auto rest = asio::buffer(out.data() + sent, out.size() - sent);
+  if (transport_->tls) {
+    asio::async_write(*transport_->tls, rest, std::move(op));
+  } else {
+    asio::async_write(transport_->socket, rest, std::move(op));
+  }
+  return false;
+}
+
+void Link::close_transport() noexcept {
+  ++link_gen_;
+  resolver_.cancel();
+  if (transport_) {
+    error_code ignored;
+    transport_->socket.close(ignored);
+    transport_.reset();  // operations still in flight hold it until they complete
+  }
+}
+
+void Link::arm(TimePoint wake) {
+  if (wake >= armed_) return;
+  armed_ = wake;
+  timer_.expires_at(wake);
+  timer_.async_wait(TimerOp{shared_from_this(), ++timer_gen_});
+}
+
+// ---- delivery ---------------------------------------------------------------------------------
+
+void Link::deliver(Request* list, bool inline_ok) {
+  if (list == nullptr) return;
+  struct Scope {
+    Link* link;
+    Link* outer;
+    Request* rest;
+    int exceptions;
+    ~Scope() {
+      t_delivering = outer;
+      // A caller's handler threw (it leaves through io_context::run()): the callers after it and
+      // the requests queued meanwhile are handed on to a fresh handler.
+      if (std::uncaught_exceptions() > exceptions) {
+        try {
+          asio::post(link->executor_, [self = link->shared_from_this(), rest = rest] {
+            self->deliver(rest, true);
+            self->flush_deferred();
+          });
+        } catch (...) {
+        }
+      }
+    }
+  } scope{this, t_delivering, list, std::uncaught_exceptions()};
+  t_delivering = this;
+  while (scope.rest != nullptr) {
+    Request* r = scope.rest;
+    scope.rest = r->done_next;
+    r->done_next = nullptr;
+    if (r->has_handler()) {
+      r->deliver(executor_, inline_ok);
+    } else {
+      r->release();
+    }
+  }
+  t_delivering = scope.outer;
+  if (scope.outer != this) flush_deferred();  // what the resumed callers queued goes out now
+}
+
+void Link::flush_deferred() {
+  if (!deferred_.load(std::memory_order_relaxed)) return;
+  Request* done = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    deferred_.store(false, std::memory_order_relaxed);
+    done = carry_out(Clock::now());
+  }
+  deliver(done, true);
+}
+
+// ---- state ------------------------------------------------------------------------------------
+
+ConnectionStats Link::stats() const noexcept {
+  ConnectionStats s;
+  session_.counters().fill(s);
+  return s;
+}
+
+std::string Link::last_error() const {
+  std::lock_guard lock(mu_);
+  return session_.last_error();
+}
+
+}  // namespace tempest::redis::detail

@@ -1,0 +1,100 @@
+// The Asio shell of a connection (private to src/redis): one transport (TCP, TLS or a Unix
+// socket), one timer, and a Session it drives. Every event takes the lock, feeds the session,
+// carries out its actions (open, close, write, arm the timer) and leaves the lock; the requests
+// that the step completed are then delivered to their callers, outside the lock and after the
+// step. No caller's code runs while the session is in the middle of matching, expiring or
+// failing requests.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "tempest/redis/connection.hpp"
+#include "tempest/redis/detail/commands.hpp"
+#include "tempest/redis/detail/session.hpp"
+
+namespace tempest::redis::detail {
+
+namespace asio = boost::asio;
+
+struct Transport;
+
+class Link : public std::enable_shared_from_this<Link> {
+ public:
+  // Requests queued by callers resumed within one batch of replies that are written together
+  // before the batch is over (measured on 2 cores: 6-8 is best at 64 callers; BENCHMARKS.md).
+  static constexpr std::size_t kFlushEvery = 8;
+
+  // Throws ConfigError for an invalid config or TLS files that cannot be loaded.
+  Link(asio::any_io_executor executor, Config config, Venue venue);
+  ~Link();
+  Link(const Link&) = delete;
+  Link& operator=(const Link&) = delete;
+
+  void start();
+  void submit(RequestRef r);
+  void cancel(Request* r) noexcept;
+  // Stops at once: everything pending fails, the transport closes.
+  void close() noexcept;
+
+  // Counting the user handles (Client copies): the last one going away closes the link.
+  void retain_user() noexcept { users_.fetch_add(1, std::memory_order_relaxed); }
+  void release_user() noexcept {
+    if (users_.fetch_sub(1, std::memory_order_acq_rel) == 1) close();
+  }
+
+  const asio::any_io_executor& executor() const noexcept { return executor_; }
+  const Config& config() const noexcept { return session_.config(); }
+  Venue venue() const noexcept { return venue_; }
+  ConnectionState state() const noexcept { return session_.state(); }
+  ConnectionStats stats() const noexcept;
+  std::string last_error() const;
+
+ private:
+  struct ReadOp;
+  struct WriteOp;
+  struct TimerOp;
+
+  void make_tls_context();
+  // Under the lock: feeds the session's actions to the transport and the timer; returns the
+  // completed requests to deliver after the lock is released.
+  Request* carry_out(TimePoint now);
+  void begin_open();
+  void connected(std::uint64_t gen, boost::system::error_code ec, const std::string& what);
+  void start_tls(std::uint64_t gen);
+  std::string tls_failure(const boost::system::error_code& ec, Transport& t) const;
+  void start_read(std::shared_ptr<Link> self);
+  void on_read(ReadOp op, boost::system::error_code ec, std::size_t n);
+  void on_written(std::uint64_t gen, boost::system::error_code ec);
+  void on_timer(std::uint64_t gen, boost::system::error_code ec);
+  // Writes the session's buffer: at once for plain sockets when the kernel takes it all,
+  // otherwise asynchronously. True when the write failed at once (the session has been told).
+  bool write(TimePoint now);
+  void close_transport() noexcept;
+  void arm(TimePoint wake);
+  void deliver(Request* list, bool inline_ok);
+  void flush_deferred();
+
+  asio::any_io_executor executor_;
+  Venue venue_;
+  mutable std::mutex mu_;
+  Session session_;
+  std::optional<asio::ssl::context> tls_ctx_;
+  asio::ip::tcp::resolver resolver_;
+  std::shared_ptr<Transport> transport_;  // the current attempt's (null when closed)
+  asio::steady_timer timer_;
+  TimePoint armed_ = TimePoint::max();
+  std::uint64_t timer_gen_ = 0;
+  std::uint64_t link_gen_ = 0;  // bumped when the transport closes: late completions are ignored
+  std::atomic<bool> deferred_{false};  // requests queued during a delivery wait for its end
+  std::atomic<std::uint32_t> users_{0};
+};
+
+}  // namespace tempest::redis::detail

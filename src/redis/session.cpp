@@ -1,0 +1,842 @@
+#include "tempest/redis/detail/session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "tempest/redis/connection.hpp"
+#include "tempest/redis/error.hpp"
+
+namespace tempest::redis::detail {
+
+// ---- RequestQueue -----------------------------------------------------------------------------
+
+void RequestQueue::push_back(Request* r) noexcept {
+  r->prev = tail_;
+  r->next = nullptr;
+  if (tail_ != nullptr) {
+    tail_->next = r;
+  } else {
+    head_ = r;
+  }
+  tail_ = r;
+  ++size_;
+}
+
+void RequestQueue::push_front(Request* r) noexcept {
+  r->next = head_;
+  r->prev = nullptr;
+  if (head_ != nullptr) {
+    head_->prev = r;
+  } else {
+    tail_ = r;
+  }
+  head_ = r;
+  ++size_;
+}
+
+void RequestQueue::remove(Request* r) noexcept {
+  if (r->prev != nullptr) {
+    r->prev->next = r->next;
+  } else {
+    head_ = r->next;
+  }
+  if (r->next != nullptr) {
+    r->next->prev = r->prev;
+  } else {
+    tail_ = r->prev;
+  }
+  r->prev = r->next = nullptr;
+  --size_;
+}
+
+Request* RequestQueue::pop_front() noexcept {
+  Request* r = head_;
+  if (r != nullptr) remove(r);
+  return r;
+}
+
+// ---- DeadlineList -----------------------------------------------------------------------------
+
+Request* DeadlineList::front() const noexcept {
+  Request* best = nullptr;
+  for (const auto& lane : lanes_)
+    if (lane.head != nullptr && (best == nullptr || lane.head->deadline() < best->deadline()))
+      best = lane.head;
+  return best;
+}
+
+void DeadlineList::insert(Request* r) noexcept {
+  const auto span = r->deadline() - r->created();
+  std::size_t i = 0;
+  std::size_t free_lane = lanes_.size();
+  for (; i < lanes_.size(); ++i) {
+    if (lanes_[i].head != nullptr && lanes_[i].span == span) break;
+    if (lanes_[i].head == nullptr && free_lane == lanes_.size()) free_lane = i;
+  }
+  if (i == lanes_.size()) i = free_lane == lanes_.size() ? lanes_.size() - 1 : free_lane;
+  Lane& lane = lanes_[i];
+  if (lane.head == nullptr) lane.span = span;
+  Request* after = lane.tail;
+  while (after != nullptr && after->deadline() > r->deadline())
+    after = after->deadline_prev;
+  r->deadline_prev = after;
+  r->deadline_next = after != nullptr ? after->deadline_next : lane.head;
+  if (r->deadline_next != nullptr) {
+    r->deadline_next->deadline_prev = r;
+  } else {
+    lane.tail = r;
+  }
+  if (after != nullptr) {
+    after->deadline_next = r;
+  } else {
+    lane.head = r;
+  }
+  r->deadline_lane = static_cast<std::uint8_t>(i);
+  r->in_deadlines = true;
+  ++size_;
+}
+
+void DeadlineList::remove(Request* r) noexcept {
+  if (!r->in_deadlines) return;
+  Lane& lane = lanes_[r->deadline_lane];
+  if (r->deadline_prev != nullptr) {
+    r->deadline_prev->deadline_next = r->deadline_next;
+  } else {
+    lane.head = r->deadline_next;
+  }
+  if (r->deadline_next != nullptr) {
+    r->deadline_next->deadline_prev = r->deadline_prev;
+  } else {
+    lane.tail = r->deadline_prev;
+  }
+  r->deadline_prev = r->deadline_next = nullptr;
+  r->in_deadlines = false;
+  --size_;
+}
+
+// ---- SessionCounters --------------------------------------------------------------------------
+
+void SessionCounters::fill(ConnectionStats& s) const noexcept {
+  s.commands = commands.load(std::memory_order_relaxed);
+  s.errors = errors.load(std::memory_order_relaxed);
+  s.timeouts = timeouts.load(std::memory_order_relaxed);
+  s.reconnects = reconnects.load(std::memory_order_relaxed);
+  s.connects = connects.load(std::memory_order_relaxed);
+  s.writes = writes.load(std::memory_order_relaxed);
+  s.rejected = rejected.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < s.latency_buckets.size() && i < latency.size(); ++i)
+    s.latency_buckets[i] = latency[i].load(std::memory_order_relaxed);
+  s.latency_seconds_sum = static_cast<double>(latency_nanos.load(std::memory_order_relaxed)) / 1e9;
+}
+
+namespace {
+
+static_assert(SessionCounters::kBuckets == ConnectionStats::kLatencyBounds.size() + 1);
+
+// Every counter has one writer at a time (the connection's lock): a relaxed load and store, no
+// locked read-modify-write, keeps readers on other threads race-free.
+void bump(std::atomic<std::uint64_t>& c, std::uint64_t by = 1) noexcept {
+  c.store(c.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+}
+
+constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr std::size_t kMinReadSpace = 4096;
+
+std::string scrub(std::string text, const std::string& secret) {
+  if (secret.empty()) return text;
+  for (auto pos = text.find(secret); pos != std::string::npos; pos = text.find(secret, pos))
+    text.replace(pos, secret.size(), "***");
+  return text;
+}
+
+std::string millis(Duration d) {
+  return std::to_string(d.count()) + " ms";
+}
+
+ConnectionState state_of(Session::Phase p) noexcept {
+  switch (p) {
+    case Session::Phase::idle:
+      return ConnectionState::idle;
+    case Session::Phase::opening:
+    case Session::Phase::handshaking:
+      return ConnectionState::connecting;
+    case Session::Phase::ready:
+      return ConnectionState::connected;
+    case Session::Phase::backoff:
+      return ConnectionState::disconnected;
+    case Session::Phase::stopped:
+      return ConnectionState::stopped;
+  }
+  return ConnectionState::idle;
+}
+
+}  // namespace
+
+// ---- Session ----------------------------------------------------------------------------------
+
+Session::Session(Config config, std::shared_ptr<spdlog::logger> log, std::uint64_t seed)
+    : cfg_(std::move(config)),
+      log_(std::move(log)),
+      rng_(static_cast<std::minstd_rand::result_type>(seed != 0 ? seed : std::random_device{}())),
+      state_(static_cast<std::uint8_t>(ConnectionState::idle)),
+      parser_(ParserLimits{cfg_.max_reply_size}),
+      in_(kReadChunk),
+      backoff_(cfg_.reconnect_min) {}
+
+Session::~Session() {
+  // Requests still here never completed (the connection is being destroyed with its I/O
+  // context): their handlers are destroyed without being invoked, as Asio does.
+  for (RequestQueue* q : {&queue_, &handshake_, &in_flight_, &waiters_})
+    while (Request* r = q->pop_front())
+      r->release();
+  while (Request* r = done_head_) {
+    done_head_ = r->done_next;
+    r->release();
+  }
+}
+
+ConnectionState Session::state() const noexcept {
+  return static_cast<ConnectionState>(state_.load(std::memory_order_relaxed));
+}
+
+void Session::set_phase(Phase p) noexcept {
+  phase_ = p;
+  state_.store(static_cast<std::uint8_t>(state_of(p)), std::memory_order_relaxed);
+}
+
+// ---- events -----------------------------------------------------------------------------------
+
+void Session::start(TimePoint now) {
+  if (phase_ != Phase::idle || stopping_) return;
+  begin_open(now);
+}
+
+void Session::begin_open(TimePoint now) {
+  set_phase(Phase::opening);
+  open_deadline_ = now + cfg_.connect_timeout;
+  reconnect_at_ = TimePoint::max();
+  want_open_ = true;
+}
+
+void Session::on_open(TimePoint now) {
+  if (phase_ != Phase::opening) return;  // a stale report: the attempt was abandoned
+  set_phase(Phase::handshaking);
+  parser_.reset();
+  in_begin_ = in_end_ = 0;
+  out_.clear();
+  writing_ = false;
+  last_read_ = now;
+  handshake_failure_.clear();
+  handshake_left_ = 0;
+  if (!cfg_.password.empty()) {
+    if (cfg_.username.empty()) {
+      queue_internal(RequestKind::handshake, cmd("AUTH", cfg_.password));
+    } else {
+      queue_internal(RequestKind::handshake, cmd("AUTH", cfg_.username, cfg_.password));
+    }
+  }
+  if (cfg_.db != 0) queue_internal(RequestKind::handshake, cmd("SELECT", cfg_.db));
+  if (!cfg_.client_name.empty())
+    queue_internal(RequestKind::handshake, cmd("CLIENT", "SETNAME", cfg_.client_name));
+  // Always last and always answered: a peer that is not Redis (or accepts and closes) fails here.
+  queue_internal(RequestKind::handshake, Command("PING"));
+}
+
+void Session::on_open_failed(TimePoint now, std::string why) {
+  if (phase_ != Phase::opening) return;
+  link_down(now, std::move(why));
+}
+
+void Session::on_read(TimePoint now, std::size_t n) {
+  log_->trace("read {} bytes; {} in flight, {} queued, {} live, phase {}", n, in_flight_.size(),
+              queue_.size(), live_, int(phase_));
+  if (!transport_open()) return;
+  in_end_ += n;
+  last_read_ = now;
+  ping_sent_ = TimePoint::max();
+  health_check_at_ = TimePoint::max();
+  while (transport_open()) {
+    std::size_t used = 0;
+    ReplyParser::Event ev;
+    try {
+      ev = parser_.parse(in_.data() + in_begin_, in_end_ - in_begin_, used);
+    } catch (const ProtocolError& e) {
+      link_down(now, std::string(e.what()) +
+                         (phase_ == Phase::handshaking ? " (is this a Redis server?)" : ""));
+      return;
+    }
+    in_begin_ += used;
+    if (ev == ReplyParser::Event::need_more) break;
+    if (ev == ReplyParser::Event::push) {
+      log_->debug("dropped a RESP3 push message from {}", cfg_.redacted());
+      continue;
+    }
+    on_reply(parser_.take(), now, ev == ReplyParser::Event::rejected);
+  }
+  if (in_begin_ == in_end_) {
+    in_begin_ = in_end_ = 0;
+    if (in_.size() > 4 * kReadChunk) {
+      in_.resize(kReadChunk);
+      in_.shrink_to_fit();
+    }
+  }
+}
+
+void Session::on_written(TimePoint) {
+  writing_ = false;
+  if (out_.capacity() > (std::size_t{1} << 20)) std::string().swap(out_);
+}
+
+void Session::on_link_error(TimePoint now, std::string why) {
+  if (!transport_open()) return;
+  if (phase_ == Phase::handshaking)
+    why +=
+        " before answering the handshake (is this a Redis server, and does it accept this "
+        "client?)";
+  link_down(now, std::move(why));
+}
+
+void Session::on_timer(TimePoint now) {
+  expire(now);
+  switch (phase_) {
+    case Phase::opening:
+    case Phase::handshaking:
+      if (now >= open_deadline_)
+        link_down(now, "connect timed out after " + millis(cfg_.connect_timeout) +
+                           (phase_ == Phase::handshaking
+                                ? " (the server accepted the connection but did not answer PING)"
+                                : ""));
+      break;
+    case Phase::backoff:
+      if (now >= reconnect_at_) begin_open(now);
+      break;
+    case Phase::ready:
+      if (!stable_ && now >= ready_since_ + cfg_.stable_after) {
+        stable_ = true;
+        backoff_ = cfg_.reconnect_min;
+        if (warned_)
+          log_->info("connection to {} is up again after {} failed attempt(s)", cfg_.redacted(),
+                     failures_);
+        warned_ = false;
+        failures_ = 0;
+      }
+      check_health(now);
+      break;
+    case Phase::idle:
+    case Phase::stopped:
+      break;
+  }
+  if (stopping_ && phase_ != Phase::stopped && now >= stop_deadline_) finish_stop(now);
+}
+
+void Session::submit(TimePoint now, Request* r) {
+  const Duration timeout = r->timeout().count() > 0 ? r->timeout() : cfg_.command_timeout;
+  r->set_times(now, now + timeout);
+  switch (r->kind()) {
+    case RequestKind::wait_ready:
+      if (phase_ == Phase::ready) return finish(r, nullptr, Reply::integer(1));
+      if (phase_ == Phase::stopped || stopping_)
+        return finish(r, nullptr, Reply::error("the Redis connection was closed by disconnect()"));
+      if (phase_ == Phase::idle)
+        return finish(r, nullptr,
+                      Reply::error("the Redis connection was not started: call connect() first"));
+      if ((r->flags & kWaitFirstAttempt) != 0 && phase_ == Phase::backoff)
+        return finish(r, nullptr, Reply::error(cannot_connect()));
+      waiters_.push_back(r);
+      r->where = Request::Where::waiting;
+      deadlines_.insert(r);
+      return;
+    case RequestKind::wait_stopped:
+      if (phase_ == Phase::stopped) return finish(r, nullptr, Reply::nil());
+      waiters_.push_back(r);
+      r->where = Request::Where::waiting;
+      deadlines_.insert(r);
+      return;
+    case RequestKind::handshake:
+    case RequestKind::health:
+      r->release();  // the library's own; never submitted from outside
+      return;
+    case RequestKind::user:
+      break;
+  }
+  ++live_;
+  if (stopping_ || phase_ == Phase::stopped)
+    return complete(r, closed_error(), {}, now, Outcome::error);
+  if (phase_ == Phase::idle)
+    return complete(r,
+                    std::make_exception_ptr(ConnectionError(
+                        "the Redis connection was not started: call connect() first")),
+                    {}, now, Outcome::error);
+  if (live_ > cfg_.max_pending)
+    return complete(
+        r,
+        std::make_exception_ptr(ConnectionError(
+            std::to_string(cfg_.max_pending) + " requests are already waiting for " +
+            cfg_.redacted() + " (Config::max_pending); Redis is down or too slow" +
+            (last_error_.empty() ? std::string() : " (last error: " + last_error_ + ")"))),
+        {}, now, Outcome::error);
+  if (outage_ && cfg_.when_disconnected == Config::WhenDisconnected::fail)
+    return complete(r, not_connected_error(), {}, now, Outcome::error);
+  if (r->expected_replies() == 0)
+    return complete(r, nullptr, Reply::array({}), now, Outcome::reply);
+  queue_.push_back(r);
+  r->where = Request::Where::queued;
+  deadlines_.insert(r);
+}
+
+void Session::cancel(TimePoint now, Request* r, std::exception_ptr why) {
+  if (r->completed() || r->kind() == RequestKind::handshake || r->kind() == RequestKind::health)
+    return;
+  if (r->where == Request::Where::none) return;  // not submitted here (or already delivered)
+  complete(r, std::move(why), {}, now, Outcome::timeout);
+}
+
+void Session::stop(TimePoint now) {
+  if (stopping_ || phase_ == Phase::stopped) return;
+  stopping_ = true;
+  stop_deadline_ = now + cfg_.disconnect_timeout;
+  if (phase_ != Phase::ready || live_ == 0) finish_stop(now);
+}
+
+void Session::abort(TimePoint now) {
+  stopping_ = true;
+  finish_stop(now);
+}
+
+// ---- actions ----------------------------------------------------------------------------------
+
+Session::Actions Session::take_actions(TimePoint now) {
+  if (stopping_ && phase_ != Phase::stopped && live_ == 0) finish_stop(now);
+  Actions a;
+  a.open = std::exchange(want_open_, false);
+  a.close = std::exchange(want_close_, false);
+  if (!writing_ && transport_open()) {
+    out_.clear();
+    const auto take = [&](RequestQueue& q) {
+      while (Request* r = q.pop_front()) {
+        r->append_to(out_);
+        r->where = Request::Where::in_flight;
+        in_flight_.push_back(r);
+      }
+    };
+    take(handshake_);
+    if (phase_ == Phase::ready) take(queue_);
+    if (!out_.empty()) {
+      log_->trace("write {} bytes; {} in flight, {} queued, {} live", out_.size(),
+                  in_flight_.size(), queue_.size(), live_);
+      writing_ = true;
+      a.write = true;
+      bump(counters_.writes);
+    }
+  }
+  a.wake = next_wake();
+  a.done = done_head_;
+  done_head_ = done_tail_ = nullptr;
+  return a;
+}
+
+std::pair<char*, std::size_t> Session::read_space() {
+  if (in_.size() - in_end_ < kMinReadSpace) {
+    if (in_begin_ > 0) {
+      std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
+      in_end_ -= in_begin_;
+      in_begin_ = 0;
+    }
+    // A line longer than the buffer (the parser bounds it by max_reply_size).
+    if (in_.size() - in_end_ < kMinReadSpace) in_.resize(in_.size() * 2);
+  }
+  return {in_.data() + in_end_, in_.size() - in_end_};
+}
+
+TimePoint Session::next_wake() const noexcept {
+  TimePoint w = TimePoint::max();
+  if (const Request* r = deadlines_.front()) w = r->deadline();
+  switch (phase_) {
+    case Phase::opening:
+    case Phase::handshaking:
+      w = std::min(w, open_deadline_);
+      break;
+    case Phase::backoff:
+      w = std::min(w, reconnect_at_);
+      break;
+    case Phase::ready:
+      w = std::min(
+          w, ping_sent_ == TimePoint::max() ? last_read_ + cfg_.health_interval : health_check_at_);
+      if (!stable_) w = std::min(w, ready_since_ + cfg_.stable_after);
+      break;
+    case Phase::idle:
+    case Phase::stopped:
+      break;
+  }
+  if (stopping_ && phase_ != Phase::stopped) w = std::min(w, stop_deadline_);
+  return w;
+}
+
+// ---- internals --------------------------------------------------------------------------------
+
+void Session::finish(Request* r, std::exception_ptr e, Reply reply) {
+  // A waiter completed at once (the submit reference goes to the done list).
+  r->set_result(std::move(e), std::move(reply));
+  r->done_next = nullptr;
+  if (done_tail_ != nullptr) {
+    done_tail_->done_next = r;
+  } else {
+    done_head_ = r;
+  }
+  done_tail_ = r;
+}
+
+void Session::complete(Request* r, std::exception_ptr e, Reply reply, TimePoint now, Outcome how) {
+  if (r->completed()) return;
+  deadlines_.remove(r);
+  if (r->kind() == RequestKind::user) {
+    --live_;
+    switch (how) {
+      case Outcome::reply:
+        bump(counters_.commands);
+        record_latency(now - r->created());
+        break;
+      case Outcome::error:
+        bump(counters_.errors);
+        break;
+      case Outcome::timeout:
+        bump(counters_.timeouts);
+        break;
+    }
+  }
+  switch (r->where) {
+    case Request::Where::queued:
+      queue_.remove(r);  // its queue reference moves to the done list
+      r->where = Request::Where::none;
+      break;
+    case Request::Where::waiting:
+      waiters_.remove(r);
+      r->where = Request::Where::none;
+      break;
+    case Request::Where::in_flight:
+      r->add_ref();  // the in-flight list keeps its own until the reply is read
+      break;
+    case Request::Where::none:
+      break;  // completed at submit: the submit reference moves to the done list
+  }
+  finish(r, std::move(e), std::move(reply));
+}
+
+void Session::record_latency(Clock::duration took) noexcept {
+  const double seconds = std::chrono::duration<double>(took).count();
+  std::size_t i = 0;
+  while (i < ConnectionStats::kLatencyBounds.size() && seconds > ConnectionStats::kLatencyBounds[i])
+    ++i;
+  bump(counters_.latency[i]);
+  bump(counters_.latency_nanos,
+       static_cast<std::uint64_t>(
+           std::chrono::duration_cast<std::chrono::nanoseconds>(took).count()));
+}
+
+void Session::finish_waiters(RequestKind kind, const Reply& result, TimePoint now) {
+  for (Request* r = waiters_.front(); r != nullptr;) {
+    Request* next = r->next;
+    if (r->kind() == kind) complete(r, nullptr, result, now, Outcome::reply);
+    r = next;
+  }
+}
+
+void Session::on_reply(Reply reply, TimePoint now, bool rejected) {
+  Request* r = in_flight_.front();
+  if (r == nullptr) {
+    link_down(now, "Redis sent a reply that no request was waiting for (" +
+                       reply.debug_string().substr(0, 80) + ")");
+    return;
+  }
+  if (rejected) bump(counters_.rejected);
+  ++r->replies_seen;
+  const bool last = r->replies_seen >= r->expected_replies();
+  if (r->kind() == RequestKind::handshake || r->kind() == RequestKind::health) {
+    unlink_in_flight(r);
+    if (r->kind() == RequestKind::handshake)
+      on_handshake_reply(*r, std::move(reply), rejected, now);
+    r->release();
+    return;
+  }
+  if (!r->completed()) {
+    if (!r->is_pipeline()) {
+      if (rejected) {
+        complete(r, std::make_exception_ptr(ProtocolError(parser_.rejection())), {}, now,
+                 Outcome::error);
+      } else {
+        complete(r, nullptr, std::move(reply), now, Outcome::reply);
+      }
+    } else {
+      if (rejected && r->rejection.empty())
+        r->rejection = "the reply to command " + std::to_string(r->replies_seen) +
+                       " of the pipeline: " + parser_.rejection();
+      if (r->rejection.empty()) r->collected.push_back(std::move(reply));
+      if (last) {
+        if (!r->rejection.empty()) {
+          complete(r, std::make_exception_ptr(ProtocolError(r->rejection)), {}, now,
+                   Outcome::error);
+        } else {
+          complete(r, nullptr, Reply::array(std::move(r->collected)), now, Outcome::reply);
+        }
+        r->collected = {};
+      }
+    }
+  }
+  if (last) {
+    unlink_in_flight(r);
+    r->release();
+  }
+}
+
+void Session::unlink_in_flight(Request* r) {
+  in_flight_.remove(r);
+  r->where = Request::Where::none;
+}
+
+void Session::on_handshake_reply(const Request& r, Reply reply, bool rejected, TimePoint now) {
+  if (handshake_left_ > 0) --handshake_left_;
+  if (handshake_failure_.empty()) {
+    const std::string_view name = r.command().name();
+    std::string step(name);
+    if (name == "AUTH" && r.command().argc() == 3)
+      step = "AUTH as user '" + std::string(r.command().argument(1)) + "'";
+    if (name == "SELECT") step = "SELECT " + std::string(r.command().argument(1));
+    if (name == "CLIENT") step = "CLIENT SETNAME";
+    if (rejected) {
+      handshake_failure_ = step + " failed: " + parser_.rejection();
+    } else if (reply.is_error()) {
+      handshake_failure_ = step + " failed: " + scrub(reply.str(), cfg_.password);
+      if (reply.str().starts_with("NOAUTH"))
+        handshake_failure_ +=
+            " (the server requires a password: redis://:password@host, or "
+            "redis://user:password@host for an ACL user)";
+    } else if (name == "PING" && !(reply.is_status() && reply.str() == "PONG")) {
+      handshake_failure_ = "PING was answered with " + reply.debug_string().substr(0, 80) +
+                           ", not PONG (is this a Redis server?)";
+    }
+  }
+  if (handshake_left_ > 0) return;
+  if (!handshake_failure_.empty()) {
+    link_down(now, handshake_failure_);
+  } else {
+    become_ready(now);
+  }
+}
+
+void Session::become_ready(TimePoint now) {
+  set_phase(Phase::ready);
+  outage_ = false;
+  ready_since_ = now;
+  stable_ = false;
+  open_deadline_ = TimePoint::max();
+  last_read_ = now;
+  ping_sent_ = health_check_at_ = TimePoint::max();
+  if (counters_.connects.load(std::memory_order_relaxed) > 0) bump(counters_.reconnects);
+  bump(counters_.connects);
+  if (counters_.connects.load(std::memory_order_relaxed) == 1) {
+    log_->info("connected to {}", cfg_.redacted());
+  } else {
+    log_->debug("connected to {} again", cfg_.redacted());
+  }
+  finish_waiters(RequestKind::wait_ready, Reply::integer(1), now);
+}
+
+void Session::link_down(TimePoint now, std::string why) {
+  const bool was_ready = phase_ == Phase::ready;
+  want_close_ = true;
+  want_open_ = false;
+  set_last_error(std::move(why));
+  writing_ = false;
+  parser_.reset();
+  in_begin_ = in_end_ = 0;
+  ping_sent_ = health_check_at_ = TimePoint::max();
+  open_deadline_ = TimePoint::max();
+  outage_ = true;
+  if (!in_flight_.empty()) {
+    const auto lost = std::make_exception_ptr(
+        ConnectionError("connection to " + cfg_.redacted() + " lost (" + last_error_ +
+                        "); the command was sent and may or may not have been applied"));
+    while (Request* r = in_flight_.pop_front()) {
+      // Still marked in flight while completing: the done list takes a reference of its own.
+      if (r->kind() == RequestKind::user) complete(r, lost, {}, now, Outcome::error);
+      r->where = Request::Where::none;
+      r->release();
+    }
+  }
+  while (Request* r = handshake_.pop_front())
+    r->release();
+  // The health PING, if queued, goes with the link.
+  for (Request* r = queue_.front(); r != nullptr;) {
+    Request* next = r->next;
+    if (r->kind() != RequestKind::user) {
+      queue_.remove(r);
+      r->release();
+    }
+    r = next;
+  }
+  if (cfg_.when_disconnected == Config::WhenDisconnected::fail)
+    fail_queue(now, not_connected_error());
+  ++failures_;
+  if (!warned_) {
+    warned_ = true;
+    if (was_ready) {
+      log_->warn("connection to {} lost: {}; reconnecting", cfg_.redacted(), last_error_);
+    } else {
+      log_->warn(
+          "cannot connect to {}: {}; retrying with backoff (further failures are logged at "
+          "debug level until the link is stable)",
+          cfg_.redacted(), last_error_);
+    }
+  } else {
+    log_->debug("{} to {} failed (attempt {}): {}", was_ready ? "link" : "connect", cfg_.redacted(),
+                failures_, last_error_);
+  }
+  // A connect() waiting for the first attempt's outcome has it now.
+  for (Request* r = waiters_.front(); r != nullptr;) {
+    Request* next = r->next;
+    if (r->kind() == RequestKind::wait_ready && (r->flags & kWaitFirstAttempt) != 0)
+      complete(r, nullptr, Reply::error(cannot_connect()), now, Outcome::reply);
+    r = next;
+  }
+  if (stopping_) {
+    finish_stop(now);  // disconnect() does not wait for a link that is gone
+    return;
+  }
+  set_phase(Phase::backoff);
+  std::uniform_real_distribution<double> jitter(0.75, 1.25);
+  const auto delay =
+      Duration(std::max<long long>(1, static_cast<long long>(backoff_.count() * jitter(rng_))));
+  backoff_ = std::min(backoff_ * 2, cfg_.reconnect_max);
+  reconnect_at_ = now + delay;
+}
+
+void Session::finish_stop(TimePoint now) {
+  if (phase_ == Phase::stopped) return;
+  if (transport_open() || phase_ == Phase::opening) want_close_ = true;
+  want_open_ = false;
+  set_phase(Phase::stopped);
+  writing_ = false;
+  parser_.reset();
+  in_begin_ = in_end_ = 0;
+  const auto closed = closed_error();
+  while (Request* r = in_flight_.pop_front()) {
+    if (r->kind() == RequestKind::user) complete(r, closed, {}, now, Outcome::error);
+    r->where = Request::Where::none;
+    r->release();
+  }
+  while (Request* r = handshake_.pop_front())
+    r->release();
+  fail_queue(now, closed);
+  finish_waiters(RequestKind::wait_ready,
+                 Reply::error("the Redis connection was closed by disconnect()"), now);
+  finish_waiters(RequestKind::wait_stopped, Reply::nil(), now);
+  log_->debug("connection to {} stopped", cfg_.redacted());
+}
+
+void Session::fail_queue(TimePoint now, const std::exception_ptr& e) {
+  while (Request* r = queue_.front()) {
+    if (r->kind() == RequestKind::user) {
+      complete(r, e, {}, now, Outcome::error);  // removes it from the queue
+    } else {
+      queue_.remove(r);
+      r->release();
+    }
+  }
+}
+
+void Session::queue_internal(RequestKind kind, Command c) {
+  RequestRef r = RequestRef::make();
+  r->set_kind(kind);
+  r->command() = std::move(c);
+  Request* raw = r.detach();
+  raw->where = Request::Where::queued;
+  if (kind == RequestKind::handshake) {
+    handshake_.push_back(raw);
+    ++handshake_left_;
+  } else {
+    queue_.push_back(raw);
+  }
+}
+
+void Session::expire(TimePoint now) {
+  while (Request* r = deadlines_.front()) {
+    if (r->deadline() > now) break;
+    switch (r->kind()) {
+      case RequestKind::wait_ready:
+        complete(r, nullptr,
+                 Reply::error(
+                     "cannot connect to " + cfg_.redacted() + ": timed out after " +
+                     millis(r->timeout()) +
+                     (last_error_.empty() ? std::string() : " (last error: " + last_error_ + ")")),
+                 now, Outcome::reply);
+        break;
+      case RequestKind::wait_stopped:
+        complete(r, nullptr, Reply::nil(), now, Outcome::reply);
+        break;
+      default:
+        complete(r, timeout_error(*r), {}, now, Outcome::timeout);
+        break;
+    }
+  }
+}
+
+void Session::check_health(TimePoint now) {
+  if (ping_sent_ == TimePoint::max()) {
+    if (now - last_read_ >= cfg_.health_interval) {
+      queue_internal(RequestKind::health, Command("PING"));
+      ping_sent_ = now;
+      health_check_at_ = now + cfg_.health_timeout;
+    }
+    return;
+  }
+  if (now < health_check_at_) return;
+  // Nothing arrived since the PING. A request in flight that still has time left explains the
+  // silence (the server may be busy with it: DEBUG SLEEP, a slow script); judge again at its
+  // deadline.
+  TimePoint explained = TimePoint::min();
+  for (Request* r = in_flight_.front(); r != nullptr; r = r->next)
+    if (r->kind() == RequestKind::user && !r->completed())
+      explained = std::max(explained, r->deadline());
+  if (explained > now) {
+    health_check_at_ = explained;
+    return;
+  }
+  link_down(now, "no reply from Redis within " + millis(cfg_.health_timeout) + " of a PING");
+}
+
+void Session::set_last_error(std::string why) {
+  last_error_ = scrub(std::move(why), cfg_.password);
+}
+
+std::exception_ptr Session::timeout_error(const Request& r) const {
+  std::string msg = "Redis " + std::string(r.name()) + " timed out after " +
+                    millis(std::chrono::duration_cast<Duration>(r.deadline() - r.created()));
+  if (phase_ == Phase::ready) {
+    msg += ": no reply from " + cfg_.redacted() + " before the deadline";
+  } else {
+    msg += " waiting for a connection to " + cfg_.redacted();
+    if (!last_error_.empty()) msg += " (last error: " + last_error_ + ")";
+  }
+  return std::make_exception_ptr(TimeoutError(msg));
+}
+
+std::exception_ptr Session::not_connected_error() const {
+  return std::make_exception_ptr(
+      ConnectionError("not connected to " + cfg_.redacted() +
+                      (last_error_.empty() ? std::string() : " (last error: " + last_error_ + ")") +
+                      "; requests fail at once while disconnected (when_disconnected=fail)"));
+}
+
+std::string Session::cannot_connect() const {
+  return "cannot connect to " + cfg_.redacted() + ": " +
+         (last_error_.empty() ? std::string("no reply") : last_error_);
+}
+
+std::exception_ptr Session::closed_error() const {
+  return std::make_exception_ptr(
+      ConnectionError("the Redis connection was closed by disconnect()"));
+}
+
+}  // namespace tempest::redis::detail
