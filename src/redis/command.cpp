@@ -83,11 +83,14 @@ Command& Command::arg_int(long long v) {
 }
 
 void Command::append_to(std::string& out) const {
-  char buf[24];
-  out += '*';
-  out += number(buf, static_cast<long long>(argc_));
-  out += "\r\n";
-  out += body();
+  char head[24];
+  head[0] = '*';
+  const auto r = std::to_chars(head + 1, head + sizeof head - 2, argc_);
+  char* end = r.ptr;
+  *end++ = '\r';
+  *end++ = '\n';
+  out.append(head, static_cast<std::size_t>(end - head));
+  out.append(data(), size_);
 }
 
 std::string_view Command::name() const noexcept {

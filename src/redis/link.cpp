@@ -168,7 +168,9 @@ void Link::submit(RequestRef ref) {
   Request* done = nullptr;
   {
     std::lock_guard lock(mu_);
-    const TimePoint now = Clock::now();
+    // Callers resumed by a delivery submit at the time of the event that completed them (the
+    // delivery takes microseconds): one clock read per batch, not per request.
+    const TimePoint now = t_delivering == this ? last_now_ : Clock::now();
     if (r->kind() == RequestKind::wait_stopped) session_.stop(now);
     session_.submit(now, r);
     // A caller resumed by this link's delivery: its request waits for the others resumed in the
@@ -375,6 +377,7 @@ void Link::on_timer(std::uint64_t gen, error_code ec) {
 // ---- actions ----------------------------------------------------------------------------------
 
 Request* Link::carry_out(TimePoint now) {
+  last_now_ = now;
   Request* head = nullptr;
   Request* last = nullptr;
   for (;;) {

@@ -91,6 +91,7 @@ class Link : public std::enable_shared_from_this<Link> {
   std::shared_ptr<Transport> transport_;  // the current attempt's (null when closed)
   asio::steady_timer timer_;
   TimePoint armed_ = TimePoint::max();
+  TimePoint last_now_{};  // the time of the latest event (requests submitted during its delivery use it)
   std::uint64_t timer_gen_ = 0;
   std::uint64_t link_gen_ = 0;  // bumped when the transport closes: late completions are ignored
   std::atomic<bool> deferred_{false};  // requests queued during a delivery wait for its end

@@ -66,8 +66,55 @@ bool ReplyParser::in_progress() const noexcept {
   return root_type_ != 0 || !stack_.empty() || in_bulk_;
 }
 
+std::size_t ReplyParser::parse_simple(const char* p, std::size_t n) {
+  if (n < 4) return 0;
+  const char type = p[0];
+  if (type == '$') {
+    std::size_t i = 1;
+    std::size_t len = 0;
+    while (i < n && i < 12 && p[i] >= '0' && p[i] <= '9') {
+      len = len * 10 + static_cast<std::size_t>(p[i] - '0');
+      ++i;
+    }
+    if (i == 1 || i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n') return 0;
+    const std::size_t start = i + 2;
+    if (len + 2 > limits_.max_reply_bytes || n - start < len + 2) return 0;
+    if (p[start + len] != '\r' || p[start + len + 1] != '\n') return 0;  // the general path says why
+    root_.type_ = Reply::Type::string;
+    root_.integer_ = 0;
+    root_.str_.assign(p + start, len);
+    root_.elements_.clear();
+    return start + len + 2;
+  }
+  if (type != '+' && type != '-' && type != ':') return 0;
+  const void* cr = std::memchr(p, '\r', std::min(n, limits_.max_reply_bytes));
+  if (cr == nullptr) return 0;
+  const auto end = static_cast<std::size_t>(static_cast<const char*>(cr) - p);
+  if (end + 1 >= n || p[end + 1] != '\n') return 0;
+  if (type == ':') {
+    long long v = 0;
+    const auto r = std::from_chars(p + 1, p + end, v);
+    if (end == 1 || r.ec != std::errc() || r.ptr != p + end || (p[1] == '-' && end == 2)) return 0;
+    root_.type_ = Reply::Type::integer;
+    root_.integer_ = v;
+    root_.str_.clear();
+  } else {
+    root_.type_ = type == '+' ? Reply::Type::status : Reply::Type::error;
+    root_.integer_ = 0;
+    root_.str_.assign(p + 1, end - 1);
+  }
+  root_.elements_.clear();
+  return end + 2;
+}
+
 ReplyParser::Event ReplyParser::parse(const char* data, std::size_t size, std::size_t& used) {
   used = 0;
+  if (root_type_ == 0 && !in_bulk_ && stack_.empty()) {
+    if (const std::size_t n = parse_simple(data, size); n > 0) {
+      used = n;
+      return Event::reply;
+    }
+  }
   for (;;) {
     if (in_bulk_) {
       if (data_left_ > 0) {

@@ -273,7 +273,7 @@ void Session::on_read(TimePoint now, std::size_t n) {
       log_->debug("dropped a RESP3 push message from {}", cfg_.redacted());
       continue;
     }
-    on_reply(parser_.take(), now, ev == ReplyParser::Event::rejected);
+    on_reply(std::move(parser_.reply()), now, ev == ReplyParser::Event::rejected);
   }
   if (in_begin_ == in_end_) {
     in_begin_ = in_end_ = 0;
@@ -476,7 +476,7 @@ TimePoint Session::next_wake() const noexcept {
 
 // ---- internals --------------------------------------------------------------------------------
 
-void Session::finish(Request* r, std::exception_ptr e, Reply reply) {
+void Session::finish(Request* r, std::exception_ptr e, Reply&& reply) {
   // A waiter completed at once (the submit reference goes to the done list).
   r->set_result(std::move(e), std::move(reply));
   r->done_next = nullptr;
@@ -488,7 +488,8 @@ void Session::finish(Request* r, std::exception_ptr e, Reply reply) {
   done_tail_ = r;
 }
 
-void Session::complete(Request* r, std::exception_ptr e, Reply reply, TimePoint now, Outcome how) {
+void Session::complete(Request* r, std::exception_ptr e, Reply&& reply, TimePoint now,
+                       Outcome how) {
   if (r->completed()) return;
   deadlines_.remove(r);
   if (r->kind() == RequestKind::user) {
@@ -525,38 +526,53 @@ void Session::complete(Request* r, std::exception_ptr e, Reply reply, TimePoint 
 }
 
 void Session::record_latency(Clock::duration took) noexcept {
-  const double seconds = std::chrono::duration<double>(took).count();
+  // The histogram's bounds in nanoseconds (ConnectionStats::kLatencyBounds, in seconds).
+  static constexpr auto kBounds = [] {
+    std::array<std::int64_t, ConnectionStats::kLatencyBounds.size()> b{};
+    for (std::size_t i = 0; i < b.size(); ++i)
+      b[i] = static_cast<std::int64_t>(ConnectionStats::kLatencyBounds[i] * 1e9 + 0.5);
+    return b;
+  }();
+  const std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(took).count();
   std::size_t i = 0;
-  while (i < ConnectionStats::kLatencyBounds.size() && seconds > ConnectionStats::kLatencyBounds[i])
+  while (i < kBounds.size() && ns > kBounds[i])
     ++i;
   bump(counters_.latency[i]);
-  bump(counters_.latency_nanos,
-       static_cast<std::uint64_t>(
-           std::chrono::duration_cast<std::chrono::nanoseconds>(took).count()));
+  bump(counters_.latency_nanos, static_cast<std::uint64_t>(ns));
 }
 
 void Session::finish_waiters(RequestKind kind, const Reply& result, TimePoint now) {
   for (Request* r = waiters_.front(); r != nullptr;) {
     Request* next = r->next;
-    if (r->kind() == kind) complete(r, nullptr, result, now, Outcome::reply);
+    if (r->kind() == kind) complete(r, nullptr, Reply(result), now, Outcome::reply);
     r = next;
   }
 }
 
-void Session::on_reply(Reply reply, TimePoint now, bool rejected) {
+void Session::on_reply(Reply&& reply, TimePoint now, bool rejected) {
   Request* r = in_flight_.front();
   if (r == nullptr) {
     link_down(now, "Redis sent a reply that no request was waiting for (" +
                        reply.debug_string().substr(0, 80) + ")");
     return;
   }
-  if (rejected) bump(counters_.rejected);
   ++r->replies_seen;
+  if (r->kind() == RequestKind::user && !r->is_pipeline() && !r->completed() && !rejected) {
+    // The common case, in one step: the in-flight reference moves to the done list.
+    in_flight_.remove(r);
+    r->where = Request::Where::none;
+    deadlines_.remove(r);
+    --live_;
+    bump(counters_.commands);
+    record_latency(now - r->created());
+    finish(r, nullptr, std::move(reply));
+    return;
+  }
+  if (rejected) bump(counters_.rejected);
   const bool last = r->replies_seen >= r->expected_replies();
   if (r->kind() == RequestKind::handshake || r->kind() == RequestKind::health) {
     unlink_in_flight(r);
-    if (r->kind() == RequestKind::handshake)
-      on_handshake_reply(*r, std::move(reply), rejected, now);
+    if (r->kind() == RequestKind::handshake) on_handshake_reply(*r, reply, rejected, now);
     r->release();
     return;
   }
@@ -595,7 +611,8 @@ void Session::unlink_in_flight(Request* r) {
   r->where = Request::Where::none;
 }
 
-void Session::on_handshake_reply(const Request& r, Reply reply, bool rejected, TimePoint now) {
+void Session::on_handshake_reply(const Request& r, const Reply& reply, bool rejected,
+                                 TimePoint now) {
   if (handshake_left_ > 0) --handshake_left_;
   if (handshake_failure_.empty()) {
     const std::string_view name = r.command().name();

@@ -9,6 +9,10 @@
 
 namespace tempest::redis {
 
+namespace detail {
+class ReplyParser;
+}
+
 class Reply {
  public:
   enum class Type : std::uint8_t { nil, string, integer, status, error, array };
@@ -60,6 +64,7 @@ class Reply {
   friend bool operator==(const Reply&, const Reply&) = default;
 
  private:
+  friend class detail::ReplyParser;  // builds replies in place
   Reply(Type t, std::string s) : type_(t), str_(std::move(s)) {}
 
   Type type_ = Type::nil;

@@ -42,7 +42,8 @@ class ReplyParser {
   // that are not RESP; the parser must then be reset() (the connection dropped).
   Event parse(const char* data, std::size_t size, std::size_t& used);
 
-  // The reply or push message of the last event; leaves the parser's copy empty.
+  // The reply or push message of the last event (move from it, or use take()).
+  Reply& reply() noexcept { return root_; }
   Reply take() noexcept { return std::move(root_); }
   const std::string& rejection() const noexcept { return rejection_; }
   // Forgets any reply in progress (a new connection).
@@ -58,6 +59,9 @@ class ReplyParser {
     bool attribute;           // an attribute: does not count as an element of its parent
   };
 
+  // A whole bulk string, simple string, error or integer at the start of `data` (the common
+  // replies), parsed into the root without the general machinery; 0 when it is not one.
+  std::size_t parse_simple(const char* data, std::size_t size);
   Reply* slot();  // where the next element goes (nullptr: dropped)
   Event element_done();
   void open_aggregate(char type, long long count);

@@ -97,7 +97,7 @@ class Request {
   Reply& reply() noexcept { return reply_; }
 
   // ---- results (the session) --------------------------------------------------------------------
-  void set_result(std::exception_ptr e, Reply r) noexcept {
+  void set_result(std::exception_ptr e, Reply&& r) noexcept {
     completed_ = true;
     error_ = std::move(e);
     reply_ = std::move(r);

@@ -154,12 +154,12 @@ class Session {
  private:
   enum class Outcome : std::uint8_t { reply, error, timeout };
   void set_phase(Phase p) noexcept;
-  void finish(Request* r, std::exception_ptr e, Reply reply);
-  void complete(Request* r, std::exception_ptr e, Reply reply, TimePoint now, Outcome how);
+  void finish(Request* r, std::exception_ptr e, Reply&& reply);
+  void complete(Request* r, std::exception_ptr e, Reply&& reply, TimePoint now, Outcome how);
   void record_latency(Clock::duration took) noexcept;
   void finish_waiters(RequestKind kind, const Reply& result, TimePoint now);
-  void on_reply(Reply reply, TimePoint now, bool rejected);
-  void on_handshake_reply(const Request& r, Reply reply, bool rejected, TimePoint now);
+  void on_reply(Reply&& reply, TimePoint now, bool rejected);
+  void on_handshake_reply(const Request& r, const Reply& reply, bool rejected, TimePoint now);
   void unlink_in_flight(Request* r);
   void begin_open(TimePoint now);
   void become_ready(TimePoint now);
