@@ -54,9 +54,8 @@ struct Transport {
 
 namespace {
 
-// The link whose completed requests this thread is delivering (callers resumed by it submit
-// without writing at once; see Link::submit).
-thread_local Link* t_delivering = nullptr;
+// The delivery running on this thread (innermost), if any; see Link::deliver.
+thread_local DeliveryScope* t_scope = nullptr;
 
 std::string describe(const error_code& ec) {
   if (ec == asio::error::eof) return "the server closed the connection";
@@ -75,6 +74,43 @@ std::string where_of(const Config& c) {
 }
 
 }  // namespace
+
+// A delivery of completed requests on this thread. Callers it resumes queue their next requests
+// here, without the lock; they enter the session kFlushEvery at a time (and the rest when the
+// delivery ends), so the server works on some while the others are still being resumed.
+struct DeliveryScope {
+  Link* link;
+  DeliveryScope* outer;
+  Request* rest;  // completed requests not yet delivered
+  std::array<Request*, Link::kFlushEvery> batch{};
+  std::size_t batched = 0;
+  int exceptions = std::uncaught_exceptions();
+  bool closed = false;
+
+  DeliveryScope(Link* l, Request* list) : link(l), outer(t_scope), rest(list) { t_scope = this; }
+  DeliveryScope(const DeliveryScope&) = delete;
+  DeliveryScope& operator=(const DeliveryScope&) = delete;
+  // Leaves the scope; the requests batched and not yet submitted stay in batch[0, batched).
+  void close() {
+    closed = true;
+    t_scope = outer;
+  }
+  ~DeliveryScope() {
+    if (closed) return;
+    t_scope = outer;
+    // A caller's handler threw (it leaves through io_context::run()): the callers after it and
+    // the requests batched meanwhile go on in a fresh handler.
+    try {
+      std::vector<Request*> left(batch.begin(), batch.begin() + static_cast<long>(batched));
+      asio::post(link->executor(),
+                 [self = link->shared_from_this(), rest = rest, left = std::move(left)]() mutable {
+                   self->submit_batch(left.data(), left.size());
+                   self->deliver(rest, true);
+                 });
+    } catch (...) {
+    }
+  }
+};
 
 struct Link::ReadOp {
   std::shared_ptr<Link> self;
@@ -165,26 +201,45 @@ void Link::start() {
 
 void Link::submit(RequestRef ref) {
   Request* r = ref.detach();
+  if (DeliveryScope* scope = t_scope; scope != nullptr && scope->link == this) {
+    // A caller resumed by this link's delivery: batched without the lock (see DeliveryScope).
+    scope->batch[scope->batched++] = r;
+    if (scope->batched == kFlushEvery) {
+      scope->batched = 0;
+      submit_batch(scope->batch.data(), kFlushEvery);
+    }
+    return;
+  }
   Request* done = nullptr;
   {
     std::lock_guard lock(mu_);
-    // Callers resumed by a delivery submit at the time of the event that completed them (the
-    // delivery takes microseconds): one clock read per batch, not per request.
-    const TimePoint now = t_delivering == this ? last_now_ : Clock::now();
+    const TimePoint now = Clock::now();
     if (r->kind() == RequestKind::wait_stopped) session_.stop(now);
     session_.submit(now, r);
-    // A caller resumed by this link's delivery: its request waits for the others resumed in the
-    // same batch (every kFlushEvery go out at once, the rest when the delivery ends).
-    if (t_delivering == this && session_.queued() < kFlushEvery && !session_.has_completed()) {
-      deferred_.store(true, std::memory_order_relaxed);
-      return;
-    }
     done = carry_out(now);
   }
   deliver(done, false);  // inside the caller's initiating function: never inline
 }
 
+void Link::submit_batch(Request* const* requests, std::size_t n) {
+  if (n == 0) return;
+  Request* done = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    // One clock read per batch, not per request. (Not the time of the event that started the
+    // delivery: a caller may have blocked in between.)
+    const TimePoint now = Clock::now();
+    for (std::size_t i = 0; i < n; ++i) {
+      if (requests[i]->kind() == RequestKind::wait_stopped) session_.stop(now);
+      session_.submit(now, requests[i]);
+    }
+    done = carry_out(now);
+  }
+  deliver(done, false);  // possibly inside a caller's initiating function
+}
+
 void Link::cancel(Request* r) noexcept {
+  r->cancel_requested.store(true, std::memory_order_relaxed);  // if not in the session yet
   Request* done = nullptr;
   {
     std::lock_guard lock(mu_);
@@ -377,7 +432,6 @@ void Link::on_timer(std::uint64_t gen, error_code ec) {
 // ---- actions ----------------------------------------------------------------------------------
 
 Request* Link::carry_out(TimePoint now) {
-  last_now_ = now;
   Request* head = nullptr;
   Request* last = nullptr;
   for (;;) {
@@ -459,27 +513,7 @@ void Link::arm(TimePoint wake) {
 
 void Link::deliver(Request* list, bool inline_ok) {
   if (list == nullptr) return;
-  struct Scope {
-    Link* link;
-    Link* outer;
-    Request* rest;
-    int exceptions;
-    ~Scope() {
-      t_delivering = outer;
-      // A caller's handler threw (it leaves through io_context::run()): the callers after it and
-      // the requests queued meanwhile are handed on to a fresh handler.
-      if (std::uncaught_exceptions() > exceptions) {
-        try {
-          asio::post(link->executor_, [self = link->shared_from_this(), rest = rest] {
-            self->deliver(rest, true);
-            self->flush_deferred();
-          });
-        } catch (...) {
-        }
-      }
-    }
-  } scope{this, t_delivering, list, std::uncaught_exceptions()};
-  t_delivering = this;
+  DeliveryScope scope(this, list);
   while (scope.rest != nullptr) {
     Request* r = scope.rest;
     scope.rest = r->done_next;
@@ -490,19 +524,8 @@ void Link::deliver(Request* list, bool inline_ok) {
       r->release();
     }
   }
-  t_delivering = scope.outer;
-  if (scope.outer != this) flush_deferred();  // what the resumed callers queued goes out now
-}
-
-void Link::flush_deferred() {
-  if (!deferred_.load(std::memory_order_relaxed)) return;
-  Request* done = nullptr;
-  {
-    std::lock_guard lock(mu_);
-    deferred_.store(false, std::memory_order_relaxed);
-    done = carry_out(Clock::now());
-  }
-  deliver(done, true);
+  scope.close();
+  submit_batch(scope.batch.data(), scope.batched);  // what the resumed callers queued goes out now
 }
 
 // ---- state ------------------------------------------------------------------------------------

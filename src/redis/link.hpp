@@ -25,6 +25,7 @@ namespace tempest::redis::detail {
 namespace asio = boost::asio;
 
 struct Transport;
+struct DeliveryScope;
 
 class Link : public std::enable_shared_from_this<Link> {
  public:
@@ -80,7 +81,8 @@ class Link : public std::enable_shared_from_this<Link> {
   void close_transport() noexcept;
   void arm(TimePoint wake);
   void deliver(Request* list, bool inline_ok);
-  void flush_deferred();
+  void submit_batch(Request* const* requests, std::size_t n);
+  friend struct DeliveryScope;
 
   asio::any_io_executor executor_;
   Venue venue_;
@@ -91,10 +93,8 @@ class Link : public std::enable_shared_from_this<Link> {
   std::shared_ptr<Transport> transport_;  // the current attempt's (null when closed)
   asio::steady_timer timer_;
   TimePoint armed_ = TimePoint::max();
-  TimePoint last_now_{};  // the time of the latest event (requests submitted during its delivery use it)
   std::uint64_t timer_gen_ = 0;
   std::uint64_t link_gen_ = 0;  // bumped when the transport closes: late completions are ignored
-  std::atomic<bool> deferred_{false};  // requests queued during a delivery wait for its end
   std::atomic<std::uint32_t> users_{0};
 };
 

@@ -66,7 +66,8 @@ bool ReplyParser::in_progress() const noexcept {
   return root_type_ != 0 || !stack_.empty() || in_bulk_;
 }
 
-std::size_t ReplyParser::parse_simple(const char* p, std::size_t n) {
+std::size_t ReplyParser::parse_simple(const char* p, std::size_t n, std::size_t max_bytes,
+                                      Reply& into) {
   if (n < 4) return 0;
   const char type = p[0];
   if (type == '$') {
@@ -78,16 +79,17 @@ std::size_t ReplyParser::parse_simple(const char* p, std::size_t n) {
     }
     if (i == 1 || i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n') return 0;
     const std::size_t start = i + 2;
-    if (len + 2 > limits_.max_reply_bytes || n - start < len + 2) return 0;
-    if (p[start + len] != '\r' || p[start + len + 1] != '\n') return 0;  // the general path says why
-    root_.type_ = Reply::Type::string;
-    root_.integer_ = 0;
-    root_.str_.assign(p + start, len);
-    root_.elements_.clear();
+    if (len + 2 > max_bytes || n - start < len + 2) return 0;
+    if (p[start + len] != '\r' || p[start + len + 1] != '\n')
+      return 0;  // the general path says why
+    into.type_ = Reply::Type::string;
+    into.integer_ = 0;
+    into.str_.assign(p + start, len);
+    into.elements_.clear();
     return start + len + 2;
   }
   if (type != '+' && type != '-' && type != ':') return 0;
-  const void* cr = std::memchr(p, '\r', std::min(n, limits_.max_reply_bytes));
+  const void* cr = std::memchr(p, '\r', std::min(n, max_bytes));
   if (cr == nullptr) return 0;
   const auto end = static_cast<std::size_t>(static_cast<const char*>(cr) - p);
   if (end + 1 >= n || p[end + 1] != '\n') return 0;
@@ -95,23 +97,31 @@ std::size_t ReplyParser::parse_simple(const char* p, std::size_t n) {
     long long v = 0;
     const auto r = std::from_chars(p + 1, p + end, v);
     if (end == 1 || r.ec != std::errc() || r.ptr != p + end || (p[1] == '-' && end == 2)) return 0;
-    root_.type_ = Reply::Type::integer;
-    root_.integer_ = v;
-    root_.str_.clear();
+    into.type_ = Reply::Type::integer;
+    into.integer_ = v;
+    into.str_.clear();
   } else {
-    root_.type_ = type == '+' ? Reply::Type::status : Reply::Type::error;
-    root_.integer_ = 0;
-    root_.str_.assign(p + 1, end - 1);
+    into.type_ = type == '+' ? Reply::Type::status : Reply::Type::error;
+    into.integer_ = 0;
+    into.str_.assign(p + 1, end - 1);
   }
-  root_.elements_.clear();
+  into.elements_.clear();
   return end + 2;
 }
 
 ReplyParser::Event ReplyParser::parse(const char* data, std::size_t size, std::size_t& used) {
+  return parse(data, size, used, nullptr);
+}
+
+ReplyParser::Event ReplyParser::parse(const char* data, std::size_t size, std::size_t& used,
+                                      Reply* target) {
   used = 0;
+  into_target_ = false;
   if (root_type_ == 0 && !in_bulk_ && stack_.empty()) {
-    if (const std::size_t n = parse_simple(data, size); n > 0) {
+    Reply& into = target != nullptr ? *target : root_;
+    if (const std::size_t n = parse_simple(data, size, limits_.max_reply_bytes, into); n > 0) {
       used = n;
+      into_target_ = target != nullptr;
       return Event::reply;
     }
   }

@@ -69,13 +69,16 @@ Request* DeadlineList::front() const noexcept {
 
 void DeadlineList::insert(Request* r) noexcept {
   const auto span = r->deadline() - r->created();
-  std::size_t i = 0;
-  std::size_t free_lane = lanes_.size();
-  for (; i < lanes_.size(); ++i) {
-    if (lanes_[i].head != nullptr && lanes_[i].span == span) break;
-    if (lanes_[i].head == nullptr && free_lane == lanes_.size()) free_lane = i;
+  std::size_t i = last_lane_;
+  if (lanes_[i].head == nullptr || lanes_[i].span != span) {
+    std::size_t free_lane = lanes_.size();
+    for (i = 0; i < lanes_.size(); ++i) {
+      if (lanes_[i].head != nullptr && lanes_[i].span == span) break;
+      if (lanes_[i].head == nullptr && free_lane == lanes_.size()) free_lane = i;
+    }
+    if (i == lanes_.size()) i = free_lane == lanes_.size() ? lanes_.size() - 1 : free_lane;
+    last_lane_ = i;
   }
-  if (i == lanes_.size()) i = free_lane == lanes_.size() ? lanes_.size() - 1 : free_lane;
   Lane& lane = lanes_[i];
   if (lane.head == nullptr) lane.span = span;
   Request* after = lane.tail;
@@ -260,8 +263,14 @@ void Session::on_read(TimePoint now, std::size_t n) {
   while (transport_open()) {
     std::size_t used = 0;
     ReplyParser::Event ev;
+    // The reply to a plain user request is parsed straight into it.
+    Request* head = in_flight_.front();
+    Reply* target = head != nullptr && head->kind() == RequestKind::user && !head->is_pipeline() &&
+                            !head->completed()
+                        ? &head->reply()
+                        : nullptr;
     try {
-      ev = parser_.parse(in_.data() + in_begin_, in_end_ - in_begin_, used);
+      ev = parser_.parse(in_.data() + in_begin_, in_end_ - in_begin_, used, target);
     } catch (const ProtocolError& e) {
       link_down(now, std::string(e.what()) +
                          (phase_ == Phase::handshaking ? " (is this a Redis server?)" : ""));
@@ -273,7 +282,11 @@ void Session::on_read(TimePoint now, std::size_t n) {
       log_->debug("dropped a RESP3 push message from {}", cfg_.redacted());
       continue;
     }
-    on_reply(std::move(parser_.reply()), now, ev == ReplyParser::Event::rejected);
+    if (parser_.parsed_into_target()) {
+      complete_in_place(head, now);
+    } else {
+      on_reply(std::move(parser_.reply()), now, ev == ReplyParser::Event::rejected);
+    }
   }
   if (in_begin_ == in_end_) {
     in_begin_ = in_end_ = 0;
@@ -362,6 +375,11 @@ void Session::submit(TimePoint now, Request* r) {
       break;
   }
   ++live_;
+  if (r->cancel_requested.load(std::memory_order_relaxed))
+    return complete(
+        r,
+        std::make_exception_ptr(TimeoutError("Redis " + std::string(r->name()) + " was cancelled")),
+        {}, now, Outcome::timeout);
   if (stopping_ || phase_ == Phase::stopped)
     return complete(r, closed_error(), {}, now, Outcome::error);
   if (phase_ == Phase::idle)
@@ -477,15 +495,8 @@ TimePoint Session::next_wake() const noexcept {
 // ---- internals --------------------------------------------------------------------------------
 
 void Session::finish(Request* r, std::exception_ptr e, Reply&& reply) {
-  // A waiter completed at once (the submit reference goes to the done list).
   r->set_result(std::move(e), std::move(reply));
-  r->done_next = nullptr;
-  if (done_tail_ != nullptr) {
-    done_tail_->done_next = r;
-  } else {
-    done_head_ = r;
-  }
-  done_tail_ = r;
+  append_done(r);
 }
 
 void Session::complete(Request* r, std::exception_ptr e, Reply&& reply, TimePoint now,
@@ -547,6 +558,28 @@ void Session::finish_waiters(RequestKind kind, const Reply& result, TimePoint no
     if (r->kind() == kind) complete(r, nullptr, Reply(result), now, Outcome::reply);
     r = next;
   }
+}
+
+void Session::complete_in_place(Request* r, TimePoint now) {
+  ++r->replies_seen;
+  in_flight_.remove(r);  // its in-flight reference moves to the done list
+  r->where = Request::Where::none;
+  deadlines_.remove(r);
+  --live_;
+  bump(counters_.commands);
+  record_latency(now - r->created());
+  r->set_result_in_place();
+  append_done(r);
+}
+
+void Session::append_done(Request* r) noexcept {
+  r->done_next = nullptr;
+  if (done_tail_ != nullptr) {
+    done_tail_->done_next = r;
+  } else {
+    done_head_ = r;
+  }
+  done_tail_ = r;
 }
 
 void Session::on_reply(Reply&& reply, TimePoint now, bool rejected) {
@@ -809,15 +842,13 @@ void Session::check_health(TimePoint now) {
     return;
   }
   if (now < health_check_at_) return;
-  // Nothing arrived since the PING. A request in flight that still has time left explains the
-  // silence (the server may be busy with it: DEBUG SLEEP, a slow script); judge again at its
-  // deadline.
-  TimePoint explained = TimePoint::min();
-  for (Request* r = in_flight_.front(); r != nullptr; r = r->next)
-    if (r->kind() == RequestKind::user && !r->completed())
-      explained = std::max(explained, r->deadline());
-  if (explained > now) {
-    health_check_at_ = explained;
+  // Nothing arrived since the PING. Replies come in order, so the server is still on the oldest
+  // request in flight: while that one's own deadline is ahead (DEBUG SLEEP, a slow script), the
+  // silence is explained; judge again at that deadline. Requests written after it explain
+  // nothing, however long their deadlines.
+  const Request* head = in_flight_.front();
+  if (head != nullptr && head->kind() == RequestKind::user && head->deadline() > now) {
+    health_check_at_ = head->deadline();
     return;
   }
   link_down(now, "no reply from Redis within " + millis(cfg_.health_timeout) + " of a PING");

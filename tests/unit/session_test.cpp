@@ -451,6 +451,20 @@ TEST(Session, SlowCommandIsNotMistakenForADeadLink) {
   EXPECT_TRUE(h.last.close);
 }
 
+// Requests written while the link is already silent do not explain the silence, however many
+// and however long their deadlines: only the oldest request in flight can.
+TEST(Session, NewRequestsDoNotKeepASilentLinkAlive) {
+  Harness h;
+  std::vector<RequestRef> keep;
+  for (int i = 0; i < 40 && !h.last.close; ++i) {
+    keep.push_back(h.submit(cmd("GET", "k"), 200ms));
+    h.advance(50ms);
+  }
+  ASSERT_TRUE(h.last.close);
+  // The first request timed out at 200 ms; the PING went out at 1 s; dead 1 s later.
+  EXPECT_LE(h.now - (TimePoint{} + 1000h), 2050ms);
+}
+
 TEST(Session, StopDrainsThenStopsAndALostLinkStopsAtOnce) {
   Harness h;
   auto a = h.submit(cmd("GET", "a"));

@@ -39,7 +39,14 @@ class Command {
     return *this;
   }
 
+  // Removes every argument (the storage is kept for reuse).
+  void clear() noexcept {
+    size_ = 0;
+    argc_ = 0;
+  }
   std::size_t argc() const noexcept { return argc_; }
+  // Bytes of encoded arguments held without allocating again.
+  std::size_t capacity() const noexcept { return capacity_; }
   bool empty() const noexcept { return argc_ == 0; }
   // Appends the complete RESP encoding ("*N\r\n$len\r\narg\r\n...") to `out`.
   void append_to(std::string& out) const;

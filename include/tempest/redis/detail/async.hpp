@@ -118,17 +118,19 @@ struct HandlerOps {
       r->release();  // before the upcall: the caller may submit again at once
       invoke_on_executor(std::move(h), fallback, inline_ok, std::move(e));
     } else {
-      std::optional<T> value;
-      if (!e) {
-        try {
-          value.emplace(convert(std::move(r->reply_)));
-        } catch (...) {
-          e = std::current_exception();
+      const auto produce = [&]() -> T {
+        if (!e) {
+          try {
+            return convert(std::move(r->reply_));
+          } catch (...) {
+            e = std::current_exception();
+          }
         }
-      }
+        return T{};
+      };
+      T value = produce();
       r->release();
-      invoke_on_executor(std::move(h), fallback, inline_ok, std::move(e),
-                         value ? std::move(*value) : T{});
+      invoke_on_executor(std::move(h), fallback, inline_ok, std::move(e), std::move(value));
     }
   }
 };

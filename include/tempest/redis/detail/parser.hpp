@@ -41,6 +41,10 @@ class ReplyParser {
   // follow); a partial bulk payload is consumed and kept here. Throws ProtocolError for bytes
   // that are not RESP; the parser must then be reset() (the connection dropped).
   Event parse(const char* data, std::size_t size, std::size_t& used);
+  // The same, but a simple reply (bulk string, simple string, error, integer) that is whole in
+  // `data` goes straight into `*target` (then parsed_into_target() is true) instead of reply().
+  Event parse(const char* data, std::size_t size, std::size_t& used, Reply* target);
+  bool parsed_into_target() const noexcept { return into_target_; }
 
   // The reply or push message of the last event (move from it, or use take()).
   Reply& reply() noexcept { return root_; }
@@ -61,7 +65,8 @@ class ReplyParser {
 
   // A whole bulk string, simple string, error or integer at the start of `data` (the common
   // replies), parsed into the root without the general machinery; 0 when it is not one.
-  std::size_t parse_simple(const char* data, std::size_t size);
+  static std::size_t parse_simple(const char* data, std::size_t size, std::size_t max_bytes,
+                                  Reply& into);
   Reply* slot();  // where the next element goes (nullptr: dropped)
   Event element_done();
   void open_aggregate(char type, long long count);
@@ -84,6 +89,7 @@ class ReplyParser {
   std::uint64_t data_left_ = 0;  // payload bytes still to come
   unsigned crlf_left_ = 0;       // 2 or 1 while the payload's CRLF is still to come
   bool in_bulk_ = false;
+  bool into_target_ = false;
 };
 
 }  // namespace tempest::redis::detail

@@ -102,6 +102,8 @@ class Request {
     error_ = std::move(e);
     reply_ = std::move(r);
   }
+  // The reply was parsed straight into reply().
+  void set_result_in_place() noexcept { completed_ = true; }
   // Delivers the result (see DeliverFn); the request may be gone afterwards.
   void deliver(const boost::asio::any_io_executor& fallback, bool inline_ok) {
     deliver_(this, fallback, inline_ok);
@@ -127,15 +129,21 @@ class Request {
   std::uint8_t flags = 0;        // kind-specific (e.g. a wait_ready that ends at the first failure)
   std::vector<Reply> collected;  // replies of a pipeline so far
   std::string rejection;         // a reply of a pipeline that the parser refused
+  // Set (from any thread) when the caller cancelled; read when the request enters the session.
+  std::atomic<bool> cancel_requested{false};
+
+  // A request from this thread's pool of released ones, or a new one.
+  static Request* create();
 
  private:
   template <class Handler, class T>
   friend struct HandlerOps;
 
-  void destroy() noexcept {
-    if (destroy_ != nullptr) destroy_(this);
-    delete this;
-  }
+  // Destroys a handler never invoked, then returns the request to this thread's pool.
+  void destroy() noexcept;
+  // Back to the state of a new request, keeping small buffers for reuse.
+  void reset() noexcept;
+  friend struct RequestPool;
   ~Request() = default;
   void* handler_storage() noexcept { return storage_; }
 
@@ -163,7 +171,7 @@ class Request {
 class RequestRef {
  public:
   RequestRef() = default;
-  static RequestRef make() { return RequestRef(new Request()); }
+  static RequestRef make() { return RequestRef(Request::create()); }
   // Adopts one reference already counted.
   static RequestRef adopt(Request* r) noexcept { return RequestRef(r); }
   RequestRef(const RequestRef& o) noexcept : p_(o.p_) {

@@ -70,6 +70,7 @@ class DeadlineList {
   };
   std::array<Lane, 8> lanes_{};
   std::size_t size_ = 0;
+  std::size_t last_lane_ = 0;  // where the previous request went (usually the next one's too)
 };
 
 // Counters, written under the connection's lock and readable from any thread.
@@ -155,6 +156,8 @@ class Session {
   enum class Outcome : std::uint8_t { reply, error, timeout };
   void set_phase(Phase p) noexcept;
   void finish(Request* r, std::exception_ptr e, Reply&& reply);
+  void append_done(Request* r) noexcept;
+  void complete_in_place(Request* r, TimePoint now);
   void complete(Request* r, std::exception_ptr e, Reply&& reply, TimePoint now, Outcome how);
   void record_latency(Clock::duration took) noexcept;
   void finish_waiters(RequestKind kind, const Reply& result, TimePoint now);
