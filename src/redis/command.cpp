@@ -58,21 +58,23 @@ void Command::append(const char* p, std::size_t n) {
 
 // "$<len>\r\n<bytes>\r\n", written in place after one capacity check.
 Command& Command::arg(std::string_view a) {
-  char len[24];
-  const auto r = std::to_chars(len, len + sizeof len, a.size());
-  const auto digits = static_cast<std::size_t>(r.ptr - len);
-  reserve_more(digits + a.size() + 5);
+  const std::size_t n = a.size();
+  std::size_t digits = 1;
+  for (std::size_t v = n; v >= 10; v /= 10)
+    ++digits;
+  const std::size_t need = digits + n + 5;
+  if (size_ + need > capacity_) reserve_more(need);
   char* out = (heap_ ? heap_.get() : inline_) + size_;
   *out++ = '$';
-  std::memcpy(out, len, digits);
+  std::to_chars(out, out + digits, n);
   out += digits;
   *out++ = '\r';
   *out++ = '\n';
-  if (!a.empty()) std::memcpy(out, a.data(), a.size());
-  out += a.size();
+  if (n != 0) std::memcpy(out, a.data(), n);
+  out += n;
   *out++ = '\r';
-  *out++ = '\n';
-  size_ += digits + a.size() + 5;
+  *out = '\n';
+  size_ += need;
   ++argc_;
   return *this;
 }

@@ -469,7 +469,7 @@ bool Link::write(TimePoint now) {
     // case) the write is over at once, and another can follow within the same batch of replies.
     error_code ec;
     sent = transport_->socket.write_some(asio::buffer(out), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    if (ec && (ec == asio::error::would_block || ec == asio::error::try_again)) {
       ec = {};
       sent = 0;
     }

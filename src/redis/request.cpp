@@ -60,7 +60,8 @@ void Request::reset() noexcept {
   completed_ = false;
   refs_.store(1, std::memory_order_relaxed);
   error_ = nullptr;
-  reply_ = Reply{};
+  // Whatever the last reply left is overwritten by the next one; only large leftovers go.
+  if (reply_.str().capacity() > kKeepBytes || !reply_.elements().empty()) reply_ = Reply{};
   deliver_ = nullptr;
   destroy_ = nullptr;
   convert_ = nullptr;
@@ -71,8 +72,8 @@ void Request::reset() noexcept {
   in_deadlines = false;
   deadline_lane = 0;
   flags = 0;
-  collected.clear();
-  rejection.clear();
+  if (!collected.empty()) collected = {};
+  if (!rejection.empty()) rejection.clear();
   cancel_requested.store(false, std::memory_order_relaxed);
 }
 

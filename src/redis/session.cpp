@@ -60,6 +60,7 @@ Request* RequestQueue::pop_front() noexcept {
 // ---- DeadlineList -----------------------------------------------------------------------------
 
 Request* DeadlineList::front() const noexcept {
+  if (size_ == 0) return nullptr;
   Request* best = nullptr;
   for (const auto& lane : lanes_)
     if (lane.head != nullptr && (best == nullptr || lane.head->deadline() < best->deadline()))
@@ -70,7 +71,7 @@ Request* DeadlineList::front() const noexcept {
 void DeadlineList::insert(Request* r) noexcept {
   const auto span = r->deadline() - r->created();
   std::size_t i = last_lane_;
-  if (lanes_[i].head == nullptr || lanes_[i].span != span) {
+  if (lanes_[i].head != nullptr && lanes_[i].span != span) {
     std::size_t free_lane = lanes_.size();
     for (i = 0; i < lanes_.size(); ++i) {
       if (lanes_[i].head != nullptr && lanes_[i].span == span) break;
@@ -253,14 +254,12 @@ void Session::on_open_failed(TimePoint now, std::string why) {
 }
 
 void Session::on_read(TimePoint now, std::size_t n) {
-  log_->trace("read {} bytes; {} in flight, {} queued, {} live, phase {}", n, in_flight_.size(),
-              queue_.size(), live_, int(phase_));
   if (!transport_open()) return;
   in_end_ += n;
   last_read_ = now;
   ping_sent_ = TimePoint::max();
   health_check_at_ = TimePoint::max();
-  while (transport_open()) {
+  while (transport_open() && in_begin_ < in_end_) {
     std::size_t used = 0;
     ReplyParser::Event ev;
     // The reply to a plain user request is parsed straight into it.
@@ -442,8 +441,6 @@ Session::Actions Session::take_actions(TimePoint now) {
     take(handshake_);
     if (phase_ == Phase::ready) take(queue_);
     if (!out_.empty()) {
-      log_->trace("write {} bytes; {} in flight, {} queued, {} live", out_.size(),
-                  in_flight_.size(), queue_.size(), live_);
       writing_ = true;
       a.write = true;
       bump(counters_.writes);
