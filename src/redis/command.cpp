@@ -14,8 +14,9 @@ std::string_view number(char (&buf)[24], long long v) {
 Command& Command::operator=(const Command& other) {
   if (this == &other) return *this;
   size_ = 0;
+  append(other.body().data(), other.size_);
   argc_ = other.argc_;
-  append(other.data(), other.size_);
+  write_head();
   return *this;
 }
 
@@ -23,6 +24,7 @@ Command& Command::operator=(Command&& other) noexcept {
   if (this == &other) return *this;
   argc_ = other.argc_;
   size_ = other.size_;
+  head_ = other.head_;
   if (other.heap_) {
     heap_ = std::move(other.heap_);
     capacity_ = other.capacity_;
@@ -30,11 +32,12 @@ Command& Command::operator=(Command&& other) noexcept {
     heap_.reset();
     capacity_ = kInline;
     // The whole inline buffer: a fixed-size copy compiles to a few vector moves, cheaper than a
-    // call to memcpy for the few bytes in use (commands are moved several times on their way).
-    std::memcpy(inline_, other.inline_, kInline);
+    // call to memcpy for the few bytes in use.
+    std::memcpy(inline_, other.inline_, sizeof inline_);
   }
   other.size_ = 0;
   other.argc_ = 0;
+  other.head_ = 0;
   other.capacity_ = kInline;
   return *this;
 }
@@ -44,16 +47,27 @@ void Command::reserve_more(std::size_t n) {
   std::size_t cap = capacity_ * 2;
   while (cap < size_ + n)
     cap *= 2;
-  auto bigger = std::make_unique<char[]>(cap);
-  std::memcpy(bigger.get(), data(), size_);
+  auto bigger = std::make_unique<char[]>(kHead + cap);
+  std::memcpy(bigger.get(), buffer(), kHead + size_);
   heap_ = std::move(bigger);
   capacity_ = cap;
 }
 
 void Command::append(const char* p, std::size_t n) {
   reserve_more(n);
-  std::memcpy((heap_ ? heap_.get() : inline_) + size_, p, n);
+  if (n != 0) std::memcpy(buffer() + kHead + size_, p, n);
   size_ += n;
+}
+
+void Command::write_head() noexcept {
+  char head[kHead];
+  head[0] = '*';
+  const auto r = std::to_chars(head + 1, head + kHead - 2, argc_);
+  char* end = r.ptr;
+  *end++ = '\r';
+  *end++ = '\n';
+  head_ = static_cast<std::size_t>(end - head);
+  std::memcpy(buffer() + kHead - head_, head, head_);
 }
 
 // "$<len>\r\n<bytes>\r\n", written in place after one capacity check.
@@ -64,7 +78,7 @@ Command& Command::arg(std::string_view a) {
     ++digits;
   const std::size_t need = digits + n + 5;
   if (size_ + need > capacity_) reserve_more(need);
-  char* out = (heap_ ? heap_.get() : inline_) + size_;
+  char* out = buffer() + kHead + size_;
   *out++ = '$';
   std::to_chars(out, out + digits, n);
   out += digits;
@@ -76,6 +90,17 @@ Command& Command::arg(std::string_view a) {
   *out = '\n';
   size_ += need;
   ++argc_;
+  if (argc_ < 10) {
+    // The usual case, one digit: "*N\r\n" in the last 4 bytes of the head room.
+    char* head = buffer() + kHead - 4;
+    head[0] = '*';
+    head[1] = static_cast<char>('0' + argc_);
+    head[2] = '\r';
+    head[3] = '\n';
+    head_ = 4;
+  } else {
+    write_head();
+  }
   return *this;
 }
 
@@ -85,14 +110,11 @@ Command& Command::arg_int(long long v) {
 }
 
 void Command::append_to(std::string& out) const {
-  char head[24];
-  head[0] = '*';
-  const auto r = std::to_chars(head + 1, head + sizeof head - 2, argc_);
-  char* end = r.ptr;
-  *end++ = '\r';
-  *end++ = '\n';
-  out.append(head, static_cast<std::size_t>(end - head));
-  out.append(data(), size_);
+  if (argc_ == 0) {
+    out += "*0\r\n";
+    return;
+  }
+  out.append(buffer() + kHead - head_, head_ + size_);
 }
 
 std::string_view Command::name() const noexcept {
@@ -100,7 +122,7 @@ std::string_view Command::name() const noexcept {
 }
 
 std::string_view Command::argument(std::size_t i) const noexcept {
-  const auto b = body();
+  const std::string_view b = body();
   std::size_t pos = 0;
   for (std::size_t k = 0; k < argc_; ++k) {
     // "$<len>\r\n<bytes>\r\n", as arg() wrote it.

@@ -10,6 +10,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <exception>
+#include <thread>
 #include <vector>
 
 #include "tempest/log.hpp"
@@ -84,8 +85,7 @@ struct DeliveryScope {
   Request* rest;  // completed requests not yet delivered
   std::array<Request*, Link::kFlushEvery> batch{};
   std::size_t batched = 0;
-  int exceptions = std::uncaught_exceptions();
-  bool closed = false;
+  bool closed = false;  // left normally (not closed: a handler threw)
 
   DeliveryScope(Link* l, Request* list) : link(l), outer(t_scope), rest(list) { t_scope = this; }
   DeliveryScope(const DeliveryScope&) = delete;
@@ -134,6 +134,22 @@ struct Link::TimerOp {
   std::uint64_t gen;
   void operator()(error_code ec) { self->on_timer(gen, ec); }
 };
+
+void SpinLock::contended() noexcept {
+  for (int spins = 0;; ++spins) {
+    while (flag_.load(std::memory_order_relaxed)) {
+      if (spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        ++spins;
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    if (!flag_.exchange(true, std::memory_order_acquire)) return;
+  }
+}
 
 void submit(Link& link, RequestRef r) {
   link.submit(std::move(r));
@@ -312,7 +328,7 @@ void Link::connected(std::uint64_t gen, error_code ec, const std::string& what) 
         return;
       }
       session_.on_open(now);
-      start_read(shared_from_this());
+      start_read(shared_from_this(), transport_);
     }
     done = carry_out(now);
   }
@@ -348,7 +364,7 @@ void Link::start_tls(std::uint64_t gen) {
         self->session_.on_open_failed(now, self->tls_failure(ec, *t));
       } else {
         self->session_.on_open(now);
-        self->start_read(self);
+        self->start_read(self, t);
       }
       done = self->carry_out(now);
     }
@@ -373,9 +389,9 @@ std::string Link::tls_failure(const error_code& ec, Transport& t) const {
   return msg;
 }
 
-void Link::start_read(std::shared_ptr<Link> self) {
+void Link::start_read(std::shared_ptr<Link> self, std::shared_ptr<Transport> transport) {
   auto [data, size] = session_.read_space();
-  ReadOp op{std::move(self), transport_, link_gen_};
+  ReadOp op{std::move(self), std::move(transport), link_gen_};
   if (transport_->tls) {
     transport_->tls->async_read_some(asio::buffer(data, size), std::move(op));
   } else {
@@ -393,7 +409,8 @@ void Link::on_read(ReadOp op, error_code ec, std::size_t n) {
       session_.on_link_error(now, describe(ec));
     } else {
       session_.on_read(now, n);
-      if (session_.transport_open()) start_read(std::move(op.self));
+      // The same transport (the generation matched): its reference moves on with the read.
+      if (session_.transport_open()) start_read(std::move(op.self), std::move(op.transport));
     }
     done = carry_out(now);
   }

@@ -27,6 +27,23 @@ namespace asio = boost::asio;
 struct Transport;
 struct DeliveryScope;
 
+// The lock of a link's short critical sections (a session step, starting an operation, a
+// non-blocking send). Uncontended it is one atomic exchange where a pthread mutex costs about 50
+// instructions a round (measured with callgrind: two rounds per request at one caller);
+// contended it spins briefly, then yields.
+class SpinLock {
+ public:
+  void lock() noexcept {
+    if (flag_.exchange(true, std::memory_order_acquire)) contended();
+  }
+  bool try_lock() noexcept { return !flag_.exchange(true, std::memory_order_acquire); }
+  void unlock() noexcept { flag_.store(false, std::memory_order_release); }
+
+ private:
+  void contended() noexcept;
+  std::atomic<bool> flag_{false};
+};
+
 class Link : public std::enable_shared_from_this<Link> {
  public:
   // Requests queued by callers resumed within one batch of replies that are written together
@@ -71,7 +88,7 @@ class Link : public std::enable_shared_from_this<Link> {
   void connected(std::uint64_t gen, boost::system::error_code ec, const std::string& what);
   void start_tls(std::uint64_t gen);
   std::string tls_failure(const boost::system::error_code& ec, Transport& t) const;
-  void start_read(std::shared_ptr<Link> self);
+  void start_read(std::shared_ptr<Link> self, std::shared_ptr<Transport> transport);
   void on_read(ReadOp op, boost::system::error_code ec, std::size_t n);
   void on_written(std::uint64_t gen, boost::system::error_code ec);
   void on_timer(std::uint64_t gen, boost::system::error_code ec);
@@ -86,7 +103,7 @@ class Link : public std::enable_shared_from_this<Link> {
 
   asio::any_io_executor executor_;
   Venue venue_;
-  mutable std::mutex mu_;
+  mutable SpinLock mu_;
   Session session_;
   std::optional<asio::ssl::context> tls_ctx_;
   asio::ip::tcp::resolver resolver_;

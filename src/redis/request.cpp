@@ -1,17 +1,18 @@
 #include "tempest/redis/detail/request.hpp"
 
-#include <vector>
-
 namespace tempest::redis::detail {
 
 // Released requests, kept per thread for the next ones (a request is about 500 bytes; a busy
-// connection makes and releases one per call).
+// connection makes and releases one per call), linked through Request::next.
 struct RequestPool {
   static constexpr std::size_t kKeep = 1024;
-  std::vector<Request*> free;
+  Request* head = nullptr;
+  std::size_t size = 0;
   ~RequestPool() {
-    for (Request* r : free)
+    while (Request* r = head) {
+      head = r->next;
       delete r;
+    }
   }
 };
 
@@ -20,9 +21,10 @@ thread_local RequestPool t_pool;
 }  // namespace
 
 Request* Request::create() {
-  if (!t_pool.free.empty()) {
-    Request* r = t_pool.free.back();
-    t_pool.free.pop_back();
+  if (Request* r = t_pool.head) {
+    t_pool.head = r->next;
+    --t_pool.size;
+    r->next = nullptr;
     return r;
   }
   return new Request();
@@ -30,18 +32,18 @@ Request* Request::create() {
 
 void Request::destroy() noexcept {
   if (destroy_ != nullptr) destroy_(this);
-  if (t_pool.free.size() >= RequestPool::kKeep) {
+  if (t_pool.size >= RequestPool::kKeep) {
     delete this;
     return;
   }
   reset();
-  try {
-    t_pool.free.push_back(this);
-  } catch (...) {
-    delete this;
-  }
+  next = t_pool.head;
+  t_pool.head = this;
+  ++t_pool.size;
 }
 
+// The intrusive links are back to null by the time a request is released (unlinking resets
+// them), so only what a use changes is reset here.
 void Request::reset() noexcept {
   constexpr std::size_t kKeepBytes = 4096;  // larger buffers are released, not pooled
   if (command_.capacity() > kKeepBytes) {
@@ -49,10 +51,12 @@ void Request::reset() noexcept {
   } else {
     command_.clear();
   }
-  if (wire_.capacity() > kKeepBytes) {
-    std::string().swap(wire_);
-  } else {
-    wire_.clear();
+  if (!wire_.empty()) {
+    if (wire_.capacity() > kKeepBytes) {
+      std::string().swap(wire_);
+    } else {
+      wire_.clear();
+    }
   }
   expected_ = 1;
   timeout_ = std::chrono::milliseconds(0);
@@ -62,15 +66,10 @@ void Request::reset() noexcept {
   error_ = nullptr;
   // Whatever the last reply left is overwritten by the next one; only large leftovers go.
   if (reply_.str().capacity() > kKeepBytes || !reply_.elements().empty()) reply_ = Reply{};
-  deliver_ = nullptr;
-  destroy_ = nullptr;
   convert_ = nullptr;
-  heap_handler_ = nullptr;
-  prev = next = deadline_prev = deadline_next = done_next = nullptr;
   replies_seen = 0;
   where = Where::none;
   in_deadlines = false;
-  deadline_lane = 0;
   flags = 0;
   if (!collected.empty()) collected = {};
   if (!rejection.empty()) rejection.clear();

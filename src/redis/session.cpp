@@ -207,6 +207,7 @@ ConnectionState Session::state() const noexcept {
 
 void Session::set_phase(Phase p) noexcept {
   phase_ = p;
+  wake_dirty_ = true;
   state_.store(static_cast<std::uint8_t>(state_of(p)), std::memory_order_relaxed);
 }
 
@@ -311,6 +312,7 @@ void Session::on_link_error(TimePoint now, std::string why) {
 }
 
 void Session::on_timer(TimePoint now) {
+  wake_dirty_ = true;
   expire(now);
   switch (phase_) {
     case Phase::opening:
@@ -346,6 +348,7 @@ void Session::on_timer(TimePoint now) {
 void Session::submit(TimePoint now, Request* r) {
   const Duration timeout = r->timeout().count() > 0 ? r->timeout() : cfg_.command_timeout;
   r->set_times(now, now + timeout);
+  if (r->deadline() < cached_wake_) wake_dirty_ = true;
   switch (r->kind()) {
     case RequestKind::wait_ready:
       if (phase_ == Phase::ready) return finish(r, nullptr, Reply::integer(1));
@@ -412,6 +415,7 @@ void Session::cancel(TimePoint now, Request* r, std::exception_ptr why) {
 
 void Session::stop(TimePoint now) {
   if (stopping_ || phase_ == Phase::stopped) return;
+  wake_dirty_ = true;
   stopping_ = true;
   stop_deadline_ = now + cfg_.disconnect_timeout;
   if (phase_ != Phase::ready || live_ == 0) finish_stop(now);
@@ -429,7 +433,7 @@ Session::Actions Session::take_actions(TimePoint now) {
   Actions a;
   a.open = std::exchange(want_open_, false);
   a.close = std::exchange(want_close_, false);
-  if (!writing_ && transport_open()) {
+  if (!writing_ && (!queue_.empty() || !handshake_.empty()) && transport_open()) {
     out_.clear();
     const auto take = [&](RequestQueue& q) {
       while (Request* r = q.pop_front()) {
@@ -446,7 +450,14 @@ Session::Actions Session::take_actions(TimePoint now) {
       bump(counters_.writes);
     }
   }
-  a.wake = next_wake();
+  // The earliest wake-up only moves earlier with a phase change, a new request or a timer event;
+  // replies and completions only move it later (the timer then fires early, harmlessly), so it is
+  // computed again only then.
+  if (wake_dirty_) {
+    cached_wake_ = next_wake();
+    wake_dirty_ = false;
+  }
+  a.wake = cached_wake_;
   a.done = done_head_;
   done_head_ = done_tail_ = nullptr;
   return a;

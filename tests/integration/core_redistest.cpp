@@ -11,6 +11,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_future.hpp>
 #include <future>
@@ -510,7 +511,10 @@ TEST(Tokens, FutureCallbackAndDeferred) {
 }
 
 // Cancellation from other threads of a multi-threaded io_context: get() raced against a short
-// timer in 64 coroutines on 4 threads (the TSan build runs this).
+// timer in 64 coroutines on 4 threads (the TSan build runs this). Each coroutine runs on a
+// strand of its own, as Asio requires for awaitable operators on a multi-threaded io_context
+// (their two branches would otherwise run at once); the client's replies and cancellations
+// arrive from whichever thread runs the connection.
 TEST(ClientThreads, CancellationFromOtherThreadsIsSafe) {
   using namespace asio::experimental::awaitable_operators;
   asio::io_context io(4);
@@ -523,7 +527,7 @@ TEST(ClientThreads, CancellationFromOtherThreadsIsSafe) {
         co_await client.set("cancel:k", "v");
         for (int w = 0; w < 64; ++w)
           asio::co_spawn(
-              io,
+              asio::make_strand(io),
               [&, w]() -> asio::awaitable<void> {
                 std::minstd_rand rng(static_cast<unsigned>(w));
                 for (int i = 0; i < 200; ++i) {

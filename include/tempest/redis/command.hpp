@@ -43,6 +43,7 @@ class Command {
   void clear() noexcept {
     size_ = 0;
     argc_ = 0;
+    head_ = 0;
   }
   std::size_t argc() const noexcept { return argc_; }
   // Bytes of encoded arguments held without allocating again.
@@ -64,17 +65,22 @@ class Command {
   Command& arg_int(long long v);
   void append(const char* p, std::size_t n);
   void reserve_more(std::size_t n);
-  std::string_view body() const noexcept { return {data(), size_}; }
-  const char* data() const noexcept { return heap_ ? heap_.get() : inline_; }
+  void write_head() noexcept;
+  char* buffer() noexcept { return heap_ ? heap_.get() : inline_; }
+  const char* buffer() const noexcept { return heap_ ? heap_.get() : inline_; }
+  std::string_view body() const noexcept { return {buffer() + kHead, size_}; }
 
-  // Encoded arguments without the "*N" header. Typical cache commands fit inline, so building
-  // one allocates nothing.
-  static constexpr std::size_t kInline = 104;
+  // The buffer holds room for the "*N\r\n" header (kept up to date, right-aligned against the
+  // arguments, so encoding is one copy) and the encoded arguments. Typical cache commands fit
+  // inline, so building one allocates nothing.
+  static constexpr std::size_t kHead = 16;
+  static constexpr std::size_t kInline = 104;  // bytes of arguments held inline
   std::unique_ptr<char[]> heap_;
-  std::size_t size_ = 0;
+  std::size_t size_ = 0;  // bytes of encoded arguments
   std::size_t capacity_ = kInline;
   std::size_t argc_ = 0;
-  char inline_[kInline];
+  std::size_t head_ = 0;  // bytes of the header
+  char inline_[kHead + kInline];
 };
 
 // cmd("SET", key, value, "EX", 300)

@@ -194,6 +194,8 @@ class Session {
   RequestQueue waiters_;    // wait_ready / wait_stopped requests
   bool want_open_ = false;
   bool want_close_ = false;
+  bool wake_dirty_ = true;
+  TimePoint cached_wake_ = TimePoint::max();
   Request* done_head_ = nullptr;
   Request* done_tail_ = nullptr;
   std::size_t live_ = 0;  // user requests submitted and not completed
