@@ -160,3 +160,34 @@ TEST(Tls, VerifiedConnectionAndWrongCaFailsClearly) {
   });
   EXPECT_THROW(Client(io.get_executor(), server.url("?tls_ca=/nonexistent/ca.pem")), ConfigError);
 }
+
+// The certificate names localhost and 127.0.0.1: asked for another name, the handshake fails
+// and says that the names do not match (not just "certificate verify failed").
+TEST(Tls, HostNameMismatchFailsClearly) {
+  RedisServer scratch;
+  const Certs certs = make_certs(scratch.dir());
+  RedisServer server({"--tls-cert-file", certs.cert, "--tls-key-file", certs.key,
+                      "--tls-ca-cert-file", certs.ca, "--tls-auth-clients", "no"},
+                     0, /*tls=*/true);
+  asio::io_context io;
+  Client wrong_name(io.get_executor(),
+                    server.url("?tls_ca=" + certs.ca + "&tls_server_name=cache.example.com"));
+  Client no_host_check(io.get_executor(), server.url("?tls_ca=" + certs.ca +
+                                                     "&tls_server_name=cache.example.com"
+                                                     "&tls_verify_host=false"));
+  run(io, [&]() -> asio::awaitable<void> {
+    try {
+      co_await wrong_name.connect();
+      ADD_FAILURE() << "connected although the certificate names another host";
+    } catch (const ConnectionError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("hostname mismatch"), std::string::npos) << what;
+      EXPECT_NE(what.find("does not name 'cache.example.com'"), std::string::npos) << what;
+    }
+    // The chain is still verified without the host check.
+    co_await no_host_check.connect();
+    EXPECT_EQ(co_await no_host_check.ping(), "PONG");
+    co_await no_host_check.disconnect();
+    wrong_name.close();
+  });
+}
