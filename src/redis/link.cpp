@@ -1,7 +1,6 @@
 #include "link.hpp"
 
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
+#include <openssl/x509.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/connect.hpp>
@@ -16,6 +15,7 @@
 #include "tempest/log.hpp"
 #include "tempest/redis/detail/async.hpp"
 #include "tempest/redis/error.hpp"
+#include "tls.hpp"
 
 namespace tempest::redis {
 
@@ -44,13 +44,18 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using generic_endpoint = asio::generic::stream_protocol::endpoint;
 
-// The transport of one link attempt. Shared with the operations in flight on it, so that a
-// closed transport (and its TLS state) outlives the completions that Asio still has to run.
+// The transport of one link attempt: a socket (TCP or Unix) and, when TLS is on, the filter
+// that the bytes pass through (under the link's lock). Shared with the operations in flight on
+// it, so that a closed transport outlives the completions that Asio still has to run.
 struct Transport {
   using Socket = asio::basic_stream_socket<asio::generic::stream_protocol, asio::any_io_executor>;
   explicit Transport(const asio::any_io_executor& ex) : socket(ex) {}
   Socket socket;
-  std::optional<ssl::stream<Socket&>> tls;
+  std::unique_ptr<TlsFilter> tls;
+  std::vector<char> cipher_in;  // TLS: ciphertext is read here, then decrypted into the session
+  std::string cipher_out;       // TLS: ciphertext being sent
+  bool cipher_writing = false;  // TLS: an asynchronous write of cipher_out is in flight
+  bool session_write = false;   // TLS: cipher_out holds the session's write (report when sent)
 };
 
 namespace {
@@ -323,60 +328,30 @@ void Link::connected(std::uint64_t gen, error_code ec, const std::string& what) 
       if (session_.config().transport == Config::Transport::tcp)
         socket.set_option(tcp::no_delay(true), ignored);
       socket.non_blocking(true, ignored);
+      bool sent = true;
       if (tls_ctx_) {
-        start_tls(gen);
-        return;
+        const Config& c = session_.config();
+        transport_->tls = std::make_unique<TlsFilter>(
+            tls_ctx_->native_handle(), c.tls.server_name.empty() ? c.host : c.tls.server_name,
+            c.tls.verify_peer && c.tls.verify_host);
+        transport_->cipher_in.resize(64 * 1024);
+        (void)transport_->tls->handshake();  // the ClientHello
+        sent = !flush_tls(now);
+      } else {
+        session_.on_open(now);
       }
-      session_.on_open(now);
-      start_read(shared_from_this(), transport_);
+      if (sent) start_read(shared_from_this(), transport_);
     }
     done = carry_out(now);
   }
   deliver(done, true);
 }
 
-void Link::start_tls(std::uint64_t gen) {
+std::string Link::tls_failure(const TlsFilter& tls) const {
   const Config& c = session_.config();
-  auto& tls = transport_->tls.emplace(transport_->socket, *tls_ctx_);
-  const std::string& name = c.tls.server_name.empty() ? c.host : c.tls.server_name;
-  SSL* ssl_handle = tls.native_handle();
-  SSL_set_tlsext_host_name(ssl_handle, name.c_str());
-  if (c.tls.verify_peer && c.tls.verify_host) {
-    // OpenSSL's own host check, so a mismatch is reported as one (X509_V_ERR_*_MISMATCH).
-    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_handle);
-    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    error_code not_ip;
-    (void)asio::ip::make_address(name, not_ip);
-    if (!not_ip) {
-      X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str());
-    } else {
-      X509_VERIFY_PARAM_set1_host(param, name.c_str(), name.size());
-    }
-  }
-  auto self = shared_from_this();
-  tls.async_handshake(ssl::stream_base::client, [self, gen, t = transport_](error_code ec) {
-    Request* done = nullptr;
-    {
-      std::lock_guard lock(self->mu_);
-      if (gen != self->link_gen_) return;
-      const TimePoint now = Clock::now();
-      if (ec) {
-        self->session_.on_open_failed(now, self->tls_failure(ec, *t));
-      } else {
-        self->session_.on_open(now);
-        self->start_read(self, t);
-      }
-      done = self->carry_out(now);
-    }
-    self->deliver(done, true);
-  });
-}
-
-std::string Link::tls_failure(const error_code& ec, Transport& t) const {
-  const Config& c = session_.config();
-  std::string msg = "TLS handshake with " + where_of(c) + " failed: " + describe(ec);
-  if (!t.tls) return msg;
-  const long v = SSL_get_verify_result(t.tls->native_handle());
+  std::string msg = "TLS handshake with " + where_of(c) + " failed: " +
+                    (tls.failed() ? tls.error() : std::string("the server closed the connection"));
+  const long v = tls.verify_result();
   if (v == X509_V_OK) return msg;
   msg += " (";
   msg += X509_verify_cert_error_string(v);
@@ -390,12 +365,13 @@ std::string Link::tls_failure(const error_code& ec, Transport& t) const {
 }
 
 void Link::start_read(std::shared_ptr<Link> self, std::shared_ptr<Transport> transport) {
-  auto [data, size] = session_.read_space();
+  Transport& t = *transport;
   ReadOp op{std::move(self), std::move(transport), link_gen_};
-  if (transport_->tls) {
-    transport_->tls->async_read_some(asio::buffer(data, size), std::move(op));
+  if (t.tls) {
+    t.socket.async_read_some(asio::buffer(t.cipher_in), std::move(op));
   } else {
-    transport_->socket.async_read_some(asio::buffer(data, size), std::move(op));
+    auto [data, size] = session_.read_space();
+    t.socket.async_read_some(asio::buffer(data, size), std::move(op));
   }
 }
 
@@ -406,15 +382,54 @@ void Link::on_read(ReadOp op, error_code ec, std::size_t n) {
     if (op.gen != link_gen_) return;
     const TimePoint now = Clock::now();
     if (ec) {
-      session_.on_link_error(now, describe(ec));
+      if (op.transport->tls && !op.transport->tls->established()) {
+        session_.on_open_failed(now, tls_failure(*op.transport->tls));
+      } else {
+        session_.on_link_error(now, describe(ec));
+      }
+    } else if (op.transport->tls) {
+      on_cipher(now, *op.transport, n);
     } else {
       session_.on_read(now, n);
-      // The same transport (the generation matched): its reference moves on with the read.
-      if (session_.transport_open()) start_read(std::move(op.self), std::move(op.transport));
     }
+    // The same transport (the generation matched): its reference moves on with the read.
+    if (op.gen == link_gen_ &&
+        (session_.transport_open() || session_.phase() == Session::Phase::opening))
+      start_read(std::move(op.self), std::move(op.transport));
     done = carry_out(now);
   }
   deliver(done, true);
+}
+
+void Link::on_cipher(TimePoint now, Transport& t, std::size_t n) {
+  TlsFilter& tls = *t.tls;
+  tls.feed(t.cipher_in.data(), n);
+  if (!tls.established()) {
+    switch (tls.handshake()) {
+      case TlsFilter::Status::failed:
+        (void)flush_tls(now);  // the alert, if any
+        session_.on_open_failed(now, tls_failure(tls));
+        return;
+      case TlsFilter::Status::want_input:
+        (void)flush_tls(now);
+        return;
+      case TlsFilter::Status::done:
+        if (flush_tls(now)) return;
+        session_.on_open(now);
+        break;
+    }
+  }
+  // Decrypt what arrived into the session's buffer, as much as there is.
+  while (session_.transport_open()) {
+    auto [data, size] = session_.read_space();
+    const std::size_t got = tls.read(data, size);
+    if (got == 0) break;
+    session_.on_read(now, got);
+  }
+  if (!session_.transport_open()) return;
+  if (tls.failed()) return session_.on_link_error(now, "TLS error: " + tls.error());
+  if (tls.closed()) return session_.on_link_error(now, "the server closed the TLS session");
+  (void)flush_tls(now);  // post-handshake messages, if any
 }
 
 void Link::on_written(std::uint64_t gen, error_code ec) {
@@ -425,6 +440,9 @@ void Link::on_written(std::uint64_t gen, error_code ec) {
     const TimePoint now = Clock::now();
     if (ec) {
       session_.on_link_error(now, describe(ec));
+    } else if (transport_->tls) {
+      transport_->cipher_writing = false;
+      (void)flush_tls(now);  // what was produced meanwhile; reports the session's write when done
     } else {
       session_.on_written(now);
     }
@@ -479,32 +497,67 @@ Request* Link::carry_out(TimePoint now) {
 }
 
 bool Link::write(TimePoint now) {
+  Transport& t = *transport_;
   const std::string& out = session_.write_buffer();
-  std::size_t sent = 0;
-  if (!transport_->tls) {
-    // Plain sockets first try a non-blocking send: when the kernel takes everything (the usual
-    // case) the write is over at once, and another can follow within the same batch of replies.
-    error_code ec;
-    sent = transport_->socket.write_some(asio::buffer(out), ec);
-    if (ec && (ec == asio::error::would_block || ec == asio::error::try_again)) {
-      ec = {};
-      sent = 0;
-    }
-    if (ec) {
-      session_.on_link_error(now, describe(ec));
+  if (t.tls) {
+    // Encrypted at once; the ciphertext goes out like a plain write.
+    if (!t.tls->write(out.data(), out.size())) {
+      session_.on_link_error(now, "TLS error: " + t.tls->error());
       return true;
     }
-    if (sent == out.size()) {
-      session_.on_written(now);
-      return false;
-    }
+    t.session_write = true;
+    return flush_tls(now);
   }
-  WriteOp op{shared_from_this(), transport_, link_gen_};
-  const auto rest = asio::buffer(out.data() + sent, out.size() - sent);
-  if (transport_->tls) {
-    asio::async_write(*transport_->tls, rest, std::move(op));
-  } else {
-    asio::async_write(transport_->socket, rest, std::move(op));
+  // Plain sockets first try a non-blocking send: when the kernel takes everything (the usual
+  // case) the write is over at once, and another can follow within the same batch of replies.
+  std::size_t sent = 0;
+  if (send_now(now, t, out, sent)) return true;
+  if (sent == out.size()) {
+    session_.on_written(now);
+    return false;
+  }
+  asio::async_write(t.socket, asio::buffer(out.data() + sent, out.size() - sent),
+                    WriteOp{shared_from_this(), transport_, link_gen_});
+  return false;
+}
+
+bool Link::send_now(TimePoint now, Transport& t, const std::string& bytes, std::size_t& sent) {
+  error_code ec;
+  sent = t.socket.write_some(asio::buffer(bytes), ec);
+  if (ec && (ec == asio::error::would_block || ec == asio::error::try_again)) {
+    ec = {};
+    sent = 0;
+  }
+  if (ec) {
+    // During the TLS handshake the link is not open yet: the attempt failed.
+    if (session_.phase() == Session::Phase::opening) {
+      session_.on_open_failed(
+          now, "TLS handshake with " + where_of(session_.config()) + " failed: " + describe(ec));
+    } else {
+      session_.on_link_error(now, describe(ec));
+    }
+    return true;
+  }
+  return false;
+}
+
+bool Link::flush_tls(TimePoint now) {
+  Transport& t = *transport_;
+  if (t.cipher_writing) return false;  // continues when the write in flight completes
+  t.cipher_out.clear();
+  t.tls->take_output(t.cipher_out);
+  std::size_t sent = 0;
+  if (!t.cipher_out.empty() && send_now(now, t, t.cipher_out, sent)) return true;
+  if (sent < t.cipher_out.size()) {
+    t.cipher_writing = true;
+    asio::async_write(t.socket,
+                      asio::buffer(t.cipher_out.data() + sent, t.cipher_out.size() - sent),
+                      WriteOp{shared_from_this(), transport_, link_gen_});
+    return false;
+  }
+  if (t.session_write) {
+    t.session_write = false;
+    session_.on_written(now);
   }
   return false;
 }

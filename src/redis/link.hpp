@@ -26,6 +26,7 @@ namespace asio = boost::asio;
 
 struct Transport;
 struct DeliveryScope;
+class TlsFilter;
 
 // The lock of a link's short critical sections (a session step, starting an operation, a
 // non-blocking send). Uncontended it is one atomic exchange where a pthread mutex costs about 50
@@ -86,8 +87,14 @@ class Link : public std::enable_shared_from_this<Link> {
   Request* carry_out(TimePoint now);
   void begin_open();
   void connected(std::uint64_t gen, boost::system::error_code ec, const std::string& what);
-  void start_tls(std::uint64_t gen);
-  std::string tls_failure(const boost::system::error_code& ec, Transport& t) const;
+  std::string tls_failure(const TlsFilter& tls) const;
+  // TLS: ciphertext arrived; drives the handshake or decrypts into the session.
+  void on_cipher(TimePoint now, Transport& t, std::size_t n);
+  // TLS: sends what the filter produced unless a write is in flight; true when it failed at
+  // once (the session has been told).
+  bool flush_tls(TimePoint now);
+  // A non-blocking send; true when it failed (the session has been told).
+  bool send_now(TimePoint now, Transport& t, const std::string& bytes, std::size_t& sent);
   void start_read(std::shared_ptr<Link> self, std::shared_ptr<Transport> transport);
   void on_read(ReadOp op, boost::system::error_code ec, std::size_t n);
   void on_written(std::uint64_t gen, boost::system::error_code ec);
