@@ -1,43 +1,17 @@
 // Arbitrary bytes through tempest's RESP parser, fed in fuzzer-chosen chunks as a connection
 // would. Must never crash, leak or hang; bad bytes are ProtocolError. Where hiredis (the
 // reference parser) also reads the same bytes without error, both must produce the same replies.
-#include <hiredis/hiredis.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "support/hiredis_reply.hpp"
 #include "tempest/redis/detail/parser.hpp"
 #include "tempest/redis/error.hpp"
 
 using namespace tempest::redis;
-
-namespace {
-
-Reply from_hiredis(const redisReply* r) {
-  switch (r->type) {
-    case REDIS_REPLY_STRING:
-      return Reply::string(std::string(r->str, r->len));
-    case REDIS_REPLY_STATUS:
-      return Reply::status(std::string(r->str, r->len));
-    case REDIS_REPLY_ERROR:
-      return Reply::error(std::string(r->str, r->len));
-    case REDIS_REPLY_INTEGER:
-      return Reply::integer(r->integer);
-    case REDIS_REPLY_ARRAY: {
-      std::vector<Reply> e;
-      for (std::size_t i = 0; i < r->elements; ++i)
-        e.push_back(from_hiredis(r->element[i]));
-      return Reply::array(std::move(e));
-    }
-    default:
-      return Reply::nil();
-  }
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
@@ -67,16 +41,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   if (!ours_ok || rejected) return 0;
-  std::vector<Reply> theirs;
-  redisReader* reader = redisReaderCreate();
-  redisReaderFeed(reader, wire.data(), wire.size());
-  void* out = nullptr;
-  while (redisReaderGetReply(reader, &out) == REDIS_OK && out != nullptr) {
-    theirs.push_back(from_hiredis(static_cast<redisReply*>(out)));
-    freeReplyObject(out);
-  }
-  const bool theirs_ok = reader->err == 0;
-  redisReaderFree(reader);
+  bool theirs_ok = false;
+  const std::vector<Reply> theirs = tempest::test::hiredis_replies(wire, theirs_ok);
   // Both read the bytes: the replies and what is left over must agree.
   if (theirs_ok && !parser.in_progress() && pending.empty() && theirs != ours) std::abort();
   return 0;

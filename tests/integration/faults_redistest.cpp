@@ -22,15 +22,17 @@ using Mode = FaultProxy::Mode;
 
 namespace {
 
-// `workers` coroutines loop ECHO <unique> until `stop`, counting right and wrong replies and
+// `workers` coroutines loop ECHO <unique> until finish(), counting right and wrong replies and
 // errors by type.
 struct EchoLoad {
+  explicit EchoLoad(asio::io_context& io) : io(io), all_done(io, Clock::time_point::max()) {}
+  asio::io_context& io;
+  asio::steady_timer all_done;
   std::atomic<long> right{0}, wrong{0}, connection_errors{0}, timeouts{0}, others{0};
   std::atomic<bool> stop{false};
   int running = 0;
 
-  void start(asio::io_context& io, Client& client, int workers, Duration timeout,
-             asio::steady_timer& all_done) {
+  void start(Client& client, int workers, Duration timeout) {
     running = workers;
     for (int w = 0; w < workers; ++w)
       asio::co_spawn(
@@ -53,9 +55,21 @@ struct EchoLoad {
               if (pause) co_await sleep_for(5ms);
             }
           },
-          [this, &all_done](std::exception_ptr) {
+          [this](std::exception_ptr) {
             if (--running == 0) all_done.cancel();
           });
+  }
+  // Whether right answers keep coming over `d`.
+  asio::awaitable<bool> progresses(Duration d) {
+    const long before = right;
+    co_await sleep_for(d);
+    co_return right.load() > before;
+  }
+  // Stops the workers and waits for them.
+  asio::awaitable<void> finish() {
+    stop = true;
+    boost::system::error_code ec;
+    co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
 };
 
@@ -114,11 +128,10 @@ TEST(Faults, BlackHoleIsDetectedAndTheClientRecovers) {
   Client client(io.get_executor(),
                 proxy.url("?health_interval=200ms&health_timeout=300ms&connect_timeout=500ms"
                           "&reconnect_min=50ms&reconnect_max=200ms"));
-  EchoLoad load;
+  EchoLoad load(io);
   run(io, [&]() -> asio::awaitable<void> {
     co_await client.connect();
-    asio::steady_timer all_done(io, Clock::time_point::max());
-    load.start(io, client, 16, 200ms, all_done);
+    load.start(client, 16, 200ms);
     co_await sleep_for(200ms);
     proxy.set_mode(Mode::black_hole);
     co_await wait_until([&] { return !client.is_connected(); }, 3s);
@@ -127,12 +140,8 @@ TEST(Faults, BlackHoleIsDetectedAndTheClientRecovers) {
     proxy.set_mode(Mode::pass);
     co_await wait_until([&] { return client.is_connected(); }, 5s);
     EXPECT_TRUE(client.is_connected());
-    const long before = load.right;
-    co_await sleep_for(200ms);
-    EXPECT_GT(load.right.load(), before) << "no reply after the recovery";
-    load.stop = true;
-    boost::system::error_code ec;
-    co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    EXPECT_TRUE(co_await load.progresses(200ms)) << "no reply after the recovery";
+    co_await load.finish();
     co_await client.disconnect();
   });
   EXPECT_EQ(load.wrong.load(), 0);
@@ -149,7 +158,7 @@ TEST(Faults, ResetMidReplyFailsWhatWasInFlightAndNothingElse) {
   FaultProxy proxy(server.port());
   asio::io_context io;
   Client client(io.get_executor(), proxy.url("?reconnect_min=20ms&reconnect_max=100ms"));
-  EchoLoad load;
+  EchoLoad load(io);
   run(io, [&]() -> asio::awaitable<void> {
     co_await client.connect();
     try {
@@ -161,8 +170,7 @@ TEST(Faults, ResetMidReplyFailsWhatWasInFlightAndNothingElse) {
           << e.what();
     }
     proxy.set_mode(Mode::pass);
-    asio::steady_timer all_done(io, Clock::time_point::max());
-    load.start(io, client, 16, 1s, all_done);
+    load.start(client, 16, 1s);
     for (int i = 0; i < 5; ++i) {
       co_await sleep_for(100ms);
       proxy.set_mode(Mode::reset_mid_reply);
@@ -170,12 +178,8 @@ TEST(Faults, ResetMidReplyFailsWhatWasInFlightAndNothingElse) {
       proxy.set_mode(Mode::pass);
     }
     co_await wait_until([&] { return client.is_connected(); }, 3s);
-    const long before = load.right;
-    co_await sleep_for(200ms);
-    EXPECT_GT(load.right.load(), before);
-    load.stop = true;
-    boost::system::error_code ec;
-    co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    EXPECT_TRUE(co_await load.progresses(200ms));
+    co_await load.finish();
     EXPECT_GE(client.stats().reconnects, 5u);
     co_await client.disconnect();
   });
@@ -219,16 +223,13 @@ TEST(Faults, DelayedLinkKeepsEveryReplyWithItsCaller) {
   FaultProxy proxy(server.port());
   asio::io_context io;
   Client client(io.get_executor(), proxy.url());
-  EchoLoad load;
+  EchoLoad load(io);
   run(io, [&]() -> asio::awaitable<void> {
     co_await client.connect();
     proxy.set_mode(Mode::delay, 30ms);
-    asio::steady_timer all_done(io, Clock::time_point::max());
-    load.start(io, client, 32, 2s, all_done);
+    load.start(client, 32, 2s);
     co_await sleep_for(600ms);
-    load.stop = true;
-    boost::system::error_code ec;
-    co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await load.finish();
     co_await client.disconnect();
   });
   EXPECT_GT(load.right.load(), 32 * 4);

@@ -127,14 +127,19 @@ Certs make_certs(const std::string& dir) {
      " -extfile ext.cnf -out server.crt");
   return c;
 }
+
+// A redis-server serving TLS only, with the certificate of make_certs.
+RedisServer tls_server(const Certs& certs) {
+  return RedisServer({"--tls-cert-file", certs.cert, "--tls-key-file", certs.key,
+                      "--tls-ca-cert-file", certs.ca, "--tls-auth-clients", "no"},
+                     0, /*tls=*/true);
+}
 }  // namespace
 
 TEST(Tls, VerifiedConnectionAndWrongCaFailsClearly) {
   RedisServer scratch;
   const Certs certs = make_certs(scratch.dir());
-  RedisServer server({"--tls-cert-file", certs.cert, "--tls-key-file", certs.key,
-                      "--tls-ca-cert-file", certs.ca, "--tls-auth-clients", "no"},
-                     0, /*tls=*/true);
+  RedisServer server = tls_server(certs);
   asio::io_context io;
   Client good(io.get_executor(), server.url("?tls_ca=" + certs.ca));
   Client wrong_ca(io.get_executor(), server.url("?connect_timeout=1s&tls_ca=" + certs.other_ca));
@@ -166,9 +171,7 @@ TEST(Tls, VerifiedConnectionAndWrongCaFailsClearly) {
 TEST(Tls, HostNameMismatchFailsClearly) {
   RedisServer scratch;
   const Certs certs = make_certs(scratch.dir());
-  RedisServer server({"--tls-cert-file", certs.cert, "--tls-key-file", certs.key,
-                      "--tls-ca-cert-file", certs.ca, "--tls-auth-clients", "no"},
-                     0, /*tls=*/true);
+  RedisServer server = tls_server(certs);
   asio::io_context io;
   Client wrong_name(io.get_executor(),
                     server.url("?tls_ca=" + certs.ca + "&tls_server_name=cache.example.com"));

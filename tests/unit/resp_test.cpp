@@ -1,10 +1,10 @@
 // RESP encoding of commands and incremental parsing of replies (RESP2 and RESP3), checked against
 // hiredis' own parser on the same bytes.
 #include <gtest/gtest.h>
-#include <hiredis/hiredis.h>
 
 #include <random>
 
+#include "support/hiredis_reply.hpp"
 #include "tempest/redis/command.hpp"
 #include "tempest/redis/detail/parser.hpp"
 #include "tempest/redis/error.hpp"
@@ -195,28 +195,6 @@ TEST(ReplyParser, DeepNestingParsesUpToTheLimitAndIsRejectedBeyond) {
 
 namespace {
 
-// A hiredis reader that builds tempest Replies, to compare both parsers on the same bytes.
-Reply from_hiredis(const redisReply* r) {
-  switch (r->type) {
-    case REDIS_REPLY_STRING:
-      return Reply::string(std::string(r->str, r->len));
-    case REDIS_REPLY_STATUS:
-      return Reply::status(std::string(r->str, r->len));
-    case REDIS_REPLY_ERROR:
-      return Reply::error(std::string(r->str, r->len));
-    case REDIS_REPLY_INTEGER:
-      return Reply::integer(r->integer);
-    case REDIS_REPLY_ARRAY: {
-      std::vector<Reply> e;
-      for (std::size_t i = 0; i < r->elements; ++i)
-        e.push_back(from_hiredis(r->element[i]));
-      return Reply::array(std::move(e));
-    }
-    default:
-      return Reply::nil();
-  }
-}
-
 std::string random_reply(std::mt19937& rng, int depth) {
   std::uniform_int_distribution<int> kind(0, depth < 5 ? 6 : 4);
   std::uniform_int_distribution<int> len(0, 40);
@@ -265,17 +243,9 @@ TEST(ReplyParser, AgreesWithHiredisOnRandomResp2Streams) {
     for (int i = 0; i < count; ++i)
       wire += random_reply(rng, 0);
 
-    std::vector<Reply> expected;
-    redisReader* reader = redisReaderCreate();
-    redisReaderFeed(reader, wire.data(), wire.size());
-    void* out = nullptr;
-    while (redisReaderGetReply(reader, &out) == REDIS_OK && out != nullptr) {
-      expected.push_back(from_hiredis(static_cast<redisReply*>(out)));
-      freeReplyObject(out);
-    }
-    ASSERT_EQ(reader->err, 0) << reader->errstr;
-    redisReaderFree(reader);
-
+    bool read_all = false;
+    const std::vector<Reply> expected = tempest::test::hiredis_replies(wire, read_all);
+    ASSERT_TRUE(read_all);
     Feeder f;
     f.feed_in_chunks(wire, 1 + rng() % 64);
     ASSERT_EQ(static_cast<int>(expected.size()), count);

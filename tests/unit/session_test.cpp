@@ -121,6 +121,16 @@ struct Harness {
     session.on_timer(now);
     step();
   }
+  // After a loss: the backoff's timer fires, the transport opens, the handshake's PING is answered.
+  void reconnect() {
+    now = last.wake;
+    session.on_timer(now);
+    step();
+    session.on_open(now);
+    step();
+    feed("+PONG\r\n");
+    ASSERT_EQ(session.phase(), Session::Phase::ready);
+  }
 };
 
 }  // namespace
@@ -242,12 +252,7 @@ TEST(Session, BackoffStartsAgainOnlyAfterTheLinkStayedUp) {
   h.session.on_link_error(h.now, "reset");
   h.step();
   const auto first = h.last.wake - h.now;
-  h.now = h.last.wake;
-  h.session.on_timer(h.now);
-  h.step();
-  h.session.on_open(h.now);
-  h.step();
-  h.feed("+PONG\r\n");
+  h.reconnect();
   h.advance(1s);
   h.session.on_link_error(h.now, "reset");
   h.step();
@@ -255,12 +260,7 @@ TEST(Session, BackoffStartsAgainOnlyAfterTheLinkStayedUp) {
   EXPECT_GT(second, first);
   EXPECT_GE(second, 200ms * 3 / 4);
   // Up for longer than stable_after: the next loss reconnects after reconnect_min again.
-  h.now = h.last.wake;
-  h.session.on_timer(h.now);
-  h.step();
-  h.session.on_open(h.now);
-  h.step();
-  h.feed("+PONG\r\n");
+  h.reconnect();
   for (int i = 0; i < 6; ++i) {
     h.advance(1s);
     h.feed("+PONG\r\n");  // the health checks' answers
