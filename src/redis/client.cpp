@@ -230,9 +230,21 @@ detail::RequestRef Client::command_request(Command c, const CallOptions& o) cons
   const auto venue = link_->venue();
   detail::check_command(c, venue);
   CallOptions opts = o;
-  if (!opts.timeout && detail::command_traits(c).use == detail::CommandUse::blocking)
-    if (const auto blocks = blocking_time(c)) opts.timeout = config().command_timeout + *blocks;
-  return plain_request(std::move(c), opts);
+  const bool blocking = detail::command_traits(c).use == detail::CommandUse::blocking;
+  if (blocking && !opts.timeout) {
+    // Its default deadline is the command's own blocking time plus the usual command timeout.
+    const auto blocks = blocking_time(c);
+    if (!blocks)
+      throw std::invalid_argument(
+          std::string(c.name()) +
+          " without a timeout of its own blocks until data arrives: give it one, or pass "
+          "CallOptions::timeout (when that passes, the connection is closed, so that no data is "
+          "taken for a caller that has given up)");
+    opts.timeout = config().command_timeout + *blocks;
+  }
+  auto r = plain_request(std::move(c), opts);
+  if (blocking) r->flags = detail::kBlockingCommand;
+  return r;
 }
 
 detail::RequestRef Client::pipeline_request(const Pipeline& p, const CallOptions& o) const {

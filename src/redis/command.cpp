@@ -59,7 +59,7 @@ void Command::append(const char* p, std::size_t n) {
   size_ += n;
 }
 
-void Command::write_head() noexcept {
+void Command::write_long_head() noexcept {
   char head[kHead];
   head[0] = '*';
   const auto r = std::to_chars(head + 1, head + kHead - 2, argc_);
@@ -68,40 +68,6 @@ void Command::write_head() noexcept {
   *end++ = '\n';
   head_ = static_cast<std::size_t>(end - head);
   std::memcpy(buffer() + kHead - head_, head, head_);
-}
-
-// "$<len>\r\n<bytes>\r\n", written in place after one capacity check.
-Command& Command::arg(std::string_view a) {
-  const std::size_t n = a.size();
-  std::size_t digits = 1;
-  for (std::size_t v = n; v >= 10; v /= 10)
-    ++digits;
-  const std::size_t need = digits + n + 5;
-  if (size_ + need > capacity_) reserve_more(need);
-  char* out = buffer() + kHead + size_;
-  *out++ = '$';
-  std::to_chars(out, out + digits, n);
-  out += digits;
-  *out++ = '\r';
-  *out++ = '\n';
-  if (n != 0) std::memcpy(out, a.data(), n);
-  out += n;
-  *out++ = '\r';
-  *out = '\n';
-  size_ += need;
-  ++argc_;
-  if (argc_ < 10) {
-    // The usual case, one digit: "*N\r\n" in the last 4 bytes of the head room.
-    char* head = buffer() + kHead - 4;
-    head[0] = '*';
-    head[1] = static_cast<char>('0' + argc_);
-    head[2] = '\r';
-    head[3] = '\n';
-    head_ = 4;
-  } else {
-    write_head();
-  }
-  return *this;
 }
 
 Command& Command::arg_int(long long v) {

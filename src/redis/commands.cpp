@@ -62,6 +62,19 @@ constexpr std::array kTable = {
 
 constexpr Entry kClientReply{"CLIENT REPLY", CommandUse::breaks_replies, CommandReplies::none,
                              "every request on a tempest connection gets its reply"};
+constexpr std::string_view kSetting =
+    "set it on client.dedicated(), or through the config (client_name)";
+constexpr std::array kClientSettings = {
+    Entry{"CLIENT SETNAME", CommandUse::setting, CommandReplies::one, kSetting},
+    Entry{"CLIENT SETINFO", CommandUse::setting, CommandReplies::one, kSetting},
+    Entry{"CLIENT NO-EVICT", CommandUse::setting, CommandReplies::one, kSetting},
+    Entry{"CLIENT NO-TOUCH", CommandUse::setting, CommandReplies::one, kSetting},
+    Entry{"CLIENT CACHING", CommandUse::setting, CommandReplies::one,
+          "client-side caching is managed by the library"},
+};
+constexpr Entry kAsking{"ASKING", CommandUse::setting, CommandReplies::one,
+                        "it applies to the next command, which on a shared connection is another "
+                        "caller's; cluster redirects are followed by the library"};
 constexpr Entry kClientTracking{"CLIENT TRACKING", CommandUse::connection, CommandReplies::one,
                                 "client-side caching is managed by the library"};
 constexpr Entry kBlockingRead{"", CommandUse::blocking, CommandReplies::one, kDedicated};
@@ -83,10 +96,13 @@ const Entry* find_entry(std::size_t argc, At at) noexcept {
   if (argc == 0) return nullptr;
   const std::string_view name = at(0);
   if (name.size() < 4 || name.size() > 12) return nullptr;  // no listed name is shorter or longer
+  if (equals_upper(name, "ASKING")) return &kAsking;
   if (equals_upper(name, "CLIENT") && argc > 1) {
     const auto sub = at(1);
     if (equals_upper(sub, "REPLY")) return &kClientReply;
     if (equals_upper(sub, "TRACKING")) return &kClientTracking;
+    for (const auto& e : kClientSettings)
+      if (equals_upper(sub, e.name.substr(7))) return &e;
     return nullptr;
   }
   if (equals_upper(name, "XREAD") || equals_upper(name, "XREADGROUP")) {
@@ -122,6 +138,11 @@ std::string refusal(const Entry& e, std::string_view given_name, Venue venue) {
       break;
     case CommandUse::connection:
       why = name + " is refused: it would change the connection for every caller on it";
+      break;
+    case CommandUse::setting:
+      why = name +
+            " is refused on a shared connection: it would change the connection for every "
+            "caller on it";
       break;
     case CommandUse::transactional:
       if (venue == Venue::transaction)
@@ -194,7 +215,8 @@ CommandTraits command_traits(const Command& c) noexcept {
 bool allowed(std::uint8_t uses, Venue venue) noexcept {
   std::uint8_t ok = use_bit(CommandUse::shared);
   if (venue != Venue::shared) ok |= use_bit(CommandUse::blocking);
-  if (venue == Venue::dedicated) ok |= use_bit(CommandUse::transactional);
+  if (venue == Venue::dedicated)
+    ok |= use_bit(CommandUse::transactional) | use_bit(CommandUse::setting);
   return (uses & ~ok) == 0;
 }
 

@@ -3,7 +3,6 @@
 #include <openssl/x509.h>
 #include <spdlog/spdlog.h>
 
-#include <boost/asio/connect.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
@@ -45,8 +44,8 @@ using tcp = asio::ip::tcp;
 using generic_endpoint = asio::generic::stream_protocol::endpoint;
 
 // The transport of one link attempt: a socket (TCP or Unix) and, when TLS is on, the filter
-// that the bytes pass through (under the link's lock). Shared with the operations in flight on
-// it, so that a closed transport outlives the completions that Asio still has to run.
+// that the bytes pass through. Shared with the operations in flight on it, so that a closed
+// transport outlives the completions that Asio still has to run. Used only under the lock.
 struct Transport {
   using Socket = asio::basic_stream_socket<asio::generic::stream_protocol, asio::any_io_executor>;
   explicit Transport(const asio::any_io_executor& ex) : socket(ex) {}
@@ -54,8 +53,10 @@ struct Transport {
   std::unique_ptr<TlsFilter> tls;
   std::vector<char> cipher_in;  // TLS: ciphertext is read here, then decrypted into the session
   std::string cipher_out;       // TLS: ciphertext being sent
-  bool cipher_writing = false;  // TLS: an asynchronous write of cipher_out is in flight
-  bool session_write = false;   // TLS: cipher_out holds the session's write (report when sent)
+  bool session_write = false;   // TLS: cipher_out carries the session's write (report when sent)
+  // The write in progress: bytes [write_from, size) of *writing are still to go.
+  const std::string* writing = nullptr;
+  std::size_t write_from = 0;
 };
 
 namespace {
@@ -81,21 +82,20 @@ std::string where_of(const Config& c) {
 
 }  // namespace
 
-// A delivery of completed requests on this thread. Callers it resumes queue their next requests
-// here, without the lock; they enter the session kFlushEvery at a time (and the rest when the
-// delivery ends), so the server works on some while the others are still being resumed.
+// A delivery of completed requests on this thread. Callers it resumes submit their next
+// requests into the session at once, but the write waits (see Link::submit) until kFlushEvery
+// are queued or the delivery ends, so the server works on some while the others are still being
+// resumed, and a request never waits for a caller that blocks.
 struct DeliveryScope {
   Link* link;
   DeliveryScope* outer;
-  Request* rest;  // completed requests not yet delivered
-  std::array<Request*, Link::kFlushEvery> batch{};
-  std::size_t batched = 0;
-  bool closed = false;  // left normally (not closed: a handler threw)
+  Request* rest;          // completed requests not yet delivered
+  bool deferred = false;  // a resumed caller's request waits for the end of the delivery
+  bool closed = false;    // left normally (not closed: a handler threw)
 
   DeliveryScope(Link* l, Request* list) : link(l), outer(t_scope), rest(list) { t_scope = this; }
   DeliveryScope(const DeliveryScope&) = delete;
   DeliveryScope& operator=(const DeliveryScope&) = delete;
-  // Leaves the scope; the requests batched and not yet submitted stay in batch[0, batched).
   void close() {
     closed = true;
     t_scope = outer;
@@ -103,15 +103,13 @@ struct DeliveryScope {
   ~DeliveryScope() {
     if (closed) return;
     t_scope = outer;
-    // A caller's handler threw (it leaves through io_context::run()): the callers after it and
-    // the requests batched meanwhile go on in a fresh handler.
+    // A caller's handler threw (it leaves through io_context::run()): the callers after it, and
+    // the writes the resumed ones wait for, go on in a fresh handler.
     try {
-      std::vector<Request*> left(batch.begin(), batch.begin() + static_cast<long>(batched));
-      asio::post(link->executor(),
-                 [self = link->shared_from_this(), rest = rest, left = std::move(left)]() mutable {
-                   self->submit_batch(left.data(), left.size());
-                   self->deliver(rest, true);
-                 });
+      asio::post(link->executor(), [self = link->shared_from_this(), rest = rest] {
+        self->deliver(rest, true);
+        self->step(true, [](TimePoint) { return true; });
+      });
     } catch (...) {
     }
   }
@@ -131,7 +129,7 @@ struct Link::WriteOp {
   std::shared_ptr<Link> self;
   std::shared_ptr<Transport> transport;
   std::uint64_t gen;
-  void operator()(error_code ec, std::size_t) { self->on_written(gen, ec); }
+  void operator()(error_code ec, std::size_t n) { self->on_written(gen, ec, n); }
 };
 
 struct Link::TimerOp {
@@ -140,19 +138,22 @@ struct Link::TimerOp {
   void operator()(error_code ec) { self->on_timer(gen, ec); }
 };
 
-void SpinLock::contended() noexcept {
-  for (int spins = 0;; ++spins) {
-    while (flag_.load(std::memory_order_relaxed)) {
-      if (spins < 64) {
+void Lock::contended() noexcept {
+  // The sections are short: spin a little first.
+  for (int i = 0; i < 64; ++i) {
 #if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
+    __builtin_ia32_pause();
 #endif
-        ++spins;
-      } else {
-        std::this_thread::yield();
-      }
-    }
-    if (!flag_.exchange(true, std::memory_order_acquire)) return;
+    int expected = 0;
+    if (state_.load(std::memory_order_relaxed) == 0 &&
+        state_.compare_exchange_strong(expected, 1, std::memory_order_acquire))
+      return;
+  }
+  // Then sleep on the futex, marking that someone waits (state 2).
+  int c = state_.exchange(2, std::memory_order_acquire);
+  while (c != 0) {
+    state_.wait(2, std::memory_order_relaxed);
+    c = state_.exchange(2, std::memory_order_acquire);
   }
 }
 
@@ -170,6 +171,9 @@ Link::Link(asio::any_io_executor executor, Config config, Venue venue)
       session_(validated(std::move(config)), tempest::logger("tempest.redis")),
       resolver_(executor_),
       timer_(executor_) {
+  // A dedicated connection carries state of its caller's (WATCH, a transaction, a blocking
+  // command): after a lost link it ends instead of quietly reconnecting without that state.
+  if (venue_ == Venue::dedicated) session_.set_reconnect(false);
   if (session_.config().tls.enabled) make_tls_context();
 }
 
@@ -207,144 +211,137 @@ void Link::make_tls_context() {
   }
 }
 
-// ---- events -----------------------------------------------------------------------------------
-
-void Link::start() {
+template <class F>
+void Link::step(bool inline_ok, F&& f) {
   Request* done = nullptr;
   {
     std::lock_guard lock(mu_);
     const TimePoint now = Clock::now();
-    session_.start(now);
+    if (!f(now)) return;
     done = carry_out(now);
   }
-  deliver(done, false);
+  deliver(done, inline_ok);
+}
+
+// ---- events -----------------------------------------------------------------------------------
+
+void Link::start() {
+  step(false, [&](TimePoint now) {
+    session_.start(now);
+    return true;
+  });
 }
 
 void Link::submit(RequestRef ref) {
   Request* r = ref.detach();
-  if (DeliveryScope* scope = t_scope; scope != nullptr && scope->link == this) {
-    // A caller resumed by this link's delivery: batched without the lock (see DeliveryScope).
-    scope->batch[scope->batched++] = r;
-    if (scope->batched == kFlushEvery) {
-      scope->batched = 0;
-      submit_batch(scope->batch.data(), kFlushEvery);
-    }
-    return;
-  }
   Request* done = nullptr;
   {
     std::lock_guard lock(mu_);
     const TimePoint now = Clock::now();
     if (r->kind() == RequestKind::wait_stopped) session_.stop(now);
     session_.submit(now, r);
+    // A caller resumed by this link's delivery on this thread, with more callers still to be
+    // resumed: the request is in the session (its deadline runs) and is written with theirs.
+    // The last one resumed writes what is queued.
+    DeliveryScope* scope = t_scope;
+    if (scope != nullptr && scope->link == this) {
+      if (scope->rest != nullptr && session_.queued() < kFlushEvery && !session_.has_completed()) {
+        scope->deferred = true;
+        return;
+      }
+      scope->deferred = false;
+    }
     done = carry_out(now);
   }
   deliver(done, false);  // inside the caller's initiating function: never inline
 }
 
-void Link::submit_batch(Request* const* requests, std::size_t n) {
-  if (n == 0) return;
-  Request* done = nullptr;
-  {
-    std::lock_guard lock(mu_);
-    // One clock read per batch, not per request. (Not the time of the event that started the
-    // delivery: a caller may have blocked in between.)
-    const TimePoint now = Clock::now();
-    for (std::size_t i = 0; i < n; ++i) {
-      if (requests[i]->kind() == RequestKind::wait_stopped) session_.stop(now);
-      session_.submit(now, requests[i]);
-    }
-    done = carry_out(now);
-  }
-  deliver(done, false);  // possibly inside a caller's initiating function
-}
-
 void Link::cancel(Request* r) noexcept {
   r->cancel_requested.store(true, std::memory_order_relaxed);  // if not in the session yet
-  Request* done = nullptr;
-  {
-    std::lock_guard lock(mu_);
-    const TimePoint now = Clock::now();
+  step(false, [&](TimePoint now) {
     session_.cancel(now, r,
                     std::make_exception_ptr(
                         TimeoutError("Redis " + std::string(r->name()) + " was cancelled")));
-    done = carry_out(now);
-  }
-  deliver(done, false);
+    return true;
+  });
 }
 
 void Link::close() noexcept {
-  Request* done = nullptr;
-  {
-    std::lock_guard lock(mu_);
-    const TimePoint now = Clock::now();
+  step(false, [&](TimePoint now) {
     session_.abort(now);
-    done = carry_out(now);
-  }
-  deliver(done, false);
+    return true;
+  });
 }
 
 void Link::begin_open() {
   const std::uint64_t gen = link_gen_;
   transport_ = std::make_shared<Transport>(executor_);
-  auto self = shared_from_this();
+  endpoints_.clear();
   const Config& c = session_.config();
   if (c.transport == Config::Transport::unix_socket) {
-    transport_->socket.async_connect(
-        generic_endpoint(asio::local::stream_protocol::endpoint(c.path)),
-        [self, gen, t = transport_](error_code ec) {
-          self->connected(gen, ec, "cannot connect to " + self->config().path);
-        });
+    endpoints_.emplace_back(asio::local::stream_protocol::endpoint(c.path));
+    connect_next(gen, 0);
     return;
   }
   resolver_.async_resolve(
       c.host, std::to_string(c.port),
-      [self, gen](error_code ec, const tcp::resolver::results_type& results) {
-        if (ec) return self->connected(gen, ec, "cannot resolve " + self->config().host);
-        std::vector<generic_endpoint> endpoints;
-        for (const auto& entry : results)
-          endpoints.emplace_back(entry.endpoint());
-        std::lock_guard lock(self->mu_);
-        if (gen != self->link_gen_) return;
-        asio::async_connect(
-            self->transport_->socket, endpoints,
-            [self, gen, t = self->transport_](error_code e, const generic_endpoint&) {
-              self->connected(gen, e, "cannot connect to " + where_of(self->config()));
-            });
+      [self = shared_from_this(), gen](error_code ec, const tcp::resolver::results_type& found) {
+        self->step(true, [&](TimePoint now) {
+          if (gen != self->link_gen_) return false;
+          if (ec) {
+            self->session_.on_open_failed(
+                now, "cannot resolve " + self->config().host + ": " + describe(ec));
+            return true;
+          }
+          for (const auto& entry : found)
+            self->endpoints_.emplace_back(entry.endpoint());
+          self->connect_next(gen, 0);
+          return true;
+        });
       });
 }
 
-void Link::connected(std::uint64_t gen, error_code ec, const std::string& what) {
-  Request* done = nullptr;
-  {
-    std::lock_guard lock(mu_);
-    if (gen != link_gen_) return;
-    const TimePoint now = Clock::now();
+// Tries endpoints_[index] (under the lock; the next one if it fails).
+void Link::connect_next(std::uint64_t gen, std::size_t index) {
+  error_code ignored;
+  transport_->socket.close(ignored);
+  transport_->socket.async_connect(
+      endpoints_[index], [self = shared_from_this(), gen, index, t = transport_](error_code ec) {
+        self->connected(gen, ec, index);
+      });
+}
+
+void Link::connected(std::uint64_t gen, error_code ec, std::size_t index) {
+  step(true, [&](TimePoint now) {
+    if (gen != link_gen_) return false;
     if (ec) {
-      session_.on_open_failed(now, what + ": " + describe(ec));
-    } else {
-      auto& socket = transport_->socket;
-      error_code ignored;
-      if (session_.config().transport == Config::Transport::tcp)
-        socket.set_option(tcp::no_delay(true), ignored);
-      socket.non_blocking(true, ignored);
-      bool sent = true;
-      if (tls_ctx_) {
-        const Config& c = session_.config();
-        transport_->tls = std::make_unique<TlsFilter>(
-            tls_ctx_->native_handle(), c.tls.server_name.empty() ? c.host : c.tls.server_name,
-            c.tls.verify_peer && c.tls.verify_host);
-        transport_->cipher_in.resize(64 * 1024);
-        (void)transport_->tls->handshake();  // the ClientHello
-        sent = !flush_tls(now);
+      if (index + 1 < endpoints_.size()) {
+        connect_next(gen, index + 1);
       } else {
-        session_.on_open(now);
+        session_.on_open_failed(
+            now, "cannot connect to " + where_of(session_.config()) + ": " + describe(ec));
       }
-      if (sent) start_read(shared_from_this(), transport_);
+      return true;
     }
-    done = carry_out(now);
-  }
-  deliver(done, true);
+    Transport& t = *transport_;
+    error_code ignored;
+    if (session_.config().transport == Config::Transport::tcp)
+      t.socket.set_option(tcp::no_delay(true), ignored);
+    t.socket.non_blocking(true, ignored);
+    if (tls_ctx_) {
+      const Config& c = session_.config();
+      t.tls = std::make_unique<TlsFilter>(tls_ctx_->native_handle(),
+                                          c.tls.server_name.empty() ? c.host : c.tls.server_name,
+                                          c.tls.verify_peer && c.tls.verify_host);
+      t.cipher_in.resize(64 * 1024);
+      (void)t.tls->handshake();  // the ClientHello
+      if (flush_tls(now)) return true;
+    } else {
+      session_.on_open(now);
+    }
+    start_read(shared_from_this(), transport_);
+    return true;
+  });
 }
 
 std::string Link::tls_failure(const TlsFilter& tls) const {
@@ -376,11 +373,11 @@ void Link::start_read(std::shared_ptr<Link> self, std::shared_ptr<Transport> tra
 }
 
 void Link::on_read(ReadOp op, error_code ec, std::size_t n) {
-  Request* done = nullptr;
-  {
-    std::lock_guard lock(mu_);
-    if (op.gen != link_gen_) return;
-    const TimePoint now = Clock::now();
+  // The next read takes op.self; this one keeps the link alive through the delivery below
+  // (another thread may drop the last other reference meanwhile).
+  const std::shared_ptr<Link> self = op.self;
+  step(true, [&](TimePoint now) {
+    if (op.gen != link_gen_) return false;
     if (ec) {
       if (op.transport->tls && !op.transport->tls->established()) {
         session_.on_open_failed(now, tls_failure(*op.transport->tls));
@@ -392,13 +389,11 @@ void Link::on_read(ReadOp op, error_code ec, std::size_t n) {
     } else {
       session_.on_read(now, n);
     }
-    // The same transport (the generation matched): its reference moves on with the read.
     if (op.gen == link_gen_ &&
         (session_.transport_open() || session_.phase() == Session::Phase::opening))
       start_read(std::move(op.self), std::move(op.transport));
-    done = carry_out(now);
-  }
-  deliver(done, true);
+    return true;
+  });
 }
 
 void Link::on_cipher(TimePoint now, Transport& t, std::size_t n) {
@@ -432,36 +427,38 @@ void Link::on_cipher(TimePoint now, Transport& t, std::size_t n) {
   (void)flush_tls(now);  // post-handshake messages, if any
 }
 
-void Link::on_written(std::uint64_t gen, error_code ec) {
-  Request* done = nullptr;
-  {
-    std::lock_guard lock(mu_);
-    if (gen != link_gen_) return;
-    const TimePoint now = Clock::now();
+void Link::on_written(std::uint64_t gen, error_code ec, std::size_t n) {
+  step(true, [&](TimePoint now) {
+    if (gen != link_gen_) return false;
     if (ec) {
-      session_.on_link_error(now, describe(ec));
-    } else if (transport_->tls) {
-      transport_->cipher_writing = false;
+      fail(now, describe(ec));
+      return true;
+    }
+    Transport& t = *transport_;
+    t.write_from += n;
+    if (t.write_from < t.writing->size()) {
+      t.socket.async_write_some(
+          asio::buffer(t.writing->data() + t.write_from, t.writing->size() - t.write_from),
+          WriteOp{shared_from_this(), transport_, link_gen_});
+      return true;
+    }
+    t.writing = nullptr;
+    if (t.tls) {
       (void)flush_tls(now);  // what was produced meanwhile; reports the session's write when done
     } else {
       session_.on_written(now);
     }
-    done = carry_out(now);
-  }
-  deliver(done, true);
+    return true;
+  });
 }
 
 void Link::on_timer(std::uint64_t gen, error_code ec) {
-  Request* done = nullptr;
-  {
-    std::lock_guard lock(mu_);
-    if (ec || gen != timer_gen_) return;  // re-armed or cancelled meanwhile
+  step(true, [&](TimePoint now) {
+    if (ec || gen != timer_gen_) return false;  // re-armed or cancelled meanwhile
     armed_ = TimePoint::max();
-    const TimePoint now = Clock::now();
     session_.on_timer(now);
-    done = carry_out(now);
-  }
-  deliver(done, true);
+    return true;
+  });
 }
 
 // ---- actions ----------------------------------------------------------------------------------
@@ -502,64 +499,64 @@ bool Link::write(TimePoint now) {
   if (t.tls) {
     // Encrypted at once; the ciphertext goes out like a plain write.
     if (!t.tls->write(out.data(), out.size())) {
-      session_.on_link_error(now, "TLS error: " + t.tls->error());
+      fail(now, "TLS error: " + t.tls->error());
       return true;
     }
     t.session_write = true;
     return flush_tls(now);
   }
-  // Plain sockets first try a non-blocking send: when the kernel takes everything (the usual
-  // case) the write is over at once, and another can follow within the same batch of replies.
-  std::size_t sent = 0;
-  if (send_now(now, t, out, sent)) return true;
-  if (sent == out.size()) {
-    session_.on_written(now);
-    return false;
-  }
-  asio::async_write(t.socket, asio::buffer(out.data() + sent, out.size() - sent),
-                    WriteOp{shared_from_this(), transport_, link_gen_});
-  return false;
-}
-
-bool Link::send_now(TimePoint now, Transport& t, const std::string& bytes, std::size_t& sent) {
-  error_code ec;
-  sent = t.socket.write_some(asio::buffer(bytes), ec);
-  if (ec && (ec == asio::error::would_block || ec == asio::error::try_again)) {
-    ec = {};
-    sent = 0;
-  }
-  if (ec) {
-    // During the TLS handshake the link is not open yet: the attempt failed.
-    if (session_.phase() == Session::Phase::opening) {
-      session_.on_open_failed(
-          now, "TLS handshake with " + where_of(session_.config()) + " failed: " + describe(ec));
-    } else {
-      session_.on_link_error(now, describe(ec));
-    }
-    return true;
-  }
+  bool done = false;
+  if (send(now, out, 0, done)) return true;
+  if (done) session_.on_written(now);
   return false;
 }
 
 bool Link::flush_tls(TimePoint now) {
   Transport& t = *transport_;
-  if (t.cipher_writing) return false;  // continues when the write in flight completes
+  if (t.writing != nullptr) return false;  // goes on when the write in flight completes
   t.cipher_out.clear();
   t.tls->take_output(t.cipher_out);
-  std::size_t sent = 0;
-  if (!t.cipher_out.empty() && send_now(now, t, t.cipher_out, sent)) return true;
-  if (sent < t.cipher_out.size()) {
-    t.cipher_writing = true;
-    asio::async_write(t.socket,
-                      asio::buffer(t.cipher_out.data() + sent, t.cipher_out.size() - sent),
-                      WriteOp{shared_from_this(), transport_, link_gen_});
-    return false;
-  }
-  if (t.session_write) {
+  bool done = true;
+  if (!t.cipher_out.empty() && send(now, t.cipher_out, 0, done)) return true;
+  if (done && t.session_write) {
     t.session_write = false;
     session_.on_written(now);
   }
   return false;
+}
+
+bool Link::send(TimePoint now, const std::string& bytes, std::size_t from, bool& done) {
+  Transport& t = *transport_;
+  // A non-blocking send first: when the kernel takes everything (the usual case) the write is
+  // over at once, and another can follow within the same batch of replies.
+  error_code ec;
+  const std::size_t sent =
+      t.socket.write_some(asio::buffer(bytes.data() + from, bytes.size() - from), ec);
+  if (ec && (ec == asio::error::would_block || ec == asio::error::try_again)) ec = {};
+  if (ec) {
+    fail(now, describe(ec));
+    return true;
+  }
+  from += sent;
+  done = from == bytes.size();
+  if (!done) {
+    // The rest by asynchronous writes, each started under the lock (on_written).
+    t.writing = &bytes;
+    t.write_from = from;
+    t.socket.async_write_some(asio::buffer(bytes.data() + from, bytes.size() - from),
+                              WriteOp{shared_from_this(), transport_, link_gen_});
+  }
+  return false;
+}
+
+void Link::fail(TimePoint now, const std::string& why) {
+  // During the TLS handshake the link is not open yet: the attempt failed.
+  if (session_.phase() == Session::Phase::opening) {
+    session_.on_open_failed(
+        now, "TLS handshake with " + where_of(session_.config()) + " failed: " + why);
+  } else {
+    session_.on_link_error(now, why);
+  }
 }
 
 void Link::close_transport() noexcept {
@@ -595,7 +592,8 @@ void Link::deliver(Request* list, bool inline_ok) {
     }
   }
   scope.close();
-  submit_batch(scope.batch.data(), scope.batched);  // what the resumed callers queued goes out now
+  // What the resumed callers queued goes out now.
+  if (scope.deferred) step(true, [](TimePoint) { return true; });
 }
 
 // ---- state ------------------------------------------------------------------------------------

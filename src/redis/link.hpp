@@ -1,20 +1,20 @@
-// The Asio shell of a connection (private to src/redis): one transport (TCP, TLS or a Unix
-// socket), one timer, and a Session it drives. Every event takes the lock, feeds the session,
+// The Asio shell of a connection (private to src/redis): one socket (TCP or Unix) with TLS as a
+// filter, one timer, and a Session it drives. Every event takes the lock, feeds the session,
 // carries out its actions (open, close, write, arm the timer) and leaves the lock; the requests
 // that the step completed are then delivered to their callers, outside the lock and after the
 // step. No caller's code runs while the session is in the middle of matching, expiring or
-// failing requests.
+// failing requests, and every use of the socket and of the TLS state happens under the lock.
 #pragma once
 
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <memory>
-#include <mutex>
 #include <optional>
+#include <vector>
 
 #include "tempest/redis/connection.hpp"
 #include "tempest/redis/detail/commands.hpp"
@@ -28,27 +28,29 @@ struct Transport;
 struct DeliveryScope;
 class TlsFilter;
 
-// The lock of a link's short critical sections (a session step, starting an operation, a
-// non-blocking send). Uncontended it is one atomic exchange where a pthread mutex costs about 50
-// instructions a round (measured with callgrind: two rounds per request at one caller);
-// contended it spins briefly, then yields.
-class SpinLock {
+// The lock of a link's critical sections (a session step, starting an operation, a non-blocking
+// send). Uncontended it is one compare-and-swap to take and one exchange to give back, where a
+// pthread mutex costs about 50 instructions a round (callgrind: two rounds per request at one
+// caller); contended, waiters sleep on a futex (std::atomic::wait) instead of spinning.
+class Lock {
  public:
   void lock() noexcept {
-    if (flag_.exchange(true, std::memory_order_acquire)) contended();
+    int expected = 0;
+    if (!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire)) contended();
   }
-  bool try_lock() noexcept { return !flag_.exchange(true, std::memory_order_acquire); }
-  void unlock() noexcept { flag_.store(false, std::memory_order_release); }
+  void unlock() noexcept {
+    if (state_.exchange(0, std::memory_order_release) == 2) state_.notify_one();
+  }
 
  private:
   void contended() noexcept;
-  std::atomic<bool> flag_{false};
+  std::atomic<int> state_{0};  // 0 free, 1 taken, 2 taken with waiters
 };
 
 class Link : public std::enable_shared_from_this<Link> {
  public:
-  // Requests queued by callers resumed within one batch of replies that are written together
-  // before the batch is over (measured on 2 cores: 6-8 is best at 64 callers; BENCHMARKS.md).
+  // Requests queued by callers resumed within one delivery that are written together before the
+  // delivery is over (measured on 2 cores: 6-8 is best at 64 callers; see BENCHMARKS.md).
   static constexpr std::size_t kFlushEvery = 8;
 
   // Throws ConfigError for an invalid config or TLS files that cannot be loaded.
@@ -80,40 +82,46 @@ class Link : public std::enable_shared_from_this<Link> {
   struct ReadOp;
   struct WriteOp;
   struct TimerOp;
+  friend struct DeliveryScope;
 
   void make_tls_context();
+  // Runs `f(now)` under the lock; unless it returns false (a stale event), carries out the
+  // session's actions; then delivers what completed.
+  template <class F>
+  void step(bool inline_ok, F&& f);
   // Under the lock: feeds the session's actions to the transport and the timer; returns the
   // completed requests to deliver after the lock is released.
   Request* carry_out(TimePoint now);
   void begin_open();
-  void connected(std::uint64_t gen, boost::system::error_code ec, const std::string& what);
+  void connect_next(std::uint64_t gen, std::size_t index);
+  void connected(std::uint64_t gen, boost::system::error_code ec, std::size_t index);
   std::string tls_failure(const TlsFilter& tls) const;
-  // TLS: ciphertext arrived; drives the handshake or decrypts into the session.
-  void on_cipher(TimePoint now, Transport& t, std::size_t n);
-  // TLS: sends what the filter produced unless a write is in flight; true when it failed at
-  // once (the session has been told).
-  bool flush_tls(TimePoint now);
-  // A non-blocking send; true when it failed (the session has been told).
-  bool send_now(TimePoint now, Transport& t, const std::string& bytes, std::size_t& sent);
   void start_read(std::shared_ptr<Link> self, std::shared_ptr<Transport> transport);
   void on_read(ReadOp op, boost::system::error_code ec, std::size_t n);
-  void on_written(std::uint64_t gen, boost::system::error_code ec);
+  // TLS: ciphertext arrived; drives the handshake or decrypts into the session.
+  void on_cipher(TimePoint now, Transport& t, std::size_t n);
+  void on_written(std::uint64_t gen, boost::system::error_code ec, std::size_t n);
   void on_timer(std::uint64_t gen, boost::system::error_code ec);
-  // Writes the session's buffer: at once for plain sockets when the kernel takes it all,
-  // otherwise asynchronously. True when the write failed at once (the session has been told).
+  // Writes the session's buffer (plain) or its ciphertext (TLS): at once when the kernel takes
+  // it all, the rest by asynchronous writes under the lock. True when it failed at once (the
+  // session has been told).
   bool write(TimePoint now);
+  bool flush_tls(TimePoint now);
+  // Sends bytes [from, end) of `bytes`: a non-blocking send, then asynchronous writes for what is
+  // left. True when it failed at once; `done` tells whether everything went out now.
+  bool send(TimePoint now, const std::string& bytes, std::size_t from, bool& done);
+  void fail(TimePoint now, const std::string& why);
   void close_transport() noexcept;
   void arm(TimePoint wake);
   void deliver(Request* list, bool inline_ok);
-  void submit_batch(Request* const* requests, std::size_t n);
-  friend struct DeliveryScope;
 
   asio::any_io_executor executor_;
   Venue venue_;
-  mutable SpinLock mu_;
+  mutable Lock mu_;
   Session session_;
   std::optional<asio::ssl::context> tls_ctx_;
   asio::ip::tcp::resolver resolver_;
+  std::vector<asio::generic::stream_protocol::endpoint> endpoints_;  // of the current attempt
   std::shared_ptr<Transport> transport_;  // the current attempt's (null when closed)
   asio::steady_timer timer_;
   TimePoint armed_ = TimePoint::max();

@@ -17,13 +17,36 @@ struct RequestPool {
 };
 
 namespace {
-thread_local RequestPool t_pool;
+
+// Trivially destructible, so they can be read at any time, also while the thread's other
+// thread_local objects are being destroyed (a request released then is simply deleted).
+thread_local RequestPool* t_pool = nullptr;
+thread_local bool t_pool_gone = false;
+
+struct PoolOwner {
+  RequestPool pool;
+  PoolOwner() { t_pool = &pool; }
+  ~PoolOwner() {
+    t_pool = nullptr;
+    t_pool_gone = true;
+  }
+};
+
+RequestPool* pool() {
+  if (t_pool == nullptr && !t_pool_gone) {
+    thread_local PoolOwner owner;  // made on the thread's first request, destroyed at its exit
+  }
+  return t_pool;
+}
+
 }  // namespace
 
 Request* Request::create() {
-  if (Request* r = t_pool.head) {
-    t_pool.head = r->next;
-    --t_pool.size;
+  RequestPool* p = pool();
+  if (p != nullptr && p->head != nullptr) {
+    Request* r = p->head;
+    p->head = r->next;
+    --p->size;
     r->next = nullptr;
     return r;
   }
@@ -32,14 +55,15 @@ Request* Request::create() {
 
 void Request::destroy() noexcept {
   if (destroy_ != nullptr) destroy_(this);
-  if (t_pool.size >= RequestPool::kKeep) {
+  RequestPool* p = t_pool;
+  if (p == nullptr || p->size >= RequestPool::kKeep) {
     delete this;
     return;
   }
   reset();
-  next = t_pool.head;
-  t_pool.head = this;
-  ++t_pool.size;
+  next = p->head;
+  p->head = this;
+  ++p->size;
 }
 
 // The intrusive links are back to null by the time a request is released (unlinking resets

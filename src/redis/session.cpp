@@ -61,27 +61,36 @@ Request* RequestQueue::pop_front() noexcept {
 
 Request* DeadlineList::front() const noexcept {
   if (size_ == 0) return nullptr;
-  Request* best = nullptr;
+  Request* best = overflow_.empty() ? nullptr : overflow_.begin()->second;
   for (const auto& lane : lanes_)
     if (lane.head != nullptr && (best == nullptr || lane.head->deadline() < best->deadline()))
       best = lane.head;
   return best;
 }
 
-void DeadlineList::insert(Request* r) noexcept {
+void DeadlineList::insert(Request* r) {
   const auto span = r->deadline() - r->created();
   std::size_t i = last_lane_;
   if (lanes_[i].head != nullptr && lanes_[i].span != span) {
-    std::size_t free_lane = lanes_.size();
-    for (i = 0; i < lanes_.size(); ++i) {
+    std::size_t free_lane = kOverflow;
+    for (i = 0; i < kOverflow; ++i) {
       if (lanes_[i].head != nullptr && lanes_[i].span == span) break;
-      if (lanes_[i].head == nullptr && free_lane == lanes_.size()) free_lane = i;
+      if (lanes_[i].head == nullptr && free_lane == kOverflow) free_lane = i;
     }
-    if (i == lanes_.size()) i = free_lane == lanes_.size() ? lanes_.size() - 1 : free_lane;
+    if (i == kOverflow) i = free_lane;
+    if (i == kOverflow) {
+      overflow_.emplace(r->deadline(), r);
+      r->deadline_lane = kOverflow;
+      r->in_deadlines = true;
+      ++size_;
+      return;
+    }
     last_lane_ = i;
   }
   Lane& lane = lanes_[i];
   if (lane.head == nullptr) lane.span = span;
+  // Requests of one span arrive in deadline order; a clock read on another thread just before
+  // may be a little older, so walk back the few steps that takes.
   Request* after = lane.tail;
   while (after != nullptr && after->deadline() > r->deadline())
     after = after->deadline_prev;
@@ -104,6 +113,12 @@ void DeadlineList::insert(Request* r) noexcept {
 
 void DeadlineList::remove(Request* r) noexcept {
   if (!r->in_deadlines) return;
+  r->in_deadlines = false;
+  --size_;
+  if (r->deadline_lane == kOverflow) {
+    overflow_.erase({r->deadline(), r});
+    return;
+  }
   Lane& lane = lanes_[r->deadline_lane];
   if (r->deadline_prev != nullptr) {
     r->deadline_prev->deadline_next = r->deadline_next;
@@ -116,8 +131,6 @@ void DeadlineList::remove(Request* r) noexcept {
     lane.tail = r->deadline_prev;
   }
   r->deadline_prev = r->deadline_next = nullptr;
-  r->in_deadlines = false;
-  --size_;
 }
 
 // ---- SessionCounters --------------------------------------------------------------------------
@@ -130,6 +143,7 @@ void SessionCounters::fill(ConnectionStats& s) const noexcept {
   s.connects = connects.load(std::memory_order_relaxed);
   s.writes = writes.load(std::memory_order_relaxed);
   s.rejected = rejected.load(std::memory_order_relaxed);
+  s.pending = pending.load(std::memory_order_relaxed);
   for (std::size_t i = 0; i < s.latency_buckets.size() && i < latency.size(); ++i)
     s.latency_buckets[i] = latency[i].load(std::memory_order_relaxed);
   s.latency_seconds_sum = static_cast<double>(latency_nanos.load(std::memory_order_relaxed)) / 1e9;
@@ -258,8 +272,12 @@ void Session::on_read(TimePoint now, std::size_t n) {
   if (!transport_open()) return;
   in_end_ += n;
   last_read_ = now;
-  ping_sent_ = TimePoint::max();
-  health_check_at_ = TimePoint::max();
+  if (ping_sent_ != TimePoint::max()) {
+    // The link answered: the next check is an interval after this read, which may come before
+    // the check that was due (when health_timeout > health_interval).
+    ping_sent_ = health_check_at_ = TimePoint::max();
+    wake_dirty_ = true;
+  }
   while (transport_open() && in_begin_ < in_end_) {
     std::size_t used = 0;
     ReplyParser::Event ev;
@@ -349,11 +367,18 @@ void Session::submit(TimePoint now, Request* r) {
   const Duration timeout = r->timeout().count() > 0 ? r->timeout() : cfg_.command_timeout;
   r->set_times(now, now + timeout);
   if (r->deadline() < cached_wake_) wake_dirty_ = true;
+  if (r->cancel_requested.load(std::memory_order_relaxed) && r->kind() != RequestKind::user &&
+      r->kind() != RequestKind::handshake && r->kind() != RequestKind::health)
+    return finish(r,
+                  std::make_exception_ptr(TimeoutError(r->kind() == RequestKind::wait_stopped
+                                                           ? "disconnect() was cancelled"
+                                                           : "connect() was cancelled")),
+                  {});
   switch (r->kind()) {
     case RequestKind::wait_ready:
       if (phase_ == Phase::ready) return finish(r, nullptr, Reply::integer(1));
       if (phase_ == Phase::stopped || stopping_)
-        return finish(r, nullptr, Reply::error("the Redis connection was closed by disconnect()"));
+        return finish(r, nullptr, Reply::error(closed_reason_));
       if (phase_ == Phase::idle)
         return finish(r, nullptr,
                       Reply::error("the Redis connection was not started: call connect() first"));
@@ -377,6 +402,7 @@ void Session::submit(TimePoint now, Request* r) {
       break;
   }
   ++live_;
+  counters_.pending.store(live_, std::memory_order_relaxed);
   if (r->cancel_requested.load(std::memory_order_relaxed))
     return complete(
         r,
@@ -513,6 +539,7 @@ void Session::complete(Request* r, std::exception_ptr e, Reply&& reply, TimePoin
   deadlines_.remove(r);
   if (r->kind() == RequestKind::user) {
     --live_;
+    counters_.pending.store(live_, std::memory_order_relaxed);
     switch (how) {
       case Outcome::reply:
         bump(counters_.commands);
@@ -574,6 +601,7 @@ void Session::complete_in_place(Request* r, TimePoint now) {
   r->where = Request::Where::none;
   deadlines_.remove(r);
   --live_;
+  counters_.pending.store(live_, std::memory_order_relaxed);
   bump(counters_.commands);
   record_latency(now - r->created());
   r->set_result_in_place();
@@ -604,6 +632,7 @@ void Session::on_reply(Reply&& reply, TimePoint now, bool rejected) {
     r->where = Request::Where::none;
     deadlines_.remove(r);
     --live_;
+    counters_.pending.store(live_, std::memory_order_relaxed);
     bump(counters_.commands);
     record_latency(now - r->created());
     finish(r, nullptr, std::move(reply));
@@ -762,6 +791,15 @@ void Session::link_down(TimePoint now, std::string why) {
     finish_stop(now);  // disconnect() does not wait for a link that is gone
     return;
   }
+  if (!reconnect_) {
+    closed_reason_ = "the dedicated connection to " + cfg_.redacted() + " was lost (" +
+                     last_error_ +
+                     "); what it held (WATCH, a transaction, a blocking command) is "
+                     "gone with it: start again on a new client.dedicated()";
+    stopping_ = true;
+    finish_stop(now);
+    return;
+  }
   set_phase(Phase::backoff);
   std::uniform_real_distribution<double> jitter(0.75, 1.25);
   const auto delay =
@@ -787,8 +825,7 @@ void Session::finish_stop(TimePoint now) {
   while (Request* r = handshake_.pop_front())
     r->release();
   fail_queue(now, closed);
-  finish_waiters(RequestKind::wait_ready,
-                 Reply::error("the Redis connection was closed by disconnect()"), now);
+  finish_waiters(RequestKind::wait_ready, Reply::error(closed_reason_), now);
   finish_waiters(RequestKind::wait_stopped, Reply::nil(), now);
   log_->debug("connection to {} stopped", cfg_.redacted());
 }
@@ -833,9 +870,19 @@ void Session::expire(TimePoint now) {
       case RequestKind::wait_stopped:
         complete(r, nullptr, Reply::nil(), now, Outcome::reply);
         break;
-      default:
+      default: {
+        const bool blocked = r->where == Request::Where::in_flight &&
+                             (r->flags & kBlockingCommand) != 0 && transport_open();
         complete(r, timeout_error(*r), {}, now, Outcome::timeout);
+        if (blocked) {
+          // Redis still blocks on it: when it unblocks, it would take an element (BLPOP) that no
+          // caller waits for any more. Closing the link makes Redis drop the command instead.
+          link_down(now, "a blocking " + std::string(r->name()) +
+                             " outlived its deadline; the connection was closed so that Redis "
+                             "does not hand it data nobody waits for");
+        }
         break;
+      }
     }
   }
 }
@@ -891,8 +938,7 @@ std::string Session::cannot_connect() const {
 }
 
 std::exception_ptr Session::closed_error() const {
-  return std::make_exception_ptr(
-      ConnectionError("the Redis connection was closed by disconnect()"));
+  return std::make_exception_ptr(ConnectionError(closed_reason_));
 }
 
 }  // namespace tempest::redis::detail

@@ -96,12 +96,15 @@ bool TlsFilter::write(const char* data, std::size_t size) {
 }
 
 void TlsFilter::take_output(std::string& out) {
-  const std::size_t pending = BIO_ctrl_pending(out_);
-  if (pending == 0) return;
-  const std::size_t at = out.size();
-  out.resize(at + pending);
-  const int n = BIO_read(out_, out.data() + at, static_cast<int>(pending));
-  out.resize(at + static_cast<std::size_t>(n > 0 ? n : 0));
+  for (std::size_t pending = BIO_ctrl_pending(out_); pending > 0;
+       pending = BIO_ctrl_pending(out_)) {
+    const std::size_t chunk = std::min<std::size_t>(pending, 1 << 30);  // BIO_read takes an int
+    const std::size_t at = out.size();
+    out.resize(at + chunk);
+    const int n = BIO_read(out_, out.data() + at, static_cast<int>(chunk));
+    out.resize(at + static_cast<std::size_t>(n > 0 ? n : 0));
+    if (n <= 0) break;
+  }
 }
 
 long TlsFilter::verify_result() const noexcept {

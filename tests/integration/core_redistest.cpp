@@ -38,7 +38,7 @@ int run_catching(asio::io_context& io, const std::function<bool()>& done,
   while (!done() && Clock::now() < until) {
     try {
       io.run_one_for(10ms);
-    } catch (const std::runtime_error&) {
+    } catch (const std::exception&) {
       ++thrown;
     }
     if (io.stopped()) io.restart();
@@ -267,6 +267,31 @@ TEST(Delivery, ThrowingHandlersNeverStopTheConnection) {
   EXPECT_TRUE(answered);
   EXPECT_EQ(value, "restart");
   EXPECT_GE(client.stats().reconnects, 1u);
+
+  // The usual coroutine form: co_spawn with a completion handler that rethrows. Its exception
+  // leaves through run() as well (Asio gathers those of one handler into multiple_exceptions),
+  // and the client goes on.
+  int rethrown = 0;
+  for (int i = 0; i < 3; ++i)
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          (void)co_await client.get("k", CallOptions{.timeout = 100ms});
+          throw std::runtime_error("the coroutine failed");
+        },
+        [&](std::exception_ptr e) {
+          ++rethrown;
+          if (e) std::rethrow_exception(e);
+        });
+  EXPECT_GE(run_catching(
+                io, [&] { return rethrown == 3; }, 2s),
+            1);
+  EXPECT_EQ(rethrown, 3);
+  answered = false;
+  client.get("after", [&](std::exception_ptr e, std::optional<std::string>) { answered = !e; });
+  run_catching(
+      io, [&] { return answered; }, 5s);
+  EXPECT_TRUE(answered);
   client.close();
 }
 
@@ -302,6 +327,7 @@ TEST(Backlog, HundredThousandQueuedDuringAnOutageExpireAndTheQueueEmpties) {
   EXPECT_EQ(others, 0);
   std::printf("100,000 queued requests expired in %.0f ms\n", took);
   EXPECT_EQ(client.stats().timeouts, 100000u);
+  EXPECT_EQ(client.stats().pending, 0u);  // nothing left queued
   server.start();
   run(io, [&]() -> asio::awaitable<void> {
     co_await client.wait_connected(5s);
@@ -465,6 +491,60 @@ TEST(Dedicated, WatchDetectsAConcurrentChange) {
     const Reply popped = co_await std::move(blocked);
     EXPECT_EQ(popped, Reply::array({Reply::string("dedicated:queue"), Reply::string("job")}));
     co_await tx.disconnect();
+    co_await client.disconnect();
+  });
+}
+
+// A dedicated connection whose link drops between WATCH and EXEC does not reconnect and commit
+// unguarded: the transaction fails, and so does the connection from then on.
+TEST(Dedicated, ALostLinkBetweenWatchAndExecNeverCommits) {
+  asio::io_context io;
+  Client client(io.get_executor(), shared_redis_url());
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    co_await client.set("lost:balance", "100");
+    Client tx = co_await client.dedicated();
+    const Reply id = co_await tx.command(cmd("CLIENT", "ID"));
+    co_await tx.command(cmd("WATCH", "lost:balance"));
+    (void)co_await tx.get("lost:balance");
+    co_await client.command(cmd("CLIENT", "KILL", "ID", std::to_string(id.integer())));
+    co_await client.set("lost:balance", "50");  // someone else, while the link is gone
+    co_await sleep_for(50ms);
+    Pipeline p;
+    p.add("SET", "lost:balance", "70");
+    try {
+      (void)co_await tx.transaction(p);
+      ADD_FAILURE() << "the transaction ran on a new link without its WATCH";
+    } catch (const ConnectionError& e) {
+      EXPECT_NE(std::string(e.what()).find("dedicated connection"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(co_await client.get("lost:balance"), "50");
+    EXPECT_EQ(tx.state(), ConnectionState::stopped);
+    co_await client.disconnect();
+  });
+}
+
+// A blocking pop that the caller gives up on does not take an element pushed afterwards: the
+// dedicated connection is closed when its deadline passes.
+TEST(Dedicated, ABlockingPopGivenUpOnTakesNothing) {
+  asio::io_context io;
+  Client client(io.get_executor(), shared_redis_url());
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    co_await client.del("giveup:queue");
+    Client tx = co_await client.dedicated();
+    try {
+      (void)co_await tx.command(cmd("BLPOP", "giveup:queue", 10), {.timeout = 200ms});
+      ADD_FAILURE() << "BLPOP returned without data";
+    } catch (const TimeoutError&) {
+    }
+    co_await client.command(cmd("RPUSH", "giveup:queue", "job"));
+    co_await sleep_for(100ms);
+    EXPECT_EQ(co_await client.command(cmd("LLEN", "giveup:queue")), Reply::integer(1));
+    // Blocking forever needs an explicit bound.
+    Client tx2 = co_await client.dedicated();
+    EXPECT_THROW((void)tx2.command(cmd("BLPOP", "giveup:queue", 0)), std::invalid_argument);
+    co_await tx2.disconnect();
     co_await client.disconnect();
   });
 }

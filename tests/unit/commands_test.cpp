@@ -25,7 +25,7 @@ std::string refusal(const Command& c, Venue v) {
 }  // namespace
 
 TEST(CommandTable, OrdinaryCommandsRunEverywhere) {
-  for (const auto& c : {cmd("GET", "k"), cmd("set", "k", "v"), cmd("CLIENT", "SETNAME", "x"),
+  for (const auto& c : {cmd("GET", "k"), cmd("set", "k", "v"), cmd("CLIENT", "GETNAME"),
                         cmd("XREAD", "COUNT", 1, "STREAMS", "s", "0"), cmd("EVAL", "return 1", 0)})
     for (auto v : {Venue::shared, Venue::transaction, Venue::dedicated})
       EXPECT_EQ(refusal(c, v), "") << c.name();
@@ -66,6 +66,20 @@ TEST(CommandTable, ConnectionStateComesFromTheConfig) {
   EXPECT_NE(refusal(cmd("CLIENT", "TRACKING", "on"), Venue::shared), "");
   // The refused password is never echoed: only the command's name appears.
   EXPECT_EQ(refusal(cmd("AUTH", "hunter2"), Venue::shared).find("hunter2"), std::string::npos);
+}
+
+TEST(CommandTable, ConnectionSettingsOnlyOnADedicatedConnection) {
+  for (const auto& c : {cmd("CLIENT", "SETNAME", "x"), cmd("client", "setinfo", "lib-name", "x"),
+                        cmd("CLIENT", "NO-EVICT", "on"), cmd("CLIENT", "NO-TOUCH", "on"),
+                        cmd("CLIENT", "CACHING", "yes"), Command("ASKING")}) {
+    EXPECT_NE(refusal(c, Venue::shared).find("is refused on a shared connection"),
+              std::string::npos)
+        << c.name() << " " << c.argument(1);
+    EXPECT_NE(refusal(c, Venue::transaction), "");
+    EXPECT_EQ(refusal(c, Venue::dedicated), "");
+  }
+  EXPECT_EQ(refusal(cmd("CLIENT", "ID"), Venue::shared), "");
+  EXPECT_EQ(refusal(cmd("CLIENT", "KILL", "ID", 7), Venue::shared), "");
 }
 
 TEST(CommandTable, TransactionsAndBlockingCommandsNeedADedicatedConnection) {

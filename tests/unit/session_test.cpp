@@ -388,6 +388,34 @@ TEST(Session, BacklogDuringAnOutageExpiresAndLeavesNothingBehind) {
     ASSERT_TRUE(is<TimeoutError>(r->error()));
 }
 
+// Every request with a timeout of its own (more distinct timeouts than the deadline lanes):
+// they still expire in deadline order, each at its time.
+TEST(Session, ManyDistinctTimeoutsExpireInOrder) {
+  Harness h;
+  h.session.on_link_error(h.now, "reset");
+  h.step();
+  std::vector<RequestRef> mine;
+  for (int i = 0; i < 2000; ++i) {
+    RequestRef r = RequestRef::make();
+    r->command() = cmd("GET", "k");
+    r->set_timeout(Duration(1000 + (i * 7919) % 2000));  // 2,000 distinct, shuffled
+    mine.push_back(r);
+    h.session.submit(h.now, r.detach());
+  }
+  h.step();
+  std::size_t expired = 0;
+  for (Duration t = 1000ms; t < 3000ms; t += 1ms) {
+    h.now = TimePoint{} + 1000h + t;
+    h.session.on_timer(h.now);
+    h.step();
+    for (const auto& r : mine)
+      if (r->completed() && r->timeout() == t) ++expired;
+    ASSERT_EQ(h.done.size(), expired) << "at " << t.count() << " ms";
+  }
+  EXPECT_EQ(expired, 2000u);
+  EXPECT_EQ(h.session.pending(), 0u);
+}
+
 TEST(Session, MaxPendingFailsNewRequestsAtOnce) {
   Config c = base_config();
   c.max_pending = 3;
@@ -490,6 +518,87 @@ TEST(Session, StopDrainsThenStopsAndALostLinkStopsAtOnce) {
   EXPECT_TRUE(done->completed());
   EXPECT_TRUE(is<ConnectionError>(pending->error()));
   EXPECT_EQ(g.session.phase(), Session::Phase::stopped);
+}
+
+// A dedicated connection does not quietly reconnect: its WATCH or transaction would be gone.
+TEST(Session, WithoutReconnectALostLinkStopsAndSaysWhy) {
+  Harness h;
+  h.session.set_reconnect(false);
+  auto in_flight = h.submit(cmd("WATCH", "k"));
+  h.session.on_link_error(h.now, "reset");
+  h.step();
+  EXPECT_TRUE(h.last.close);
+  EXPECT_FALSE(h.last.open);
+  EXPECT_EQ(h.session.phase(), Session::Phase::stopped);
+  EXPECT_TRUE(is<ConnectionError>(in_flight->error()));
+  auto later = h.submit(cmd("EXEC"));
+  ASSERT_TRUE(later->completed());
+  EXPECT_NE(error_text(later->error()).find("dedicated connection"), std::string::npos)
+      << error_text(later->error());
+  h.advance(10s);
+  EXPECT_FALSE(h.last.open);  // never again
+}
+
+// A blocking command whose deadline passes while Redis still blocks: the link is closed, so that
+// Redis does not hand it an element when it unblocks.
+TEST(Session, ABlockingCommandOutlivingItsDeadlineClosesTheLink) {
+  Harness h;
+  h.session.set_reconnect(false);
+  RequestRef pop = RequestRef::make();
+  pop->command() = cmd("BLPOP", "q", 5);
+  pop->set_timeout(200ms);
+  pop->flags = detail::kBlockingCommand;
+  RequestRef keep = pop;
+  h.session.submit(h.now, pop.detach());
+  h.step();
+  h.advance(200ms);
+  EXPECT_TRUE(is<TimeoutError>(keep->error()));
+  EXPECT_TRUE(h.last.close);
+  EXPECT_EQ(h.session.phase(), Session::Phase::stopped);
+  EXPECT_NE(h.session.last_error().find("blocking BLPOP outlived its deadline"), std::string::npos)
+      << h.session.last_error();
+}
+
+TEST(Session, CancelledBeforeSubmissionWaitersEndAtOnce) {
+  Harness h(base_config(), false);
+  h.session.start(h.now);
+  h.step();
+  RequestRef w = RequestRef::make();
+  w->set_kind(RequestKind::wait_ready);
+  w->set_timeout(2s);
+  w->cancel_requested = true;
+  RequestRef keep = w;
+  h.session.submit(h.now, w.detach());
+  h.step();
+  ASSERT_TRUE(keep->completed());
+  EXPECT_TRUE(is<TimeoutError>(keep->error()));
+}
+
+// The session asks to be woken exactly when something is due: stepping only to the times it
+// asks for, the PING goes out after health_interval of silence, the link is judged at
+// health_timeout after it, and a reply moves the next check to an interval after that reply
+// (even when health_timeout > health_interval).
+TEST(Session, WakesUpExactlyWhenSomethingIsDue) {
+  Config c = base_config();
+  c.health_interval = 300ms;
+  c.health_timeout = 2s;
+  Harness h(c);
+  const TimePoint up = h.now;
+  EXPECT_EQ(h.last.wake, up + 300ms);
+  h.now = h.last.wake;
+  h.session.on_timer(h.now);
+  h.step();
+  EXPECT_EQ(h.written, Command("PING").wire());
+  EXPECT_EQ(h.last.wake, up + 300ms + 2s);
+  h.now += 50ms;
+  h.feed("+PONG\r\n");
+  EXPECT_EQ(h.last.wake, h.now + 300ms);  // not the 2 s check that was due
+  auto r = h.submit(cmd("GET", "k"), 100ms);
+  EXPECT_EQ(h.last.wake, h.now + 100ms);
+  h.now = h.last.wake;
+  h.session.on_timer(h.now);
+  h.step();
+  EXPECT_TRUE(is<TimeoutError>(r->error()));
 }
 
 TEST(Session, WaitReadyEndsAtItsDeadlineWithTheLastError) {

@@ -441,7 +441,7 @@ class Client {
   template <class T, class Token>
   auto launch(detail::RequestRef r, T (*convert)(Reply&&), Token&& token) const {
     return asio::async_initiate<Token, typename detail::CompletionSignature<T>::type>(
-        detail::Initiation<T>{link_, convert}, token, std::move(r));
+        detail::Initiation<T>{link_, convert}, token, detail::NewRequest(std::move(r)));
   }
   template <class T>
   asio::awaitable<T> command_as(Command c, T (*convert)(Reply&&)) {

@@ -1,9 +1,11 @@
 // Building commands: binary-safe arguments encoded as RESP arrays of bulk strings.
 #pragma once
 
+#include <charconv>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -26,7 +28,29 @@ class Command {
   Command& operator=(Command&& other) noexcept;
   ~Command() = default;
 
-  Command& arg(std::string_view a);
+  // Appends "$<len>\r\n<bytes>\r\n" (inline: a literal name folds to a few stores).
+  Command& arg(std::string_view a) {
+    const std::size_t n = a.size();
+    std::size_t digits = 1;
+    for (std::size_t v = n; v >= 10; v /= 10)
+      ++digits;
+    const std::size_t need = digits + n + 5;
+    if (size_ + need > capacity_) reserve_more(need);
+    char* out = buffer() + kHead + size_;
+    *out++ = '$';
+    std::to_chars(out, out + digits, n);
+    out += digits;
+    *out++ = '\r';
+    *out++ = '\n';
+    if (n != 0) std::memcpy(out, a.data(), n);
+    out += n;
+    *out++ = '\r';
+    *out = '\n';
+    size_ += need;
+    ++argc_;
+    write_head();
+    return *this;
+  }
   Command& arg(const char* a) { return arg(std::string_view(a)); }
   Command& arg(const std::string& a) { return arg(std::string_view(a)); }
   template <std::integral I>
@@ -65,7 +89,20 @@ class Command {
   Command& arg_int(long long v);
   void append(const char* p, std::size_t n);
   void reserve_more(std::size_t n);
-  void write_head() noexcept;
+  // Keeps "*<argc>\r\n" right-aligned in front of the arguments.
+  void write_head() noexcept {
+    if (argc_ < 10) {
+      char* head = buffer() + kHead - 4;
+      head[0] = '*';
+      head[1] = static_cast<char>('0' + argc_);
+      head[2] = '\r';
+      head[3] = '\n';
+      head_ = 4;
+    } else {
+      write_long_head();
+    }
+  }
+  void write_long_head() noexcept;
   char* buffer() noexcept { return heap_ ? heap_.get() : inline_; }
   const char* buffer() const noexcept { return heap_ ? heap_.get() : inline_; }
   std::string_view body() const noexcept { return {buffer() + kHead, size_}; }

@@ -36,6 +36,7 @@ struct ConnectionStats {
   std::uint64_t connects = 0;    // successful connects (handshake done)
   std::uint64_t writes = 0;      // socket writes; commands / writes is the pipelining factor
   std::uint64_t rejected = 0;    // replies over max_reply_size or the nesting limit (dropped)
+  std::uint64_t pending = 0;     // requests waiting now (queued or in flight), a gauge
 };
 
 }  // namespace tempest::redis

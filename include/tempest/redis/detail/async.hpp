@@ -152,6 +152,23 @@ struct CancelRequest {
   }
 };
 
+// A request on its way to its initiation. Move-only, so that an operation can be initiated only
+// once: an asio::deferred operation can be invoked as an rvalue only (invoking a copy would
+// submit the same request twice).
+class NewRequest {
+ public:
+  explicit NewRequest(RequestRef r) noexcept : r_(std::move(r)) {}
+  NewRequest(NewRequest&&) noexcept = default;
+  NewRequest& operator=(NewRequest&&) noexcept = default;
+  NewRequest(const NewRequest&) = delete;
+  NewRequest& operator=(const NewRequest&) = delete;
+  ~NewRequest() = default;
+  RequestRef take() noexcept { return std::move(r_); }
+
+ private:
+  RequestRef r_;
+};
+
 // The initiation of every request: stores the handler, hooks up cancellation, submits.
 template <class T>
 struct Initiation {
@@ -159,7 +176,8 @@ struct Initiation {
   T (*convert)(Reply&&);
 
   template <class Handler>
-  void operator()(Handler&& handler, RequestRef r) const {
+  void operator()(Handler&& handler, NewRequest request) const {
+    RequestRef r = request.take();
     auto slot = boost::asio::get_associated_cancellation_slot(handler);
     if (slot.is_connected()) slot.template emplace<CancelRequest>(CancelRequest{link, r});
     r->template set_handler<T>(std::forward<Handler>(handler), convert);

@@ -38,6 +38,7 @@ enum class CommandUse : std::uint8_t {
   blocking,        // blocks the connection until it is answered
   transactional,   // WATCH, UNWATCH, MULTI, EXEC, DISCARD
   connection,      // changes the connection for every caller (SELECT, AUTH, HELLO, ...)
+  setting,         // a setting of the connection (CLIENT SETNAME, ASKING, ...): dedicated only
   breaks_replies,  // not one reply per request (pub/sub, MONITOR, CLIENT REPLY, QUIT, RESET)
 };
 

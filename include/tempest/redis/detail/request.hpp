@@ -43,6 +43,9 @@ enum class RequestKind : std::uint8_t {
 
 // Request::flags of a wait_ready request: it ends with the first connect attempt's outcome.
 constexpr std::uint8_t kWaitFirstAttempt = 1;
+// Request::flags of a blocking command on a dedicated connection: if its deadline passes while
+// Redis still blocks on it, the connection is closed (a reply nobody waits for would take data).
+constexpr std::uint8_t kBlockingCommand = 2;
 
 class Request {
  public:

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -52,14 +53,14 @@ class RequestQueue {
 
 // Requests not yet completed, by deadline (through Request::deadline_prev / next). Requests are
 // kept in lanes by timeout: within a lane they arrive in deadline order, so insertion is O(1) at
-// the back and the earliest deadline is the earliest lane head. Any request may go in any lane
-// (insertion walks back to keep it sorted), so more distinct timeouts than lanes stay correct.
+// the back and the earliest deadline is the earliest lane head. Requests whose timeout has no lane
+// (more distinct timeouts at once than lanes) go to an ordered set: O(log n).
 class DeadlineList {
  public:
   bool empty() const noexcept { return size_ == 0; }
   std::size_t size() const noexcept { return size_; }
   Request* front() const noexcept;
-  void insert(Request* r) noexcept;
+  void insert(Request* r);
   void remove(Request* r) noexcept;
 
  private:
@@ -68,7 +69,9 @@ class DeadlineList {
     Request* head = nullptr;
     Request* tail = nullptr;
   };
-  std::array<Lane, 8> lanes_{};
+  static constexpr std::uint8_t kOverflow = 8;
+  std::array<Lane, kOverflow> lanes_{};
+  std::set<std::pair<TimePoint, Request*>> overflow_;
   std::size_t size_ = 0;
   std::size_t last_lane_ = 0;  // where the previous request went (usually the next one's too)
 };
@@ -77,7 +80,7 @@ class DeadlineList {
 struct SessionCounters {
   static constexpr std::size_t kBuckets = 13;
   std::atomic<std::uint64_t> commands{0}, errors{0}, timeouts{0}, reconnects{0}, connects{0},
-      writes{0}, rejected{0};
+      writes{0}, rejected{0}, pending{0};
   std::array<std::atomic<std::uint64_t>, kBuckets> latency{};
   std::atomic<std::uint64_t> latency_nanos{0};
   void fill(ConnectionStats& s) const noexcept;
@@ -122,6 +125,9 @@ class Session {
   void stop(TimePoint now);
   // Fails everything at once and closes (the connection is being destroyed or closed).
   void abort(TimePoint now);
+  // false: a lost link is not replaced; the session stops and what is pending fails (a dedicated
+  // connection, whose WATCH or transaction would not survive a new link).
+  void set_reconnect(bool on) noexcept { reconnect_ = on; }
 
   // What to do now. Call after every event (requests completed by the event are handed out
   // here, and the write buffer is filled when no write is in flight).
@@ -185,6 +191,8 @@ class Session {
   Phase phase_ = Phase::idle;
   std::atomic<std::uint8_t> state_;  // ConnectionState, for readers on other threads
   bool stopping_ = false;
+  bool reconnect_ = true;
+  std::string closed_reason_ = "the Redis connection was closed by disconnect()";
   bool outage_ = false;  // a connect failed or the link was lost since the last ready link
 
   RequestQueue queue_;      // user requests not yet written
