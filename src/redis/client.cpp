@@ -147,7 +147,8 @@ Client::Client(asio::any_io_executor executor, Config config)
     : Client(std::make_shared<detail::Link>(std::move(executor), std::move(config),
                                             detail::Venue::shared)) {}
 
-Client::Client(std::shared_ptr<detail::Link> link) noexcept : link_(std::move(link)) {
+Client::Client(std::shared_ptr<detail::Link> link) : link_(std::move(link)) {
+  link_->enroll();
   link_->retain_user();
 }
 

@@ -177,7 +177,61 @@ Link::Link(asio::any_io_executor executor, Config config, Venue venue)
   if (session_.config().tls.enabled) make_tls_context();
 }
 
-Link::~Link() = default;
+Link::~Link() {
+  if (LinkRegistry* registry = registry_) registry->remove(this);
+}
+
+void Link::enroll() {
+  registry_ = &asio::use_service<LinkRegistry>(asio::query(executor_, asio::execution::context));
+  registry_->add(this, weak_from_this());
+}
+
+void Link::abandon() noexcept {
+  std::vector<Request*> pending;
+  {
+    std::lock_guard lock(mu_);
+    try {
+      session_.abandon(pending);
+    } catch (...) {
+    }
+    close_transport();
+    ++timer_gen_;
+    armed_ = TimePoint::max();
+  }
+  // Outside the lock: destroying a handler may destroy a coroutine frame, and with it a Client.
+  for (Request* r : pending)
+    r->release();
+}
+
+asio::execution_context::id LinkRegistry::id;
+
+void LinkRegistry::add(Link* link, std::weak_ptr<Link> weak) {
+  std::lock_guard lock(mu_);
+  links_.emplace_back(link, std::move(weak));
+}
+
+void LinkRegistry::remove(Link* link) noexcept {
+  std::lock_guard lock(mu_);
+  for (auto it = links_.begin(); it != links_.end(); ++it)
+    if (it->first == link) {
+      links_.erase(it);
+      return;
+    }
+}
+
+void LinkRegistry::shutdown() {
+  std::vector<std::shared_ptr<Link>> live;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [link, weak] : links_) {
+      link->registry_ = nullptr;  // the registry goes with the context
+      if (auto l = weak.lock()) live.push_back(std::move(l));
+    }
+    links_.clear();
+  }
+  for (auto& l : live)
+    l->abandon();
+}
 
 void Link::make_tls_context() {
   const TlsOptions& t = session_.config().tls;

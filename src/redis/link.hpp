@@ -13,6 +13,7 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -27,6 +28,7 @@ namespace asio = boost::asio;
 struct Transport;
 struct DeliveryScope;
 class TlsFilter;
+class LinkRegistry;
 
 // The lock of a link's critical sections (a session step, starting an operation, a non-blocking
 // send). Uncontended it is one compare-and-swap to take and one exchange to give back, where a
@@ -58,6 +60,13 @@ class Link : public std::enable_shared_from_this<Link> {
   ~Link();
   Link(const Link&) = delete;
   Link& operator=(const Link&) = delete;
+
+  // Registers with the I/O context's LinkRegistry (after construction, for weak_from_this).
+  void enroll();
+  // The I/O context is shutting down: pending handlers are destroyed without being invoked (as
+  // Asio does with its own operations), which breaks the cycle link -> request -> handler ->
+  // coroutine frame -> Client -> link.
+  void abandon() noexcept;
 
   void start();
   void submit(RequestRef r);
@@ -128,6 +137,23 @@ class Link : public std::enable_shared_from_this<Link> {
   std::uint64_t timer_gen_ = 0;
   std::uint64_t link_gen_ = 0;  // bumped when the transport closes: late completions are ignored
   std::atomic<std::uint32_t> users_{0};
+  LinkRegistry* registry_ = nullptr;  // cleared by the registry when it shuts down
+  friend class LinkRegistry;
+};
+
+// Every link of one I/O context (an Asio service of its execution context): shut down with it.
+class LinkRegistry : public asio::execution_context::service {
+ public:
+  using key_type = LinkRegistry;
+  static asio::execution_context::id id;
+  explicit LinkRegistry(asio::execution_context& context) : service(context) {}
+  void add(Link* link, std::weak_ptr<Link> weak);
+  void remove(Link* link) noexcept;
+
+ private:
+  void shutdown() override;
+  std::mutex mu_;
+  std::vector<std::pair<Link*, std::weak_ptr<Link>>> links_;
 };
 
 }  // namespace tempest::redis::detail

@@ -215,6 +215,26 @@ Session::~Session() {
   }
 }
 
+void Session::abandon(std::vector<Request*>& out) {
+  for (RequestQueue* q : {&queue_, &handshake_, &in_flight_, &waiters_})
+    while (Request* r = q->pop_front()) {
+      deadlines_.remove(r);
+      r->where = Request::Where::none;
+      out.push_back(r);
+    }
+  while (Request* r = done_head_) {
+    done_head_ = r->done_next;
+    r->done_next = nullptr;
+    out.push_back(r);
+  }
+  done_tail_ = nullptr;
+  live_ = 0;
+  counters_.pending.store(0, std::memory_order_relaxed);
+  stopping_ = true;
+  want_open_ = false;
+  set_phase(Phase::stopped);
+}
+
 ConnectionState Session::state() const noexcept {
   return static_cast<ConnectionState>(state_.load(std::memory_order_relaxed));
 }

@@ -549,6 +549,38 @@ TEST(Dedicated, ABlockingPopGivenUpOnTakesNothing) {
   });
 }
 
+// An io_context destroyed while a coroutine that owns a Client waits for a reply: the waiting
+// handler is destroyed as Asio destroys its own, so the coroutine's frame (and the connection it
+// keeps) is freed, not kept alive by a cycle through the connection.
+TEST(Lifetime, DestroyingTheIoContextWithRequestsPendingFreesThem) {
+  RedisServer server;
+  std::weak_ptr<int> frame_alive;
+  bool waiting = false;
+  {
+    asio::io_context io;
+    auto token = std::make_shared<int>(7);
+    frame_alive = token;
+    // The coroutine holds the only Client.
+    asio::co_spawn(
+        io,
+        [client = Client(io.get_executor(), server.url()), token, &server,
+         &waiting]() mutable -> asio::awaitable<void> {
+          co_await client.connect();
+          server.pause();
+          waiting = true;
+          (void)co_await client.get("k", {.timeout = 60s});
+        },
+        asio::detached);
+    token.reset();
+    for (int i = 0; i < 500 && !waiting; ++i)
+      io.run_for(10ms);
+    ASSERT_TRUE(waiting);
+    io.run_for(50ms);
+  }
+  server.resume();
+  EXPECT_TRUE(frame_alive.expired());
+}
+
 // The same calls with other completion tokens: a future from a thread of the caller's own while
 // the io_context runs elsewhere, a plain callback, and deferred.
 TEST(Tokens, FutureCallbackAndDeferred) {

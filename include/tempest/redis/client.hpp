@@ -436,7 +436,7 @@ class Client {
 
  private:
   enum class RequestKindWait { first_attempt, ready, stopped };
-  explicit Client(std::shared_ptr<detail::Link> link) noexcept;
+  explicit Client(std::shared_ptr<detail::Link> link);
 
   template <class T, class Token>
   auto launch(detail::RequestRef r, T (*convert)(Reply&&), Token&& token) const {

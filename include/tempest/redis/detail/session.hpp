@@ -125,6 +125,9 @@ class Session {
   void stop(TimePoint now);
   // Fails everything at once and closes (the connection is being destroyed or closed).
   void abort(TimePoint now);
+  // The I/O context is going away: every request still here is handed to `out` (one reference
+  // each, its handler never invoked) and the session stops without another event.
+  void abandon(std::vector<Request*>& out);
   // false: a lost link is not replaced; the session stops and what is pending fails (a dedicated
   // connection, whose WATCH or transaction would not survive a new link).
   void set_reconnect(bool on) noexcept { reconnect_ = on; }
