@@ -310,7 +310,7 @@ def main():
     md += ["### TLS", "",
            "The same GETs over TLS (`rediss://`, TLS 1.3, a redis-server serving TLS only, pinned "
            "as above) beside `redis-benchmark --tls -c 1 -P C`. Goal at C=64: >= 0.9x.", "",
-           "| C | tempest ops/s | redis-benchmark --tls ops/s | ratio |", "|---|---|---|---|",
+           "| C (TLS) | tempest ops/s | redis-benchmark --tls ops/s | ratio |", "|---|---|---|---|",
            *tls_rows, ""]
 
     # 1c. CPU per request, machine-independent
