@@ -90,10 +90,14 @@ struct DeliveryScope {
   Link* link;
   DeliveryScope* outer;
   Request* rest;          // completed requests not yet delivered
+  std::size_t flush_at;   // queued requests that go out at once
   bool deferred = false;  // a resumed caller's request waits for the end of the delivery
   bool closed = false;    // left normally (not closed: a handler threw)
 
-  DeliveryScope(Link* l, Request* list) : link(l), outer(t_scope), rest(list) { t_scope = this; }
+  DeliveryScope(Link* l, Request* list, std::size_t flush)
+      : link(l), outer(t_scope), rest(list), flush_at(flush) {
+    t_scope = this;
+  }
   DeliveryScope(const DeliveryScope&) = delete;
   DeliveryScope& operator=(const DeliveryScope&) = delete;
   void close() {
@@ -174,7 +178,12 @@ Link::Link(asio::any_io_executor executor, Config config, Venue venue)
   // A dedicated connection carries state of its caller's (WATCH, a transaction, a blocking
   // command): after a lost link it ends instead of quietly reconnecting without that state.
   if (venue_ == Venue::dedicated) session_.set_reconnect(false);
-  if (session_.config().tls.enabled) make_tls_context();
+  if (session_.config().tls.enabled) {
+    make_tls_context();
+    // Every TLS write is a record, and OpenSSL 3 spends some 8,000 instructions on one: bigger
+    // batches (measured: 16 beats 8, 32 and 64 at 64 callers).
+    flush_every_ = 2 * kFlushEvery;
+  }
 }
 
 Link::~Link() {
@@ -299,7 +308,8 @@ void Link::submit(RequestRef ref) {
     // The last one resumed writes what is queued.
     DeliveryScope* scope = t_scope;
     if (scope != nullptr && scope->link == this) {
-      if (scope->rest != nullptr && session_.queued() < kFlushEvery && !session_.has_completed()) {
+      if (scope->rest != nullptr && session_.queued() < scope->flush_at &&
+          !session_.has_completed()) {
         scope->deferred = true;
         return;
       }
@@ -634,7 +644,13 @@ void Link::arm(TimePoint wake) {
 
 void Link::deliver(Request* list, bool inline_ok) {
   if (list == nullptr) return;
-  DeliveryScope scope(this, list);
+  // Requests of the callers resumed here go out flush_every_ at a time, or in 8 writes for a
+  // large batch (measured, alternating pinned runs at 256 callers: a batch in 8 writes made
+  // 1.8-2.1M GETs/s, 16 writes 1.2-1.5M, 4 writes 2.3-2.8M but only 0.7-1.2M at 64 callers).
+  std::size_t count = 0;
+  for (const Request* r = list; r != nullptr; r = r->done_next)
+    ++count;
+  DeliveryScope scope(this, list, std::max(flush_every_, count / 8));
   while (scope.rest != nullptr) {
     Request* r = scope.rest;
     scope.rest = r->done_next;

@@ -52,7 +52,7 @@ class Lock {
 class Link : public std::enable_shared_from_this<Link> {
  public:
   // Requests queued by callers resumed within one delivery that are written together before the
-  // delivery is over (measured on 2 cores: 6-8 is best at 64 callers; see BENCHMARKS.md).
+  // delivery is over (measured on 2 cores: 6-8 is best at 64 callers on a plain socket).
   static constexpr std::size_t kFlushEvery = 8;
 
   // Throws ConfigError for an invalid config or TLS files that cannot be loaded.
@@ -133,6 +133,7 @@ class Link : public std::enable_shared_from_this<Link> {
   std::vector<asio::generic::stream_protocol::endpoint> endpoints_;  // of the current attempt
   std::shared_ptr<Transport> transport_;  // the current attempt's (null when closed)
   asio::steady_timer timer_;
+  std::size_t flush_every_ = kFlushEvery;
   TimePoint armed_ = TimePoint::max();
   std::uint64_t timer_gen_ = 0;
   std::uint64_t link_gen_ = 0;  // bumped when the transport closes: late completions are ignored

@@ -7,6 +7,13 @@
 #include <new>
 
 namespace tempest::redis::detail {
+namespace {
+// SSL_get_error needs an empty error queue before the call it explains. Clearing it costs about
+// 800 instructions in OpenSSL 3, looking costs a few: clear only what is there.
+void clear_errors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
+}  // namespace
 
 TlsFilter::TlsFilter(SSL_CTX* ctx, const std::string& host, bool verify_host) {
   ssl_ = SSL_new(ctx);
@@ -42,7 +49,7 @@ TlsFilter::~TlsFilter() {
 
 TlsFilter::Status TlsFilter::handshake() {
   if (established_) return Status::done;
-  ERR_clear_error();
+  clear_errors();
   const int r = SSL_do_handshake(ssl_);
   if (r == 1) {
     established_ = true;
@@ -66,7 +73,7 @@ void TlsFilter::feed(const char* data, std::size_t size) {
 
 std::size_t TlsFilter::read(char* buf, std::size_t cap) {
   if (closed_ || failed()) return 0;
-  ERR_clear_error();
+  clear_errors();
   std::size_t got = 0;
   const int r = SSL_read_ex(ssl_, buf, cap, &got);
   if (r == 1) return got;
@@ -82,7 +89,7 @@ std::size_t TlsFilter::read(char* buf, std::size_t cap) {
 
 bool TlsFilter::write(const char* data, std::size_t size) {
   while (size > 0) {
-    ERR_clear_error();
+    clear_errors();
     std::size_t put = 0;
     const int r = SSL_write_ex(ssl_, data, size, &put);
     if (r != 1) {
