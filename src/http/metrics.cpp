@@ -116,7 +116,8 @@ Router make_metrics_router(const HttpMetrics& http, MetricsOptions options) {
         {"errors", &redis::ConnectionStats::errors},
         {"timeouts", &redis::ConnectionStats::timeouts},
         {"reconnects", &redis::ConnectionStats::reconnects},
-        {"writes", &redis::ConnectionStats::writes}};
+        {"writes", &redis::ConnectionStats::writes},
+        {"rejected_replies", &redis::ConnectionStats::rejected}};
     for (const auto& [what, member] : rc) {
       const std::string name = std::string("tempest_redis_") + what + "_total";
       header(out, name.c_str(), "counter", ("Redis " + std::string(what) + ".").c_str());
@@ -127,6 +128,11 @@ Router make_metrics_router(const HttpMetrics& http, MetricsOptions options) {
     for (const auto& [where, is_up] : up)
       out +=
           "tempest_redis_connected{redis=\"" + label(where) + "\"} " + (is_up ? "1" : "0") + "\n";
+    header(out, "tempest_redis_pending", "gauge",
+           "Requests waiting for Redis now (queued or in flight; bounded by max_pending).");
+    for (const auto& [where, s] : conns)
+      out += "tempest_redis_pending{redis=\"" + label(where) + "\"} " + std::to_string(s.pending) +
+             "\n";
     header(out, "tempest_redis_command_duration_seconds", "histogram", "Redis command latency.");
     for (const auto& [where, s] : conns) {
       std::uint64_t cumulative = 0;

@@ -258,6 +258,9 @@ TEST(Metrics, EveryLineFollowsTheExpositionFormat) {
   EXPECT_NE(body.find("tempest_cache_hits_total{function=\"square\"} 1"), std::string::npos);
   EXPECT_NE(body.find("tempest_cache_misses_total{function=\"square\"} 1"), std::string::npos);
   EXPECT_NE(body.find("tempest_redis_connected{redis=\"redis://127.0.0.1:"), std::string::npos);
+  // Nothing waits at the moment of the scrape: the gauge reads 0.
+  EXPECT_NE(body.find("tempest_redis_pending{redis=\"redis://127.0.0.1:"), std::string::npos);
+  EXPECT_NE(body.find("tempest_redis_rejected_replies_total{redis="), std::string::npos);
   EXPECT_NE(body.find("tempest_redis_command_duration_seconds_bucket"), std::string::npos);
   EXPECT_NE(
       body.find(
