@@ -46,6 +46,8 @@ bool is_big_number(const char* p, std::size_t n) {
 
 // Bytes for a partial bulk payload reserved up front; the rest grows as it arrives.
 constexpr std::size_t kReserveAtMost = std::size_t{16} << 20;
+// Elements of an aggregate reserved up front; the rest grow as they arrive.
+constexpr std::uint64_t kReserveElements = 64;
 
 }  // namespace
 
@@ -225,7 +227,11 @@ Reply* ReplyParser::slot() {
   if (stack_.empty()) return rejecting_ ? nullptr : &root_;
   Frame& f = stack_.back();
   if (f.node == nullptr) return nullptr;
-  account(sizeof(Reply));
+  if (f.prepaid > 0) {
+    --f.prepaid;  // its room was accounted when the aggregate opened
+  } else {
+    account(sizeof(Reply));
+  }
   if (f.node == nullptr) return nullptr;  // that element went over the limit
   auto& elements = f.node->elements();
   elements.emplace_back();
@@ -243,17 +249,23 @@ void ReplyParser::open_aggregate(char type, long long count) {
   auto elements = static_cast<std::uint64_t>(count);
   if (type == '%' || attribute) elements *= 2;
   Reply* node = nullptr;
+  std::uint64_t reserve = 0;
   if (!attribute) {
     node = slot();
     if (node != nullptr) {
       *node = Reply::array({});
-      node->elements().reserve(static_cast<std::size_t>(std::min<std::uint64_t>(elements, 1024)));
+      // Room for the first elements, accounted now (and not again as they arrive): a declared
+      // count is only a claim, and a hostile peer could otherwise make a few bytes of header
+      // reserve kilobytes.
+      reserve = std::min<std::uint64_t>(elements, kReserveElements);
+      account(static_cast<std::size_t>(reserve) * sizeof(Reply));
+      if (!rejecting_) node->elements().reserve(static_cast<std::size_t>(reserve));
     }
   }
   if (elements == 0) return;
   if (!rejecting_ && stack_.size() >= limits_.max_depth)
     reject("reply nested deeper than " + std::to_string(limits_.max_depth) + " levels");
-  stack_.push_back(Frame{rejecting_ ? nullptr : node, elements, attribute});
+  stack_.push_back(Frame{rejecting_ ? nullptr : node, elements, reserve, attribute});
 }
 
 void ReplyParser::start_bulk(char type, long long len) {

@@ -40,10 +40,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     ours_ok = false;  // expected for bytes that are not RESP
   }
 
-  if (!ours_ok || rejected) return 0;
+  // Compared only when ours read every byte into whole replies (hiredis allocates a declared array
+  // up front, so it must not see a huge count that never completes).
+  if (!ours_ok || rejected || parser.in_progress() || !pending.empty()) return 0;
   bool theirs_ok = false;
   const std::vector<Reply> theirs = tempest::test::hiredis_replies(wire, theirs_ok);
-  // Both read the bytes: the replies and what is left over must agree.
-  if (theirs_ok && !parser.in_progress() && pending.empty() && theirs != ours) std::abort();
+  if (theirs_ok && theirs != ours) std::abort();
   return 0;
 }

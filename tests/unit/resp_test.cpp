@@ -151,6 +151,37 @@ TEST(ReplyParser, BytesThatAreNotRespAreAProtocolError) {
   EXPECT_EQ(f.replies.at(0), Reply::integer(1));
 }
 
+// Declared counts are claims: the room reserved for elements that have not arrived counts
+// towards the reply's size limit, so a few bytes of headers cannot make the parser hold much more
+// than max_reply_size.
+TEST(ReplyParser, ReservedRoomCountsTowardsTheSizeLimit) {
+  detail::ParserLimits limits{.max_reply_bytes = 64 * 1024};
+  Feeder f(limits);
+  std::string wire = "*100\r\n";
+  for (int i = 0; i < 8; ++i)
+    wire += "*1000000\r\n:1\r\n";  // arrays that declare a million elements and hold one
+  f.feed(wire);
+  ASSERT_TRUE(f.parser.in_progress());
+  EXPECT_GE(f.parser.reply_bytes(), 8 * 64 * sizeof(Reply));
+  // An array whose elements all arrive is accounted once per element, not twice.
+  Feeder g(limits);
+  g.feed("*3\r\n:1\r\n:2\r\n:3\r\n");
+  ASSERT_EQ(g.replies.size(), 1u);
+  Feeder h(limits);
+  h.feed("*3\r\n:1\r\n:2\r\n");
+  EXPECT_LE(h.parser.reply_bytes(), 20 + 4 * sizeof(Reply));
+  // Enough such headers and the reply is over the limit: it is dropped when it ends.
+  Feeder k(limits);
+  std::string many = "*40\r\n";
+  for (int i = 0; i < 40; ++i) {
+    many += "*64\r\n";
+    for (int j = 0; j < 64; ++j)
+      many += ":1\r\n";
+  }
+  k.feed(many);
+  ASSERT_EQ(k.rejections.size(), 1u);  // 40 x 64 x 72 bytes of nodes > 64 KiB
+}
+
 TEST(ReplyParser, HugeDeclaredArrayReservesLittle) {
   Feeder f;
   f.feed("*2000000000\r\n:1\r\n");

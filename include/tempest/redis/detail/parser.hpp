@@ -54,12 +54,16 @@ class ReplyParser {
   void reset();
   // A reply has started and is not complete yet.
   bool in_progress() const noexcept;
+  // Bytes accounted to the reply in progress (its wire size, its nodes and the room reserved for
+  // them), checked against ParserLimits::max_reply_bytes.
+  std::size_t reply_bytes() const noexcept { return reply_bytes_; }
   const ParserLimits& limits() const noexcept { return limits_; }
 
  private:
   struct Frame {
     Reply* node;              // the aggregate being filled; nullptr: its elements are dropped
     std::uint64_t remaining;  // elements still to come
+    std::uint64_t prepaid;    // elements whose room was reserved (and accounted) up front
     bool attribute;           // an attribute: does not count as an element of its parent
   };
 
