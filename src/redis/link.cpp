@@ -314,6 +314,20 @@ void Link::submit(RequestRef ref) {
         return;
       }
       scope->deferred = false;
+    } else if (burst_) {
+      // Submitted from elsewhere (an HTTP handler, a timer) while a burst is open: written by
+      // the flush posted when the burst began, together with the rest of the burst.
+      if (session_.queued() < kFlushEvery * 8 && !session_.has_completed()) return;
+    } else {
+      // The first request of a burst goes out at once; the ones that follow before the I/O
+      // context gets back to its queue are written together (one write, not one each).
+      burst_ = true;
+      asio::post(executor_, [self = shared_from_this()] {
+        self->step(true, [&](TimePoint) {
+          self->burst_ = false;
+          return true;
+        });
+      });
     }
     done = carry_out(now);
   }

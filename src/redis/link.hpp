@@ -134,6 +134,7 @@ class Link : public std::enable_shared_from_this<Link> {
   std::shared_ptr<Transport> transport_;  // the current attempt's (null when closed)
   asio::steady_timer timer_;
   std::size_t flush_every_ = kFlushEvery;
+  bool burst_ = false;  // a flush is posted for requests submitted from outside a delivery
   TimePoint armed_ = TimePoint::max();
   std::uint64_t timer_gen_ = 0;
   std::uint64_t link_gen_ = 0;  // bumped when the transport closes: late completions are ignored
