@@ -68,19 +68,17 @@ void Request::destroy() noexcept {
 
 // The intrusive links are back to null by the time a request is released (unlinking resets
 // them), so only what a use changes is reset here.
+namespace {
+constexpr std::size_t kKeepBytes = 4096;  // larger buffers are released, not pooled
+}  // namespace
+
 void Request::reset() noexcept {
-  constexpr std::size_t kKeepBytes = 4096;  // larger buffers are released, not pooled
-  if (command_.capacity() > kKeepBytes) {
-    command_ = Command();
+  // Whatever the last reply left is overwritten by the next one; only large leftovers go.
+  if (command_.capacity() > kKeepBytes || !wire_.empty() || reply_.str().capacity() > kKeepBytes ||
+      !reply_.elements().empty() || !collected.empty() || !rejection.empty()) {
+    drop_leftovers();
   } else {
     command_.clear();
-  }
-  if (!wire_.empty()) {
-    if (wire_.capacity() > kKeepBytes) {
-      std::string().swap(wire_);
-    } else {
-      wire_.clear();
-    }
   }
   expected_ = 1;
   timeout_ = std::chrono::milliseconds(0);
@@ -88,16 +86,28 @@ void Request::reset() noexcept {
   completed_ = false;
   refs_.store(1, std::memory_order_relaxed);
   error_ = nullptr;
-  // Whatever the last reply left is overwritten by the next one; only large leftovers go.
-  if (reply_.str().capacity() > kKeepBytes || !reply_.elements().empty()) reply_ = Reply{};
   convert_ = nullptr;
   replies_seen = 0;
   where = Where::none;
   in_deadlines = false;
   flags = 0;
-  if (!collected.empty()) collected = {};
-  if (!rejection.empty()) rejection.clear();
   cancel_requested.store(false, std::memory_order_relaxed);
+}
+
+void Request::drop_leftovers() noexcept {
+  if (command_.capacity() > kKeepBytes) {
+    command_ = Command();
+  } else {
+    command_.clear();
+  }
+  if (wire_.capacity() > kKeepBytes) {
+    std::string().swap(wire_);
+  } else {
+    wire_.clear();
+  }
+  if (reply_.str().capacity() > kKeepBytes || !reply_.elements().empty()) reply_ = Reply{};
+  if (!collected.empty()) collected = {};
+  rejection.clear();
 }
 
 }  // namespace tempest::redis::detail

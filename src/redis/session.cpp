@@ -68,7 +68,8 @@ Request* DeadlineList::front() const noexcept {
   return best;
 }
 
-void DeadlineList::insert(Request* r) {
+void DeadlineList::insert_elsewhere(Request* r) {
+  // Not at the back of the previous request's lane: find the lane of this timeout, or a free one.
   const auto span = r->deadline() - r->created();
   std::size_t i = last_lane_;
   if (lanes_[i].head != nullptr && lanes_[i].span != span) {
@@ -111,26 +112,10 @@ void DeadlineList::insert(Request* r) {
   ++size_;
 }
 
-void DeadlineList::remove(Request* r) noexcept {
-  if (!r->in_deadlines) return;
+void DeadlineList::remove_overflow(Request* r) noexcept {
   r->in_deadlines = false;
   --size_;
-  if (r->deadline_lane == kOverflow) {
-    overflow_.erase({r->deadline(), r});
-    return;
-  }
-  Lane& lane = lanes_[r->deadline_lane];
-  if (r->deadline_prev != nullptr) {
-    r->deadline_prev->deadline_next = r->deadline_next;
-  } else {
-    lane.head = r->deadline_next;
-  }
-  if (r->deadline_next != nullptr) {
-    r->deadline_next->deadline_prev = r->deadline_prev;
-  } else {
-    lane.tail = r->deadline_prev;
-  }
-  r->deadline_prev = r->deadline_next = nullptr;
+  overflow_.erase({r->deadline(), r});
 }
 
 // ---- SessionCounters --------------------------------------------------------------------------
@@ -387,42 +372,20 @@ void Session::submit(TimePoint now, Request* r) {
   const Duration timeout = r->timeout().count() > 0 ? r->timeout() : cfg_.command_timeout;
   r->set_times(now, now + timeout);
   if (r->deadline() < cached_wake_) wake_dirty_ = true;
-  if (r->cancel_requested.load(std::memory_order_relaxed) && r->kind() != RequestKind::user &&
-      r->kind() != RequestKind::handshake && r->kind() != RequestKind::health)
-    return finish(r,
-                  std::make_exception_ptr(TimeoutError(r->kind() == RequestKind::wait_stopped
-                                                           ? "disconnect() was cancelled"
-                                                           : "connect() was cancelled")),
-                  {});
-  switch (r->kind()) {
-    case RequestKind::wait_ready:
-      if (phase_ == Phase::ready) return finish(r, nullptr, Reply::integer(1));
-      if (phase_ == Phase::stopped || stopping_)
-        return finish(r, nullptr, Reply::error(closed_reason_));
-      if (phase_ == Phase::idle)
-        return finish(r, nullptr,
-                      Reply::error("the Redis connection was not started: call connect() first"));
-      if ((r->flags & kWaitFirstAttempt) != 0 && phase_ == Phase::backoff)
-        return finish(r, nullptr, Reply::error(cannot_connect()));
-      waiters_.push_back(r);
-      r->where = Request::Where::waiting;
-      deadlines_.insert(r);
-      return;
-    case RequestKind::wait_stopped:
-      if (phase_ == Phase::stopped) return finish(r, nullptr, Reply::nil());
-      waiters_.push_back(r);
-      r->where = Request::Where::waiting;
-      deadlines_.insert(r);
-      return;
-    case RequestKind::handshake:
-    case RequestKind::health:
-      r->release();  // the library's own; never submitted from outside
-      return;
-    case RequestKind::user:
-      break;
-  }
+  if (r->kind() != RequestKind::user) return submit_internal(r);
   ++live_;
   counters_.pending.store(live_, std::memory_order_relaxed);
+  if (r->cancel_requested.load(std::memory_order_relaxed) || stopping_ ||
+      phase_ == Phase::stopped || phase_ == Phase::idle || live_ > cfg_.max_pending ||
+      (outage_ && cfg_.when_disconnected == Config::WhenDisconnected::fail) ||
+      r->expected_replies() == 0)
+    return refuse(now, r);
+  queue_.push_back(r);
+  r->where = Request::Where::queued;
+  deadlines_.insert(r);
+}
+
+void Session::refuse(TimePoint now, Request* r) {
   if (r->cancel_requested.load(std::memory_order_relaxed))
     return complete(
         r,
@@ -445,10 +408,40 @@ void Session::submit(TimePoint now, Request* r) {
         {}, now, Outcome::error);
   if (outage_ && cfg_.when_disconnected == Config::WhenDisconnected::fail)
     return complete(r, not_connected_error(), {}, now, Outcome::error);
-  if (r->expected_replies() == 0)
-    return complete(r, nullptr, Reply::array({}), now, Outcome::reply);
-  queue_.push_back(r);
-  r->where = Request::Where::queued;
+  // No command at all (an empty pipeline): nothing to send, nothing to wait for.
+  complete(r, nullptr, Reply::array({}), now, Outcome::reply);
+}
+
+void Session::submit_internal(Request* r) {
+  if (r->cancel_requested.load(std::memory_order_relaxed) && r->kind() != RequestKind::handshake &&
+      r->kind() != RequestKind::health)
+    return finish(r,
+                  std::make_exception_ptr(TimeoutError(r->kind() == RequestKind::wait_stopped
+                                                           ? "disconnect() was cancelled"
+                                                           : "connect() was cancelled")),
+                  {});
+  switch (r->kind()) {
+    case RequestKind::wait_ready:
+      if (phase_ == Phase::ready) return finish(r, nullptr, Reply::integer(1));
+      if (phase_ == Phase::stopped || stopping_)
+        return finish(r, nullptr, Reply::error(closed_reason_));
+      if (phase_ == Phase::idle)
+        return finish(r, nullptr,
+                      Reply::error("the Redis connection was not started: call connect() first"));
+      if ((r->flags & kWaitFirstAttempt) != 0 && phase_ == Phase::backoff)
+        return finish(r, nullptr, Reply::error(cannot_connect()));
+      break;
+    case RequestKind::wait_stopped:
+      if (phase_ == Phase::stopped) return finish(r, nullptr, Reply::nil());
+      break;
+    case RequestKind::handshake:
+    case RequestKind::health:
+    case RequestKind::user:  // (submit() takes these)
+      r->release();          // the library's own are never submitted from outside
+      return;
+  }
+  waiters_.push_back(r);
+  r->where = Request::Where::waiting;
   deadlines_.insert(r);
 }
 
@@ -479,23 +472,8 @@ Session::Actions Session::take_actions(TimePoint now) {
   Actions a;
   a.open = std::exchange(want_open_, false);
   a.close = std::exchange(want_close_, false);
-  if (!writing_ && (!queue_.empty() || !handshake_.empty()) && transport_open()) {
-    out_.clear();
-    const auto take = [&](RequestQueue& q) {
-      while (Request* r = q.pop_front()) {
-        r->append_to(out_);
-        r->where = Request::Where::in_flight;
-        in_flight_.push_back(r);
-      }
-    };
-    take(handshake_);
-    if (phase_ == Phase::ready) take(queue_);
-    if (!out_.empty()) {
-      writing_ = true;
-      a.write = true;
-      bump(counters_.writes);
-    }
-  }
+  if (!writing_ && (!queue_.empty() || !handshake_.empty()) && transport_open())
+    a.write = fill_write_buffer();
   // The earliest wake-up only moves earlier with a phase change, a new request or a timer event;
   // replies and completions only move it later (the timer then fires early, harmlessly), so it is
   // computed again only then.
@@ -507,6 +485,23 @@ Session::Actions Session::take_actions(TimePoint now) {
   a.done = done_head_;
   done_head_ = done_tail_ = nullptr;
   return a;
+}
+
+bool Session::fill_write_buffer() {
+  out_.clear();
+  const auto take = [&](RequestQueue& q) {
+    while (Request* r = q.pop_front()) {
+      r->append_to(out_);
+      r->where = Request::Where::in_flight;
+      in_flight_.push_back(r);
+    }
+  };
+  take(handshake_);
+  if (phase_ == Phase::ready) take(queue_);
+  if (out_.empty()) return false;
+  writing_ = true;
+  bump(counters_.writes);
+  return true;
 }
 
 std::pair<char*, std::size_t> Session::read_space() {

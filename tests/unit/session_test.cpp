@@ -613,3 +613,47 @@ TEST(Session, WaitReadyEndsAtItsDeadlineWithTheLastError) {
   ASSERT_TRUE(w->completed());
   EXPECT_NE(w->reply().str().find("Connection refused"), std::string::npos) << w->reply().str();
 }
+
+// The deadline index against a plain ordered set: a few timeouts (lanes), some clocks a little
+// behind (out of order within a lane), more distinct timeouts than lanes (the overflow set), and
+// removals from anywhere. front() must always be a request with the earliest deadline.
+TEST(DeadlineList, FrontIsAlwaysAnEarliestDeadline) {
+  detail::DeadlineList list;
+  std::set<std::pair<TimePoint, Request*>> model;
+  std::vector<RequestRef> pool;
+  std::mt19937 rng(7);
+  TimePoint clock = TimePoint{} + 1h;
+  for (int step = 0; step < 20000; ++step) {
+    const bool add = model.empty() || rng() % 100 < 55;
+    if (add) {
+      RequestRef r = RequestRef::make();
+      // Mostly 3 timeouts; now and then one of 40 others (more than the 8 lanes).
+      const auto span =
+          rng() % 10 < 8 ? Duration(100 * (1 + rng() % 3)) : Duration(1000 + 10 * (rng() % 40));
+      clock += Duration(rng() % 3);
+      const TimePoint created = clock - Duration(rng() % 4 == 0 ? rng() % 5 : 0);
+      r->set_times(created, created + span);
+      list.insert(r.get());
+      model.emplace(r->deadline(), r.get());
+      pool.push_back(std::move(r));
+    } else {
+      auto it = model.begin();
+      std::advance(it, rng() % model.size());
+      list.remove(it->second);
+      model.erase(it);
+    }
+    ASSERT_EQ(list.size(), model.size());
+    if (model.empty()) {
+      ASSERT_EQ(list.front(), nullptr);
+    } else {
+      ASSERT_NE(list.front(), nullptr);
+      ASSERT_EQ(list.front()->deadline(), model.begin()->first) << "at step " << step;
+    }
+  }
+  while (!model.empty()) {
+    ASSERT_EQ(list.front()->deadline(), model.begin()->first);
+    list.remove(model.begin()->second);
+    model.erase(model.begin());
+  }
+  EXPECT_TRUE(list.empty());
+}

@@ -1,7 +1,6 @@
 // Building commands: binary-safe arguments encoded as RESP arrays of bulk strings.
 #pragma once
 
-#include <charconv>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -38,8 +37,13 @@ class Command {
     if (size_ + need > capacity_) reserve_more(need);
     char* out = buffer() + kHead + size_;
     *out++ = '$';
-    std::to_chars(out, out + digits, n);
     out += digits;
+    char* d = out;
+    std::size_t v = n;
+    do {
+      *--d = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
     *out++ = '\r';
     *out++ = '\n';
     if (n != 0) std::memcpy(out, a.data(), n);

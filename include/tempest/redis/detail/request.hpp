@@ -146,6 +146,7 @@ class Request {
   void destroy() noexcept;
   // Back to the state of a new request, keeping small buffers for reuse.
   void reset() noexcept;
+  void drop_leftovers() noexcept;  // the rare part of reset(): buffers too large to keep
   friend struct RequestPool;
   ~Request() = default;
   void* handler_storage() noexcept { return storage_; }

@@ -60,8 +60,42 @@ class DeadlineList {
   bool empty() const noexcept { return size_ == 0; }
   std::size_t size() const noexcept { return size_; }
   Request* front() const noexcept;
-  void insert(Request* r);
-  void remove(Request* r) noexcept;
+  // Inline for the common case (the previous request's lane, at its back); the rest out of line.
+  void insert(Request* r) {
+    Lane& lane = lanes_[last_lane_];
+    const Clock::duration span = r->deadline() - r->created();
+    Request* tail = lane.tail;
+    if (tail == nullptr) {
+      lane.span = span;
+      lane.head = r;
+    } else if (lane.span == span && !(r->deadline() < tail->deadline())) {
+      tail->deadline_next = r;
+    } else {
+      insert_elsewhere(r);
+      return;
+    }
+    r->deadline_prev = tail;
+    r->deadline_next = nullptr;
+    lane.tail = r;
+    r->deadline_lane = static_cast<std::uint8_t>(last_lane_);
+    r->in_deadlines = true;
+    ++size_;
+  }
+  void remove(Request* r) noexcept {
+    if (!r->in_deadlines) return;
+    if (r->deadline_lane == kOverflow) {
+      remove_overflow(r);
+      return;
+    }
+    r->in_deadlines = false;
+    --size_;
+    Lane& lane = lanes_[r->deadline_lane];
+    Request* prev = r->deadline_prev;
+    Request* next = r->deadline_next;
+    (prev != nullptr ? prev->deadline_next : lane.head) = next;
+    (next != nullptr ? next->deadline_prev : lane.tail) = prev;
+    r->deadline_prev = r->deadline_next = nullptr;
+  }
 
  private:
   struct Lane {
@@ -74,6 +108,9 @@ class DeadlineList {
   std::set<std::pair<TimePoint, Request*>> overflow_;
   std::size_t size_ = 0;
   std::size_t last_lane_ = 0;  // where the previous request went (usually the next one's too)
+
+  void insert_elsewhere(Request* r);
+  void remove_overflow(Request* r) noexcept;
 };
 
 // Counters, written under the connection's lock and readable from any thread.
@@ -183,6 +220,12 @@ class Session {
   void check_health(TimePoint now);
   void set_last_error(std::string why);
   TimePoint next_wake() const noexcept;
+  // submit()'s rare paths: a user request completed at once, and the waiters (connect,
+  // disconnect).
+  void refuse(TimePoint now, Request* r);
+  void submit_internal(Request* r);
+  // Moves the queued requests the phase allows into the write buffer; false when none was.
+  [[gnu::noinline]] bool fill_write_buffer();
   std::exception_ptr timeout_error(const Request& r) const;
   std::exception_ptr not_connected_error() const;
   std::exception_ptr closed_error() const;
