@@ -198,6 +198,20 @@ void apply_param(Config& c, std::string_view key, std::string_view raw) {
     c.tls.verify_peer = parse_bool(k, v);
   } else if (k == "tls_verify_host" || k == "ssl_check_hostname") {
     c.tls.verify_host = parse_bool(k, v);
+  } else if (k == "cluster") {
+    c.cluster.enabled = parse_bool(k, v);
+  } else if (k == "seed") {
+    Config node;
+    parse_host_port(v, node);
+    c.cluster.seeds.push_back(Endpoint{node.host, node.port});
+  } else if (k == "read_from_replicas") {
+    c.cluster.read_from_replicas = parse_bool(k, v);
+  } else if (k == "cluster_refresh") {
+    c.cluster.refresh_interval = parse_duration(k, v);
+  } else if (k == "max_redirects") {
+    const std::size_t n = parse_count(k, v);
+    if (n > 1000) fail("bad value '" + v + "' for parameter 'max_redirects': at most 1000");
+    c.cluster.max_redirects = static_cast<int>(n);
   } else if (k == "tls_server_name") {
     need_value();
     c.tls.server_name = v;
@@ -224,7 +238,14 @@ Config Config::from_url(std::string_view url) {
   const auto sep = url.find("://");
   if (sep == std::string_view::npos)
     fail("missing scheme (expected redis://, rediss:// or unix://)");
-  const std::string scheme = lower(url.substr(0, sep));
+  std::string scheme = lower(url.substr(0, sep));
+  if (scheme.ends_with("+cluster")) {
+    scheme.resize(scheme.size() - 8);
+    if (scheme != "redis" && scheme != "rediss")
+      fail("unsupported scheme '" + scheme +
+           "+cluster' (expected redis+cluster:// or rediss+cluster://)");
+    c.cluster.enabled = true;
+  }
   if (scheme == "rediss") {
     c.tls.enabled = true;
   } else if (scheme == "unix") {
@@ -299,6 +320,18 @@ void Config::validate() const {
     if (tls.enabled) bad("TLS over a Unix socket is not supported");
   }
   if (db < 0) bad("bad db '" + std::to_string(db) + "': expected a non-negative integer");
+  if (cluster.enabled) {
+    if (transport != Transport::tcp) bad("Redis Cluster needs TCP nodes, not a Unix socket");
+    if (db != 0)
+      bad("Redis Cluster serves database 0 only, not db " + std::to_string(db) +
+          " (separate data with key prefixes instead)");
+    for (const auto& s : cluster.seeds)
+      if (s.host.empty() || s.port == 0) bad("a cluster seed without host or port");
+    if (cluster.max_redirects < 1) bad("cluster max_redirects must be at least 1");
+    if (cluster.refresh_interval.count() <= 0) bad("cluster refresh_interval must be positive");
+  } else if (!cluster.seeds.empty()) {
+    bad("cluster seeds given without cluster=true");
+  }
   if (!username.empty() && password.empty()) bad("a user name without a password");
   if (client_name.find_first_of(" \r\n\t") != std::string::npos)
     bad("a client name cannot contain spaces");
@@ -346,6 +379,7 @@ std::string Config::redacted() const {
   out += std::to_string(port);
   out += '/';
   out += std::to_string(db);
+  if (cluster.enabled) out += "?cluster=true";
   return out;
 }
 

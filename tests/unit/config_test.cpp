@@ -154,6 +154,29 @@ TEST(ConfigValidate, CodeBuiltConfigsAreCheckedLikeUrls) {
   EXPECT_NE(error_of(user_only).find("a user name without a password"), std::string::npos);
 }
 
+TEST(ConfigUrl, ClusterSeedsAndOptions) {
+  const auto c = Config::from_url(
+      "redis://:pw@10.0.0.1:7000?cluster=true&seed=10.0.0.2:7001&seed=%5B::1%5D:7002"
+      "&read_from_replicas=yes&cluster_refresh=5s&max_redirects=8");
+  EXPECT_TRUE(c.cluster.enabled);
+  EXPECT_EQ(c.host, "10.0.0.1");
+  EXPECT_EQ(c.port, 7000);
+  ASSERT_EQ(c.cluster.seeds.size(), 2u);
+  EXPECT_EQ(c.cluster.seeds[0].host, "10.0.0.2");
+  EXPECT_EQ(c.cluster.seeds[0].port, 7001);
+  EXPECT_EQ(c.cluster.seeds[1].host, "::1");
+  EXPECT_EQ(c.cluster.seeds[1].port, 7002);
+  EXPECT_TRUE(c.cluster.read_from_replicas);
+  EXPECT_EQ(c.cluster.refresh_interval, milliseconds(5000));
+  EXPECT_EQ(c.cluster.max_redirects, 8);
+  EXPECT_EQ(c.redacted(), "redis://:***@10.0.0.1:7000/0?cluster=true");
+  const auto alias = Config::from_url("rediss+cluster://node-1:7000");
+  EXPECT_TRUE(alias.cluster.enabled);
+  EXPECT_TRUE(alias.tls.enabled);
+  EXPECT_FALSE(Config::from_url("redis://h").cluster.enabled);
+  EXPECT_FALSE(Config::from_url("redis://h?cluster=false").cluster.enabled);
+}
+
 TEST(ConfigUrl, ClientName) {
   EXPECT_EQ(Config::from_url("redis://h?client_name=orders-api").client_name, "orders-api");
   EXPECT_EQ(Config::from_url("redis://h?name=x").client_name, "x");
@@ -222,4 +245,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadUrl{"redis://h?tls_ca=/ca.pem", "use rediss://"}, BadUrl{"redis://h#frag", "fragment"},
         BadUrl{"unix://", "missing socket path"},
         BadUrl{"unix://relative.sock", "must be absolute"},
-        BadUrl{"unix://:hunter2@relative.sock", "must be absolute"}));
+        BadUrl{"unix://:hunter2@relative.sock", "must be absolute"},
+        BadUrl{"redis://:hunter2@h/3?cluster=true", "database 0 only"},
+        BadUrl{"redis+cluster://:hunter2@h/1", "database 0 only"},
+        BadUrl{"unix+cluster:///r.sock", "unsupported scheme 'unix+cluster'"},
+        BadUrl{"redis://h?seed=a:1", "seeds given without cluster=true"},
+        BadUrl{"redis://h?cluster=true&seed=a:0", "bad port '0'"},
+        BadUrl{"redis://h?cluster=true&seed=", "missing host"},
+        BadUrl{"redis://h?cluster=true&max_redirects=0", "parameter 'max_redirects'"},
+        BadUrl{"redis://h?cluster=maybe", "parameter 'cluster'"}));

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tempest::redis {
 
@@ -20,6 +21,23 @@ struct TlsOptions {
   std::string cert_file;    // client certificate (PEM), optional
   std::string key_file;     // client private key (PEM), optional
   std::string server_name;  // SNI / host name to verify; empty: `host`
+};
+
+// A host and port (a Redis Cluster seed node).
+struct Endpoint {
+  std::string host;
+  std::uint16_t port = 6379;
+};
+
+// Redis Cluster: the client discovers the nodes from the seeds (Config::host:port and `seeds`),
+// routes each command to the master that serves its keys' slot, and follows redirects.
+struct ClusterOptions {
+  ClusterOptions() = default;  // not an aggregate: see ScanOptions in client.hpp
+  bool enabled = false;          // redis://host:port?cluster=true, or redis+cluster://host:port
+  std::vector<Endpoint> seeds;   // more seed nodes (seed=host:port, repeated)
+  bool read_from_replicas = false;  // reads go to replicas (READONLY); writes to masters
+  Duration refresh_interval{30000};  // the slot map is also read again this often
+  int max_redirects = 16;  // MOVED / ASK / TRYAGAIN followed per request, within its deadline
 };
 
 struct Config {
@@ -61,10 +79,14 @@ struct Config {
   std::size_t max_reply_size = std::size_t{512} << 20;
 
   TlsOptions tls;
+  ClusterOptions cluster;
 
   // Parses redis://[[user]:password@]host[:port][/db][?params], rediss://... (TLS) and
-  // unix://[[user]:password@]/path/to/redis.sock[?db=N&params]. User and password are
+  // unix://[[user]:password@]/path/to/redis.sock[?db=N&params]; redis+cluster:// and
+  // rediss+cluster:// are redis:// and rediss:// with cluster=true. User and password are
   // percent-decoded. Query parameters (durations accept "250ms", "1.5s" or bare seconds):
+  //   cluster (true|false), seed (host:port, repeated), read_from_replicas, cluster_refresh
+  //   (duration), max_redirects;
   //   connect_timeout (socket_connect_timeout), command_timeout (timeout, socket_timeout),
   //   health_interval, health_timeout, reconnect_min, reconnect_max, stable_after,
   //   disconnect_timeout, max_pending, max_reply_size (bytes), when_disconnected (queue|fail),
