@@ -32,10 +32,10 @@ struct Endpoint {
 // Redis Cluster: the client discovers the nodes from the seeds (Config::host:port and `seeds`),
 // routes each command to the master that serves its keys' slot, and follows redirects.
 struct ClusterOptions {
-  ClusterOptions() = default;  // not an aggregate: see ScanOptions in client.hpp
-  bool enabled = false;          // redis://host:port?cluster=true, or redis+cluster://host:port
-  std::vector<Endpoint> seeds;   // more seed nodes (seed=host:port, repeated)
-  bool read_from_replicas = false;  // reads go to replicas (READONLY); writes to masters
+  ClusterOptions() = default;        // not an aggregate: see ScanOptions in client.hpp
+  bool enabled = false;              // redis://host:port?cluster=true, or redis+cluster://host:port
+  std::vector<Endpoint> seeds;       // more seed nodes (seed=host:port, repeated)
+  bool read_from_replicas = false;   // reads go to replicas (READONLY); writes to masters
   Duration refresh_interval{30000};  // the slot map is also read again this often
   int max_redirects = 16;  // MOVED / ASK / TRYAGAIN followed per request, within its deadline
 };
