@@ -6,6 +6,7 @@
 #include <charconv>
 #include <stdexcept>
 
+#include "cluster.hpp"
 #include "link.hpp"
 #include "tempest/redis/detail/commands.hpp"
 
@@ -143,71 +144,78 @@ Script::Script(std::string source) : source_(std::move(source)), sha1_(sha1_hex(
 
 // ---- the handle -------------------------------------------------------------------------------
 
+namespace {
+std::shared_ptr<detail::Backend> make_backend(asio::any_io_executor executor, Config config) {
+  if (config.cluster.enabled) return detail::make_cluster(std::move(executor), std::move(config));
+  return std::make_shared<detail::Link>(std::move(executor), std::move(config),
+                                        detail::Venue::shared);
+}
+}  // namespace
+
 Client::Client(asio::any_io_executor executor, Config config)
-    : Client(std::make_shared<detail::Link>(std::move(executor), std::move(config),
-                                            detail::Venue::shared)) {}
+    : Client(make_backend(std::move(executor), std::move(config))) {}
 
-Client::Client(std::shared_ptr<detail::Link> link) : link_(std::move(link)) {
-  link_->enroll();
-  link_->retain_user();
+Client::Client(std::shared_ptr<detail::Backend> backend) : backend_(std::move(backend)) {
+  backend_->enroll();
+  backend_->retain_user();
 }
 
-Client::Client(const Client& other) noexcept : link_(other.link_) {
-  if (link_) link_->retain_user();
+Client::Client(const Client& other) noexcept : backend_(other.backend_) {
+  if (backend_) backend_->retain_user();
 }
 
-Client::Client(Client&& other) noexcept : link_(std::move(other.link_)) {}
+Client::Client(Client&& other) noexcept : backend_(std::move(other.backend_)) {}
 
 Client& Client::operator=(const Client& other) noexcept {
   if (this != &other) {
     Client copy(other);
-    std::swap(link_, copy.link_);
+    std::swap(backend_, copy.backend_);
   }
   return *this;
 }
 
 Client& Client::operator=(Client&& other) noexcept {
   if (this != &other) {
-    if (link_) link_->release_user();
-    link_ = std::move(other.link_);
+    if (backend_) backend_->release_user();
+    backend_ = std::move(other.backend_);
   }
   return *this;
 }
 
 Client::~Client() {
-  if (link_) link_->release_user();
+  if (backend_) backend_->release_user();
 }
 
 void Client::start() {
-  link_->start();
+  backend_->start();
 }
 
 void Client::close() noexcept {
-  link_->close();
+  backend_->close();
 }
 
 bool Client::is_dedicated() const noexcept {
-  return link_->venue() == detail::Venue::dedicated;
+  return backend_->venue() == detail::Venue::dedicated;
 }
 
 ConnectionState Client::state() const noexcept {
-  return link_->state();
+  return backend_->state();
 }
 
 const Config& Client::config() const noexcept {
-  return link_->config();
+  return backend_->config();
 }
 
 ConnectionStats Client::stats() const noexcept {
-  return link_->stats();
+  return backend_->stats();
 }
 
 std::string Client::last_error() const {
-  return link_->last_error();
+  return backend_->last_error();
 }
 
 const asio::any_io_executor& Client::get_executor() const noexcept {
-  return link_->executor();
+  return backend_->executor();
 }
 
 // ---- requests ---------------------------------------------------------------------------------
@@ -227,8 +235,66 @@ detail::RequestRef Client::plain_request(Command c, const CallOptions& o) const 
   return r;
 }
 
+detail::RequestRef Client::ping_request(const CallOptions& o) const {
+  auto r = plain_request(Command("PING"), o);
+  r->route.mode = detail::RouteMode::every_master_same;
+  return r;
+}
+
+namespace {
+detail::Cluster* cluster_of(const std::shared_ptr<detail::Backend>& b) {
+  return dynamic_cast<detail::Cluster*>(b.get());
+}
+std::string own_address(const Config& c) {
+  return c.host + ":" + std::to_string(c.port);
+}
+}  // namespace
+
+bool Client::is_cluster() const noexcept {
+  return cluster_of(backend_) != nullptr;
+}
+
+std::vector<std::string> Client::masters() const {
+  if (const auto* c = cluster_of(backend_)) return c->masters();
+  return {own_address(config())};
+}
+
+detail::RequestRef Client::node_request(std::string_view address, Command c,
+                                        const CallOptions& o) const {
+  detail::check_command(c, backend_->venue());
+  const void* node = nullptr;
+  if (const auto* cl = cluster_of(backend_)) {
+    node = cl->node_at(address);
+    if (node == nullptr)
+      throw std::invalid_argument("command_at: '" + std::string(address) +
+                                  "' is not a node of the cluster's map (see masters())");
+  } else if (address != own_address(config())) {
+    throw std::invalid_argument("command_at: '" + std::string(address) +
+                                "' is not this client's server (" + own_address(config()) + ")");
+  }
+  auto r = plain_request(std::move(c), o);
+  if (node != nullptr) {
+    r->route.mode = detail::RouteMode::node;
+    r->route.node = node;
+  }
+  return r;
+}
+
+detail::RequestRef Client::every_master_request(Command c, const CallOptions& o) const {
+  detail::check_command(c, backend_->venue());
+  if (cluster_of(backend_) == nullptr) {
+    // One "master": the reply as an array of one, like a one-command pipeline.
+    Pipeline p;
+    p.add(c);
+    return pipeline_request(p, o);
+  }
+  auto r = plain_request(std::move(c), o);
+  r->route.mode = detail::RouteMode::every_master;
+  return r;
+}
+
 detail::RequestRef Client::command_request(Command c, const CallOptions& o) const {
-  const auto venue = link_->venue();
+  const auto venue = backend_->venue();
   detail::check_command(c, venue);
   CallOptions opts = o;
   const bool blocking = detail::command_traits(c).use == detail::CommandUse::blocking;
@@ -249,7 +315,7 @@ detail::RequestRef Client::command_request(Command c, const CallOptions& o) cons
 }
 
 detail::RequestRef Client::pipeline_request(const Pipeline& p, const CallOptions& o) const {
-  detail::check_pipeline(p, link_->venue());
+  detail::check_pipeline(p, backend_->venue());
   auto r = new_request(o.timeout);
   r->set_pipeline(p.wire(), p.size());
   return r;
@@ -262,6 +328,7 @@ detail::RequestRef Client::transaction_request(const Pipeline& p, const CallOpti
   wire += p.wire();
   Command("EXEC").append_to(wire);
   r->set_pipeline(std::move(wire), p.size() + 2);
+  r->route.transaction = true;
   return r;
 }
 
@@ -366,26 +433,73 @@ asio::awaitable<Reply> Client::run_script(Client self, Script script, Keys keys,
 }
 
 struct Scanner::State {
+  explicit State(Client c) : client(std::move(c)) {}
   Client client;
   ScanOptions opts;
   std::string cursor = "0";
   bool done = false;
+  // On a cluster: the masters still to scan (the first is being scanned), the slot map's epoch
+  // when this round began, and how often the map changed under the scan.
+  std::vector<std::string> nodes;
+  std::uint64_t epoch = 0;
+  int restarts = 0;
+  bool started = false;
+
+  std::uint64_t topology_epoch() const {
+    const auto* c = cluster_of(client.backend_);
+    return c != nullptr ? c->epoch() : 0;
+  }
 };
 
 namespace {
+
+// Slot maps changing more often than this during one scan stop restarting it (resharding
+// under way); keys may then be missed, as SCAN itself may miss keys moved during a scan.
+constexpr int kMaxScanRestarts = 16;
+
 asio::awaitable<std::optional<std::vector<std::string>>> scan_next(
     std::shared_ptr<Scanner::State> st) {
   if (st->done) co_return std::nullopt;
+  const bool cluster = st->client.is_cluster();
+  if (cluster) {
+    const std::uint64_t epoch = st->topology_epoch();
+    if (!st->started || (epoch != st->epoch && st->restarts < kMaxScanRestarts)) {
+      // Every master of the map now, from the start: a slot may have moved to a master that
+      // was already scanned.
+      if (st->started) ++st->restarts;
+      st->started = true;
+      st->epoch = epoch;
+      st->nodes = st->client.masters();
+      st->cursor = "0";
+    }
+    if (st->nodes.empty()) {
+      st->done = true;
+      co_return std::nullopt;
+    }
+  }
   Command c("SCAN");
   c.arg(st->cursor).arg("MATCH").arg(st->opts.match).arg("COUNT");
   c.arg(std::max<std::size_t>(1, st->opts.count));
   if (!st->opts.type.empty()) c.arg("TYPE").arg(st->opts.type);
-  Reply reply = co_await st->client.command(std::move(c), CallOptions{st->opts.timeout});
+  // Not one conditional expression with a co_await in each branch: g++ 12 destroys the
+  // temporaries of such an expression twice.
+  Reply reply;
+  if (cluster)
+    reply = co_await st->client.command_at(st->nodes.front(), std::move(c),
+                                           CallOptions{st->opts.timeout});
+  else
+    reply = co_await st->client.command(std::move(c), CallOptions{st->opts.timeout});
   auto parts = std::move(reply).as_array();
   if (parts.size() != 2 || !parts[0].is_string() || !parts[1].is_array())
     throw ProtocolError("unexpected SCAN reply shape");
   st->cursor = std::move(parts[0]).as_string();
-  if (st->cursor == "0") st->done = true;
+  if (st->cursor == "0") {
+    if (cluster && st->nodes.size() > 1) {
+      st->nodes.erase(st->nodes.begin());
+    } else {
+      st->done = true;
+    }
+  }
   std::vector<std::string> keys;
   keys.reserve(parts[1].elements().size());
   for (auto& k : parts[1].elements())
@@ -399,7 +513,9 @@ asio::awaitable<std::optional<std::vector<std::string>>> Scanner::next() {
 }
 
 Scanner Client::scan(ScanOptions o) const {
-  return Scanner(std::make_shared<Scanner::State>(Scanner::State{*this, std::move(o)}));
+  auto st = std::make_shared<Scanner::State>(*this);
+  st->opts = std::move(o);
+  return Scanner(std::move(st));
 }
 
 asio::awaitable<std::vector<std::string>> Client::scan_everything(Client self, ScanOptions o) {

@@ -161,12 +161,12 @@ void Lock::contended() noexcept {
   }
 }
 
-void submit(Link& link, RequestRef r) {
-  link.submit(std::move(r));
+void submit(Backend& backend, RequestRef r) {
+  backend.submit(std::move(r));
 }
 
-void cancel(const std::weak_ptr<Link>& link, Request* r) noexcept {
-  if (auto l = link.lock()) l->cancel(r);
+void cancel(const std::weak_ptr<Backend>& backend, Request* r) noexcept {
+  if (auto b = backend.lock()) b->cancel(r);
 }
 
 Link::Link(asio::any_io_executor executor, Config config, Venue venue)
@@ -188,6 +188,20 @@ Link::Link(asio::any_io_executor executor, Config config, Venue venue)
 
 Link::~Link() {
   if (LinkRegistry* registry = registry_) registry->remove(this);
+}
+
+void Link::set_readonly() {
+  std::lock_guard lock(mu_);
+  session_.set_readonly(true);
+}
+
+void Link::routed_done(Request* r, bool inline_ok) noexcept {
+  // A link routes nothing itself; a request handed here is simply delivered.
+  if (r->has_handler()) {
+    r->deliver(executor_, inline_ok);
+  } else {
+    r->release();
+  }
 }
 
 void Link::enroll() {
@@ -669,7 +683,11 @@ void Link::deliver(Request* list, bool inline_ok) {
     Request* r = scope.rest;
     scope.rest = r->done_next;
     r->done_next = nullptr;
-    if (r->has_handler()) {
+    if (r->route.router != nullptr) {
+      // A cluster's request: it decides whether to deliver it or send it elsewhere.
+      Backend* router = r->route.router.get();
+      router->routed_done(r, inline_ok);
+    } else if (r->has_handler()) {
       r->deliver(executor_, inline_ok);
     } else {
       r->release();

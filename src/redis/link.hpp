@@ -17,8 +17,10 @@
 #include <optional>
 #include <vector>
 
+#include "backend.hpp"
 #include "tempest/redis/connection.hpp"
 #include "tempest/redis/detail/commands.hpp"
+#include "tempest/redis/detail/lock.hpp"
 #include "tempest/redis/detail/session.hpp"
 
 namespace tempest::redis::detail {
@@ -30,26 +32,7 @@ struct DeliveryScope;
 class TlsFilter;
 class LinkRegistry;
 
-// The lock of a link's critical sections (a session step, starting an operation, a non-blocking
-// send). Uncontended it is one compare-and-swap to take and one exchange to give back, where a
-// pthread mutex costs about 50 instructions a round (callgrind: two rounds per request at one
-// caller); contended, waiters sleep on a futex (std::atomic::wait) instead of spinning.
-class Lock {
- public:
-  void lock() noexcept {
-    int expected = 0;
-    if (!state_.compare_exchange_strong(expected, 1, std::memory_order_acquire)) contended();
-  }
-  void unlock() noexcept {
-    if (state_.exchange(0, std::memory_order_release) == 2) state_.notify_one();
-  }
-
- private:
-  void contended() noexcept;
-  std::atomic<int> state_{0};  // 0 free, 1 taken, 2 taken with waiters
-};
-
-class Link : public std::enable_shared_from_this<Link> {
+class Link final : public Backend, public std::enable_shared_from_this<Link> {
  public:
   // Requests queued by callers resumed within one delivery that are written together before the
   // delivery is over (measured on 2 cores: 6-8 is best at 64 callers on a plain socket).
@@ -62,30 +45,27 @@ class Link : public std::enable_shared_from_this<Link> {
   Link& operator=(const Link&) = delete;
 
   // Registers with the I/O context's LinkRegistry (after construction, for weak_from_this).
-  void enroll();
+  void enroll() override;
   // The I/O context is shutting down: pending handlers are destroyed without being invoked (as
   // Asio does with its own operations), which breaks the cycle link -> request -> handler ->
   // coroutine frame -> Client -> link.
   void abandon() noexcept;
 
-  void start();
-  void submit(RequestRef r);
-  void cancel(Request* r) noexcept;
+  void start() override;
+  void submit(RequestRef r) override;
+  void cancel(Request* r) noexcept override;
   // Stops at once: everything pending fails, the transport closes.
-  void close() noexcept;
+  void close() noexcept override;
+  void routed_done(Request* r, bool inline_ok) noexcept override;
+  // Sends READONLY after the handshake (a cluster reading from replicas). Before start().
+  void set_readonly();
 
-  // Counting the user handles (Client copies): the last one going away closes the link.
-  void retain_user() noexcept { users_.fetch_add(1, std::memory_order_relaxed); }
-  void release_user() noexcept {
-    if (users_.fetch_sub(1, std::memory_order_acq_rel) == 1) close();
-  }
-
-  const asio::any_io_executor& executor() const noexcept { return executor_; }
-  const Config& config() const noexcept { return session_.config(); }
-  Venue venue() const noexcept { return venue_; }
-  ConnectionState state() const noexcept { return session_.state(); }
-  ConnectionStats stats() const noexcept;
-  std::string last_error() const;
+  const asio::any_io_executor& executor() const noexcept override { return executor_; }
+  const Config& config() const noexcept override { return session_.config(); }
+  Venue venue() const noexcept override { return venue_; }
+  ConnectionState state() const noexcept override { return session_.state(); }
+  ConnectionStats stats() const noexcept override;
+  std::string last_error() const override;
 
  private:
   struct ReadOp;
@@ -138,7 +118,6 @@ class Link : public std::enable_shared_from_this<Link> {
   TimePoint armed_ = TimePoint::max();
   std::uint64_t timer_gen_ = 0;
   std::uint64_t link_gen_ = 0;  // bumped when the transport closes: late completions are ignored
-  std::atomic<std::uint32_t> users_{0};
   LinkRegistry* registry_ = nullptr;  // cleared by the registry when it shuts down
   friend class LinkRegistry;
 };

@@ -75,7 +75,7 @@ constexpr std::size_t kKeepBytes = 4096;  // larger buffers are released, not po
 void Request::reset() noexcept {
   // Whatever the last reply left is overwritten by the next one; only large leftovers go.
   if (command_.capacity() > kKeepBytes || !wire_.empty() || reply_.str().capacity() > kKeepBytes ||
-      !reply_.elements().empty() || !collected.empty() || !rejection.empty()) {
+      !reply_.elements().empty() || !collected.empty() || !rejection.empty() || route.used) {
     drop_leftovers();
   } else {
     command_.clear();
@@ -108,6 +108,30 @@ void Request::drop_leftovers() noexcept {
   if (reply_.str().capacity() > kKeepBytes || !reply_.elements().empty()) reply_ = Reply{};
   if (!collected.empty()) collected = {};
   rejection.clear();
+  if (route.used) {
+    route.used = false;
+    route.router.reset();
+    route.link = nullptr;
+    route.fanout.reset();
+    route.node = nullptr;
+    route.slot = 0;
+    route.mode = RouteMode::keys;
+    route.redirects = 0;
+    route.asking = false;
+    route.readonly = false;
+    route.transaction = false;
+  }
+}
+
+void Request::prepare_retry() noexcept {
+  completed_ = false;
+  error_ = nullptr;
+  reply_ = Reply{};
+  replies_seen = 0;
+  collected.clear();
+  rejection.clear();
+  done_next = nullptr;
+  flags = static_cast<std::uint8_t>(flags & ~kWritten);
 }
 
 }  // namespace tempest::redis::detail

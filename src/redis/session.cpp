@@ -264,6 +264,7 @@ void Session::on_open(TimePoint now) {
   if (cfg_.db != 0) queue_internal(RequestKind::handshake, cmd("SELECT", cfg_.db));
   if (!cfg_.client_name.empty())
     queue_internal(RequestKind::handshake, cmd("CLIENT", "SETNAME", cfg_.client_name));
+  if (readonly_) queue_internal(RequestKind::handshake, Command("READONLY"));
   // Always last and always answered: a peer that is not Redis (or accepts and closes) fails here.
   queue_internal(RequestKind::handshake, Command("PING"));
 }
@@ -369,8 +370,10 @@ void Session::on_timer(TimePoint now) {
 }
 
 void Session::submit(TimePoint now, Request* r) {
-  const Duration timeout = r->timeout().count() > 0 ? r->timeout() : cfg_.command_timeout;
-  r->set_times(now, now + timeout);
+  if ((r->flags & kRouted) == 0) {
+    const Duration timeout = r->timeout().count() > 0 ? r->timeout() : cfg_.command_timeout;
+    r->set_times(now, now + timeout);
+  }
   if (r->deadline() < cached_wake_) wake_dirty_ = true;
   if (r->kind() != RequestKind::user) return submit_internal(r);
   ++live_;
@@ -492,6 +495,7 @@ bool Session::fill_write_buffer() {
   const auto take = [&](RequestQueue& q) {
     while (Request* r = q.pop_front()) {
       r->append_to(out_);
+      r->flags |= kWritten;
       r->where = Request::Where::in_flight;
       in_flight_.push_back(r);
     }

@@ -389,14 +389,15 @@ class Client {
   requires(sizeof...(K) > 0) asio::awaitable<std::vector<std::string>> sunion(const K&... keys) {
     return command_as(cmd("SUNION", keys...), &detail::to_strings);
   }
+  // PING; on a cluster, every master is pinged and the call fails unless every slot has a
+  // master that answered (what a health check needs).
   template <TokenNot<CallOptions> Token = DefaultToken>
   auto ping(Token&& token = {}) {
     return ping(CallOptions{}, std::forward<Token>(token));
   }
   template <class Token = DefaultToken>
   auto ping(CallOptions o, Token&& token = {}) {
-    return launch(plain_request(Command("PING"), o), &detail::to_string,
-                  std::forward<Token>(token));
+    return launch(ping_request(o), &detail::to_string, std::forward<Token>(token));
   }
   template <TokenNot<CallOptions> Token = DefaultToken>
   auto publish(std::string_view channel, std::string_view message, Token&& token = {}) {
@@ -427,6 +428,30 @@ class Client {
     return run_coroutine(run_script(*this, script, keys, args, o), std::forward<Token>(token));
   }
 
+  // ---- Redis Cluster ---------------------------------------------------------------------------
+  // Whether this client talks to a Redis Cluster (Config::cluster).
+  bool is_cluster() const noexcept;
+  // The masters' addresses ("host:port"), sorted: on a cluster, those of the slot map now; on a
+  // single connection, its own address.
+  std::vector<std::string> masters() const;
+  // Runs `c` on the node at `address` (one of masters(), or another node of the cluster's map),
+  // whatever its keys; redirects are not followed. Throws std::invalid_argument for an unknown
+  // address.
+  template <class Token = DefaultToken>
+  auto command_at(std::string_view address, Command c, CallOptions o = {}, Token&& token = {}) {
+    return launch(node_request(address, std::move(c), o), &detail::to_checked,
+                  std::forward<Token>(token));
+  }
+  // Runs `c` on every master (on a single connection: on it); one reply per master in the order
+  // of masters(), error replies as values.
+  template <class Token = DefaultToken>
+  auto for_each_master(Command c, CallOptions o = {}, Token&& token = {}) {
+    return launch(every_master_request(std::move(c), o), &detail::to_replies,
+                  std::forward<Token>(token));
+  }
+
+  // SCAN, on a cluster on every master in turn (a node's cursor starts again when the slot map
+  // changed during the iteration, so keys may come twice).
   Scanner scan(ScanOptions o = {}) const;
   // Every matching key (for modest key counts; use scan() to stream large ones).
   template <class Token = DefaultToken>
@@ -436,12 +461,12 @@ class Client {
 
  private:
   enum class RequestKindWait { first_attempt, ready, stopped };
-  explicit Client(std::shared_ptr<detail::Link> link);
+  explicit Client(std::shared_ptr<detail::Backend> backend);
 
   template <class T, class Token>
   auto launch(detail::RequestRef r, T (*convert)(Reply&&), Token&& token) const {
     return asio::async_initiate<Token, typename detail::CompletionSignature<T>::type>(
-        detail::Initiation<T>{link_, convert}, token, detail::NewRequest(std::move(r)));
+        detail::Initiation<T>{backend_, convert}, token, detail::NewRequest(std::move(r)));
   }
   template <class T>
   asio::awaitable<T> command_as(Command c, T (*convert)(Reply&&)) {
@@ -460,6 +485,10 @@ class Client {
 
   detail::RequestRef wait_request(RequestKindWait kind, Duration timeout) const;
   detail::RequestRef plain_request(Command c, const CallOptions& o) const;
+  detail::RequestRef ping_request(const CallOptions& o) const;
+  detail::RequestRef node_request(std::string_view address, Command c, const CallOptions& o) const;
+  detail::RequestRef every_master_request(Command c, const CallOptions& o) const;
+  friend struct Scanner::State;
   detail::RequestRef command_request(Command c, const CallOptions& o) const;
   detail::RequestRef pipeline_request(const Pipeline& p, const CallOptions& o) const;
   detail::RequestRef transaction_request(const Pipeline& p, const CallOptions& o) const;
@@ -484,7 +513,7 @@ class Client {
                                            CallOptions o);
   static asio::awaitable<std::vector<std::string>> scan_everything(Client self, ScanOptions o);
 
-  std::shared_ptr<detail::Link> link_;
+  std::shared_ptr<detail::Backend> backend_;
 };
 
 }  // namespace tempest::redis

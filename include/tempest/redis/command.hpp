@@ -84,6 +84,11 @@ class Command {
     append_to(s);
     return s;
   }
+  // The RESP encoding in place (what append_to() appends; empty for an empty command).
+  std::string_view encoded() const noexcept {
+    if (argc_ == 0) return {};
+    return {buffer() + kHead - head_, head_ + size_};
+  }
   // The command name as given (first argument), for logs and metrics.
   std::string_view name() const noexcept;
   // Argument `i` (0 is the name); empty past the last one.

@@ -19,11 +19,11 @@
 
 namespace tempest::redis::detail {
 
-class Link;
-// Hands `r` (its reference) to the connection.
-void submit(Link& link, RequestRef r);
+class Backend;
+// Hands `r` (its reference) to the connection (or cluster).
+void submit(Backend& backend, RequestRef r);
 // Cancels `r` if it is still pending (from any thread).
-void cancel(const std::weak_ptr<Link>& link, Request* r) noexcept;
+void cancel(const std::weak_ptr<Backend>& backend, Request* r) noexcept;
 
 template <class T>
 struct CompletionSignature {
@@ -145,7 +145,7 @@ void Request::set_handler(Handler&& h, T (*convert)(Reply&&)) {
 
 // What a cancellation slot runs: cancels the request wherever it is (from any thread).
 struct CancelRequest {
-  std::weak_ptr<Link> link;
+  std::weak_ptr<Backend> link;
   RequestRef request;
   void operator()(boost::asio::cancellation_type type) const noexcept {
     if (type != boost::asio::cancellation_type::none) cancel(link, request.get());
@@ -172,7 +172,7 @@ class NewRequest {
 // The initiation of every request: stores the handler, hooks up cancellation, submits.
 template <class T>
 struct Initiation {
-  std::shared_ptr<Link> link;
+  std::shared_ptr<Backend> link;
   T (*convert)(Reply&&);
 
   template <class Handler>

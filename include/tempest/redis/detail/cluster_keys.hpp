@@ -32,7 +32,13 @@ using Args = std::span<const std::string_view>;
 // into arguments. The bytes must be well formed (the library wrote them).
 class CommandReader {
  public:
+  CommandReader() = default;
   explicit CommandReader(std::string_view wire) noexcept : wire_(wire) {}
+  // Starts again on other bytes (keeping the argument storage).
+  void reset(std::string_view wire) noexcept {
+    wire_ = wire;
+    pos_ = begin_ = 0;
+  }
   // The next command's arguments (valid until the next call), or an empty span at the end.
   Args next();
   // Where the command last returned began and ended in the wire.

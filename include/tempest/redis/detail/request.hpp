@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <new>
 #include <string>
 #include <type_traits>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "tempest/redis/command.hpp"
+#include "tempest/redis/detail/lock.hpp"
 #include "tempest/redis/reply.hpp"
 
 namespace tempest::redis::detail {
@@ -25,6 +27,7 @@ using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 
 class Request;
+class Backend;
 
 // Completes a request: converts its result, releases the request, then invokes the handler
 // (inline when `inline_ok` and the handler's executor allows it, otherwise posted to it).
@@ -46,6 +49,37 @@ constexpr std::uint8_t kWaitFirstAttempt = 1;
 // Request::flags of a blocking command on a dedicated connection: if its deadline passes while
 // Redis still blocks on it, the connection is closed (a reply nobody waits for would take data).
 constexpr std::uint8_t kBlockingCommand = 2;
+// Request::flags set by the session when the request's bytes were handed to the transport: a
+// request failed without it was never sent, so a cluster may send it elsewhere.
+constexpr std::uint8_t kWritten = 4;
+// Request::flags of a request a cluster routes: its deadline was set when the cluster took it and
+// stays the same whichever node it is sent to.
+constexpr std::uint8_t kRouted = 8;
+
+// How a cluster routes a request (Request::route.mode).
+enum class RouteMode : std::uint8_t {
+  keys,               // by the slot of its keys (none: any master)
+  node,               // to one node (Request::route.node)
+  every_master,       // to every master: an array of their replies
+  every_master_same,  // to every master: one reply when all gave it (a health check's PING)
+};
+
+// What a cluster keeps on a request it routes (src/redis/cluster.cpp). `lock` guards `link`
+// and `fanout` against a cancellation from another thread.
+struct Route {
+  std::shared_ptr<Backend> router;  // the cluster, kept alive while the request is routed
+  Lock lock;
+  Backend* link = nullptr;     // the node connection the request is on now
+  std::weak_ptr<void> fanout;  // the parts a request was split into, when it was
+  const void* node = nullptr;  // RouteMode::node: the node
+  std::uint32_t slot = 0;      // the slot of its keys (kNoSlot: none)
+  RouteMode mode = RouteMode::keys;
+  std::uint8_t redirects = 0;  // redirects and retries so far
+  bool asking = false;         // sent with ASKING in front (the reply of ASKING is dropped)
+  bool readonly = false;       // the command only reads (a replica may serve it)
+  bool transaction = false;    // MULTI ... EXEC: the replies are one unit
+  bool used = false;           // set when a cluster took the request (reset() clears all)
+};
 
 class Request {
  public:
@@ -81,6 +115,8 @@ class Request {
   TimePoint created() const noexcept { return created_; }
   TimePoint deadline() const noexcept { return deadline_; }
   bool is_pipeline() const noexcept { return !wire_.empty(); }
+  // A pipeline's bytes (empty for a single command).
+  const std::string& wire() const noexcept { return wire_; }
   std::size_t expected_replies() const noexcept { return expected_; }
   // Appends the request's bytes to `out`.
   void append_to(std::string& out) const {
@@ -134,6 +170,10 @@ class Request {
   std::string rejection;         // a reply of a pipeline that the parser refused
   // Set (from any thread) when the caller cancelled; read when the request enters the session.
   std::atomic<bool> cancel_requested{false};
+  Route route;  // used only by a cluster
+
+  // Clears the result of an attempt so that the request can be sent again (a cluster's retry).
+  void prepare_retry() noexcept;
 
   // A request from this thread's pool of released ones, or a new one.
   static Request* create();

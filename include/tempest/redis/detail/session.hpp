@@ -168,6 +168,8 @@ class Session {
   // false: a lost link is not replaced; the session stops and what is pending fails (a dedicated
   // connection, whose WATCH or transaction would not survive a new link).
   void set_reconnect(bool on) noexcept { reconnect_ = on; }
+  // READONLY after the handshake: reads may be served by this node when it is a replica.
+  void set_readonly(bool on) noexcept { readonly_ = on; }
 
   // What to do now. Call after every event (requests completed by the event are handed out
   // here, and the write buffer is filled when no write is in flight).
@@ -238,6 +240,7 @@ class Session {
   std::atomic<std::uint8_t> state_;  // ConnectionState, for readers on other threads
   bool stopping_ = false;
   bool reconnect_ = true;
+  bool readonly_ = false;
   std::string closed_reason_ = "the Redis connection was closed by disconnect()";
   bool outage_ = false;  // a connect failed or the link was lost since the last ready link
 

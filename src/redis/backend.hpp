@@ -1,0 +1,53 @@
+// What a Client handle drives (private to src/redis): one connection (Link), or a cluster of
+// them (Cluster). Requests enter through submit() and leave through their handlers.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/any_io_executor.hpp>
+#include <string>
+
+#include "tempest/redis/config.hpp"
+#include "tempest/redis/connection.hpp"
+#include "tempest/redis/detail/commands.hpp"
+#include "tempest/redis/detail/request.hpp"
+
+namespace tempest::redis::detail {
+
+class Backend {
+ public:
+  Backend() = default;
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+  virtual ~Backend() = default;
+
+  // Registers with the I/O context (after construction, when a shared_ptr owns the object).
+  virtual void enroll() = 0;
+  virtual void start() = 0;
+  // Takes the request (its reference); its handler is invoked once, whatever happens.
+  virtual void submit(RequestRef r) = 0;
+  // Cancels `r` if it is still pending (from any thread).
+  virtual void cancel(Request* r) noexcept = 0;
+  // Stops at once: everything pending fails.
+  virtual void close() noexcept = 0;
+  // A request this backend routed (Request::route.router) was completed by one of its links;
+  // takes the reference of the link's delivery.
+  virtual void routed_done(Request* r, bool inline_ok) noexcept = 0;
+
+  virtual const boost::asio::any_io_executor& executor() const noexcept = 0;
+  virtual const Config& config() const noexcept = 0;
+  virtual Venue venue() const noexcept = 0;
+  virtual ConnectionState state() const noexcept = 0;
+  virtual ConnectionStats stats() const noexcept = 0;
+  virtual std::string last_error() const = 0;
+
+  // Counting the user handles (Client copies): the last one going away closes the backend.
+  void retain_user() noexcept { users_.fetch_add(1, std::memory_order_relaxed); }
+  void release_user() noexcept {
+    if (users_.fetch_sub(1, std::memory_order_acq_rel) == 1) close();
+  }
+
+ private:
+  std::atomic<std::uint32_t> users_{0};
+};
+
+}  // namespace tempest::redis::detail

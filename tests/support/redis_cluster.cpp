@@ -1,0 +1,140 @@
+#include "support/redis_cluster.hpp"
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace tempest::test {
+
+RedisCluster::RedisCluster(int masters, int replicas, std::chrono::milliseconds node_timeout) {
+  const int n = masters * (1 + replicas);
+  std::string create = "--cluster create";
+  for (int i = 0; i < n; ++i) {
+    nodes_.push_back(std::make_unique<RedisServer>(std::vector<std::string>{
+        "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout",
+        std::to_string(node_timeout.count()),
+        // A master without replicas must not stop the whole cluster during a test's failover.
+        "--cluster-require-full-coverage", "no"}));
+    create += " 127.0.0.1:" + std::to_string(nodes_.back()->port());
+  }
+  create += " --cluster-replicas " + std::to_string(replicas) + " --cluster-yes";
+  const std::string out = redis_cli(create);
+  if (out.find("[OK] All 16384 slots covered") == std::string::npos)
+    throw std::runtime_error("redis-cli --cluster create failed:\n" + out);
+  wait_ok();
+}
+
+std::string RedisCluster::redis_cli(const std::string& args) {
+  const std::string command = "redis-cli " + args + " 2>&1";
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
+  if (!pipe) throw std::runtime_error("popen failed");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (auto got = std::fread(buf.data(), 1, buf.size(), pipe.get()))
+    out.append(buf.data(), got);
+  return out;
+}
+
+std::string RedisCluster::url(const std::string& query) const {
+  return "redis://127.0.0.1:" + std::to_string(nodes_.front()->port()) + "?cluster=true" +
+         (query.empty() ? "" : "&" + query);
+}
+
+std::size_t RedisCluster::index_of(std::uint16_t port) const {
+  for (std::size_t i = 0; i < nodes_.size(); ++i)
+    if (nodes_[i]->port() == port) return i;
+  throw std::runtime_error("no cluster node on port " + std::to_string(port));
+}
+
+std::size_t RedisCluster::any_running() const {
+  for (std::size_t i = 0; i < nodes_.size(); ++i)
+    if (nodes_[i]->running()) return i;
+  throw std::runtime_error("no cluster node is running");
+}
+
+void RedisCluster::wait_ok(std::chrono::seconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  std::string last;
+  while (std::chrono::steady_clock::now() < until) {
+    bool ok = true;
+    for (const auto& n : nodes_) {
+      if (!n->running()) continue;
+      last = n->cli("CLUSTER INFO");
+      if (last.find("cluster_state:ok") == std::string::npos) {
+        ok = false;
+        break;
+      }
+    }
+    if (ok) {
+      const auto& any = nodes_[any_running()];
+      last = redis_cli("--cluster check 127.0.0.1:" + std::to_string(any->port()));
+      if (last.find("[OK] All nodes agree about slots configuration.") != std::string::npos &&
+          last.find("[OK] All 16384 slots covered.") != std::string::npos &&
+          last.find("[ERR]") == std::string::npos && last.find("[WARNING]") == std::string::npos)
+        return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  throw std::runtime_error("the cluster did not become ok:\n" + last);
+}
+
+std::vector<std::size_t> RedisCluster::masters() {
+  std::vector<std::size_t> out;
+  const std::string nodes = nodes_[any_running()]->cli("CLUSTER NODES");
+  std::istringstream lines(nodes);
+  std::string line;
+  while (std::getline(lines, line)) {
+    // <id> <ip:port@cport> <flags> ...
+    std::istringstream f(line);
+    std::string id, addr, flags;
+    f >> id >> addr >> flags;
+    if (flags.find("master") == std::string::npos || flags.find("fail") != std::string::npos)
+      continue;
+    const auto colon = addr.rfind(':');
+    const auto at = addr.find('@');
+    if (colon == std::string::npos) continue;
+    out.push_back(index_of(static_cast<std::uint16_t>(std::stoi(
+        addr.substr(colon + 1, at == std::string::npos ? std::string::npos : at - colon - 1)))));
+  }
+  return out;
+}
+
+std::size_t RedisCluster::master_of(std::uint16_t slot) {
+  const std::string nodes = nodes_[any_running()]->cli("CLUSTER NODES");
+  std::istringstream lines(nodes);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream f(line);
+    std::string id, addr, flags, master, ping, pong, epoch, link;
+    f >> id >> addr >> flags >> master >> ping >> pong >> epoch >> link;
+    if (flags.find("master") == std::string::npos) continue;
+    std::string range;
+    while (f >> range) {
+      if (range.front() == '[') continue;  // a slot being migrated or imported
+      const auto dash = range.find('-');
+      const int lo = std::stoi(range.substr(0, dash));
+      const int hi = dash == std::string::npos ? lo : std::stoi(range.substr(dash + 1));
+      if (slot >= lo && slot <= hi) {
+        const auto colon = addr.rfind(':');
+        const auto at = addr.find('@');
+        return index_of(
+            static_cast<std::uint16_t>(std::stoi(addr.substr(colon + 1, at - colon - 1))));
+      }
+    }
+  }
+  throw std::runtime_error("no master serves slot " + std::to_string(slot));
+}
+
+const std::string& shared_cluster_url() {
+  static const std::string url = [] {
+    if (const char* env = std::getenv("TEMPEST_CLUSTER_URL"); env && *env) return std::string(env);
+    static RedisCluster cluster;
+    return cluster.url();
+  }();
+  return url;
+}
+
+}  // namespace tempest::test

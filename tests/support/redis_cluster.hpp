@@ -1,0 +1,48 @@
+// A real Redis Cluster for tests: redis-server processes in cluster mode on free ports, joined
+// by `redis-cli --cluster create`, removed on destruction.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "support/redis_server.hpp"
+
+namespace tempest::test {
+
+class RedisCluster {
+ public:
+  // `masters` masters with `replicas` replicas each; a small node timeout so that failovers
+  // happen within a test's time.
+  explicit RedisCluster(int masters = 3, int replicas = 1,
+                        std::chrono::milliseconds node_timeout = std::chrono::milliseconds(1000));
+  RedisCluster(const RedisCluster&) = delete;
+  RedisCluster& operator=(const RedisCluster&) = delete;
+
+  // redis://127.0.0.1:<first node>?cluster=true&<query>
+  std::string url(const std::string& query = "") const;
+  std::size_t size() const { return nodes_.size(); }
+  RedisServer& node(std::size_t i) { return *nodes_[i]; }
+  // The node index listening on `port`.
+  std::size_t index_of(std::uint16_t port) const;
+
+  // Waits until every running node reports cluster_state:ok and they agree on the slot map.
+  void wait_ok(std::chrono::seconds limit = std::chrono::seconds(60));
+  // Indices of the nodes that are masters now (asked of a running node).
+  std::vector<std::size_t> masters();
+  // The index of the master serving `slot` now.
+  std::size_t master_of(std::uint16_t slot);
+  // Runs redis-cli with `args` (e.g. "--cluster reshard ...") and returns its output.
+  static std::string redis_cli(const std::string& args);
+
+ private:
+  std::size_t any_running() const;
+  std::vector<std::unique_ptr<RedisServer>> nodes_;
+};
+
+// The cluster started by `make test` (TEMPEST_CLUSTER_URL) when set, otherwise one started here.
+const std::string& shared_cluster_url();
+
+}  // namespace tempest::test
