@@ -64,6 +64,67 @@ stop_redis() {
   REDIS_PID=""
 }
 
+# start_cluster [masters] [replicas]: a throwaway Redis Cluster (default 3 masters, 1 replica
+# each) on free ports, created with redis-cli --cluster create and waited for until every node
+# says cluster_state:ok and agrees on the slots. Sets CLUSTER_DIR, CLUSTER_PORTS, CLUSTER_URL.
+# Pair with stop_cluster (the callers trap it on EXIT). Node timeout 1000 ms: failovers are fast.
+start_cluster() {
+  local masters=${1:-3} replicas=${2:-1} n i port nodes=() ok
+  n=$((masters * (1 + replicas)))
+  CLUSTER_DIR=$(mktemp -d /tmp/tempest-cluster.XXXXXX)
+  CLUSTER_PORTS=()
+  export CLUSTER_DIR
+  for ((i = 0; i < n; i++)); do
+    port=$(free_port)
+    mkdir -p "$CLUSTER_DIR/$port"
+    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+      --dir "$CLUSTER_DIR/$port" --logfile "$CLUSTER_DIR/$port/redis.log" \
+      --cluster-enabled yes --cluster-port "$(free_port)" --cluster-config-file nodes.conf \
+      --cluster-node-timeout 1000 \
+      --enable-debug-command yes --daemonize yes --pidfile "$CLUSTER_DIR/$port/redis.pid" ||
+      return 1
+    CLUSTER_PORTS+=("$port")
+    nodes+=("127.0.0.1:$port")
+  done
+  for port in "${CLUSTER_PORTS[@]}"; do
+    for i in $(seq 1 100); do
+      redis-cli -p "$port" ping >/dev/null 2>&1 && break
+      sleep 0.05
+    done
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas "$replicas" --cluster-yes \
+    >"$CLUSTER_DIR/create.log" 2>&1 || { cat "$CLUSTER_DIR/create.log"; return 1; }
+  for i in $(seq 1 300); do
+    ok=1
+    for port in "${CLUSTER_PORTS[@]}"; do
+      redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || { ok=0; break; }
+    done
+    if ((ok)) && redis-cli --cluster check "127.0.0.1:${CLUSTER_PORTS[0]}" 2>/dev/null |
+      grep -q 'All nodes agree about slots configuration'; then
+      CLUSTER_URL="redis://127.0.0.1:${CLUSTER_PORTS[0]}?cluster=true"
+      export CLUSTER_URL
+      echo "== redis cluster ($masters masters, $replicas replica(s) each) on ports ${CLUSTER_PORTS[*]}"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "the cluster did not become ok within 30 s" >&2
+  return 1
+}
+
+stop_cluster() {
+  local d pid
+  [[ -z ${CLUSTER_DIR:-} ]] && return 0
+  for d in "$CLUSTER_DIR"/*/; do
+    [[ -f $d/redis.pid ]] || continue
+    pid=$(cat "$d/redis.pid")
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  rm -rf "$CLUSTER_DIR"
+  CLUSTER_DIR=""
+}
+
 # configure_build DIR [cmake args...]: configures (once) and builds DIR.
 configure_build() {
   local dir=$1

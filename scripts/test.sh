@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# make test: every test. Installs what is missing, builds, starts redis-server on a free port,
-# runs the suites, stops every server it started (also on failure), ends with "N passed, N failed".
+# make test: every test. Installs what is missing, builds, starts redis-server and a Redis Cluster
+# (6 nodes) on free ports, runs the suites, stops every server it started (also on failure), ends
+# with "N passed, N failed".
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$TEMPEST_ROOT"
 
 ensure_packages
-trap stop_redis EXIT INT TERM
+trap 'stop_redis; stop_cluster' EXIT
+trap 'exit 130' INT TERM
 
 passed=0
 failed=0
@@ -36,6 +38,11 @@ echo "== build (RelWithDebInfo, -Werror)"
 if configure_build build; then
   start_redis
   export TEMPEST_REDIS_URL=$REDIS_URL
+  if start_cluster; then
+    export TEMPEST_CLUSTER_URL=$CLUSTER_URL
+  else
+    record "redis cluster start" 1
+  fi
   echo "== tests"
   ctest --test-dir build --output-on-failure --timeout 600 2>&1 | tee build/ctest.log
   ctest_count "tests" build/ctest.log "${PIPESTATUS[0]}"
@@ -58,6 +65,7 @@ record "fuzzers" $?
 echo "== ASan+UBSan build of the test suite"
 if configure_build build-asan -DTEMPEST_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DTEMPEST_BUILD_TOOLS=ON; then
   [[ -z ${REDIS_PID:-} ]] && start_redis && export TEMPEST_REDIS_URL=$REDIS_URL
+  [[ -z ${CLUSTER_DIR:-} ]] && start_cluster && export TEMPEST_CLUSTER_URL=$CLUSTER_URL
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure --timeout 900 2>&1 | tee build-asan/ctest.log
   ctest_count "asan tests" build-asan/ctest.log "${PIPESTATUS[0]}"
@@ -70,10 +78,11 @@ echo "== ThreadSanitizer build of the Redis tests (a connection shared by the th
 # cannot map its shadow memory under some kernels' ASLR settings.
 no_aslr() { setarch "$(uname -m)" -R "$@"; }
 if cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTEMPEST_WERROR=ON -DTEMPEST_TSAN=ON \
-  >/dev/null && no_aslr cmake --build build-tsan -j "$(nproc)" --target tempest_redis_tests; then
+  >/dev/null && no_aslr cmake --build build-tsan -j "$(nproc)" --target tempest_redis_tests tempest_cluster_tests; then
   [[ -z ${REDIS_PID:-} ]] && start_redis && export TEMPEST_REDIS_URL=$REDIS_URL
+  [[ -z ${CLUSTER_DIR:-} ]] && start_cluster && export TEMPEST_CLUSTER_URL=$CLUSTER_URL
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 no_aslr \
-    ctest --test-dir build-tsan -R '^redis\.' --output-on-failure --timeout 900 2>&1 |
+    ctest --test-dir build-tsan -R '^(redis|cluster)\.' --output-on-failure --timeout 900 2>&1 |
     tee build-tsan/ctest.log
   ctest_count "tsan tests" build-tsan/ctest.log "${PIPESTATUS[0]}"
 else
@@ -81,6 +90,7 @@ else
 fi
 
 stop_redis
+stop_cluster
 ((${#failures[@]})) && echo "failed: ${failures[*]}"
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -674,9 +674,8 @@ bool Cluster::retry_after_redirect(RequestRef& ref, const Redirect& d) {
       // The slot has a new owner for good: note it now, read the whole map again soon.
       moved(d.slot, d.address);
       request_refresh();
-      ++r->route.redirects;
       r->prepare_retry();
-      send(std::move(ref));
+      redirect(std::move(ref));
       return true;
     case Kind::ask: {
       // The slot is being migrated and this key is already there: ASKING, then the command,
@@ -688,10 +687,9 @@ bool Cluster::retry_after_redirect(RequestRef& ref, const Redirect& d) {
         std::lock_guard lock(mu_);
         r->route.node = &node_locked(host, port);
       }
-      ++r->route.redirects;
       r->prepare_retry();
       set_asking(*r, true);
-      send(std::move(ref));
+      redirect(std::move(ref));
       return true;
     }
     case Kind::refresh_retry:
@@ -703,6 +701,18 @@ bool Cluster::retry_after_redirect(RequestRef& ref, const Redirect& d) {
       return true;
   }
   return false;
+}
+
+void Cluster::redirect(RequestRef ref) {
+  // The first redirects go at once. Nodes that disagree for a moment (a slot's new owner told
+  // before its old one, while a resharding tool goes from node to node) would bounce a request
+  // between them many times a millisecond: later ones wait, longer each time, so that the
+  // bounded number of redirects spans the moment.
+  if (ref->route.redirects < 2) {
+    ++ref->route.redirects;
+    return send(std::move(ref));
+  }
+  park(std::move(ref), backoff(*ref));
 }
 
 void Cluster::cancel(Request* r) noexcept {
@@ -897,9 +907,14 @@ asio::awaitable<Reply> Cluster::ask(Node& n, Command c, Duration timeout) {
   RequestRef r = RequestRef::make();
   r->command() = std::move(c);
   r->set_timeout(timeout);
-  co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&,
-                                          void(std::exception_ptr, Reply)>(
-      Initiation<Reply>{link, &to_reply}, asio::use_awaitable, NewRequest(std::move(r)));
+  // Named, not temporaries of the co_await expression: g++ 12 destroys those twice (here that
+  // released the node's link one time too many).
+  Initiation<Reply> initiation{std::move(link), &to_reply};
+  NewRequest request(std::move(r));
+  Reply reply = co_await asio::async_initiate<const asio::use_awaitable_t<>&,
+                                              void(std::exception_ptr, Reply)>(
+      std::move(initiation), asio::use_awaitable, std::move(request));
+  co_return reply;
 }
 
 asio::awaitable<bool> Cluster::refresh_once() {

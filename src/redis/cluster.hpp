@@ -69,6 +69,7 @@ class Cluster final : public Backend, public std::enable_shared_from_this<Cluste
   Link* link_of(Node& n);
   void send(RequestRef ref);
   void park(RequestRef ref, Duration delay);
+  void redirect(RequestRef ref);
   void resend(RequestRef ref);
   void deliver(RequestRef ref, bool inline_ok) noexcept;
   void fail(RequestRef ref, std::exception_ptr e, bool inline_ok) noexcept;

@@ -24,7 +24,13 @@ def sdk_key(name, prefix, args, kwargs=None):
 
 def main():
     command, url = sys.argv[1], sys.argv[2]
-    client = redis.Redis.from_url(url)
+    if "cluster=true" in url:
+        # A Redis Cluster (tempest's ?cluster=true): redis-py's cluster client on the seed node.
+        from redis.cluster import RedisCluster
+
+        client = RedisCluster.from_url(url.split("?")[0])
+    else:
+        client = redis.Redis.from_url(url)
     if command == "write":
         name, prefix, args, value = sys.argv[3], sys.argv[4], json.loads(sys.argv[5]), json.loads(sys.argv[6])
         key = sdk_key(name, prefix, args)

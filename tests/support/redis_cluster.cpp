@@ -16,8 +16,8 @@ RedisCluster::RedisCluster(int masters, int replicas, std::chrono::milliseconds 
     nodes_.push_back(std::make_unique<RedisServer>(std::vector<std::string>{
         "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout",
         std::to_string(node_timeout.count()),
-        // A master without replicas must not stop the whole cluster during a test's failover.
-        "--cluster-require-full-coverage", "no"}));
+        // The bus port is chosen, not port + 10000: that is above 65535 for high free ports.
+        "--cluster-port", std::to_string(free_port())}));
     create += " 127.0.0.1:" + std::to_string(nodes_.back()->port());
   }
   create += " --cluster-replicas " + std::to_string(replicas) + " --cluster-yes";
@@ -28,7 +28,7 @@ RedisCluster::RedisCluster(int masters, int replicas, std::chrono::milliseconds 
 }
 
 std::string RedisCluster::redis_cli(const std::string& args) {
-  const std::string command = "redis-cli " + args + " 2>&1";
+  const std::string command = "timeout 60 redis-cli " + args + " 2>&1";
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
   if (!pipe) throw std::runtime_error("popen failed");
   std::string out;
@@ -51,7 +51,7 @@ std::size_t RedisCluster::index_of(std::uint16_t port) const {
 
 std::size_t RedisCluster::any_running() const {
   for (std::size_t i = 0; i < nodes_.size(); ++i)
-    if (nodes_[i]->running()) return i;
+    if (nodes_[i]->running() && !nodes_[i]->paused()) return i;
   throw std::runtime_error("no cluster node is running");
 }
 
@@ -61,7 +61,7 @@ void RedisCluster::wait_ok(std::chrono::seconds limit) {
   while (std::chrono::steady_clock::now() < until) {
     bool ok = true;
     for (const auto& n : nodes_) {
-      if (!n->running()) continue;
+      if (!n->running() || n->paused()) continue;
       last = n->cli("CLUSTER INFO");
       if (last.find("cluster_state:ok") == std::string::npos) {
         ok = false;
@@ -126,6 +126,32 @@ std::size_t RedisCluster::master_of(std::uint16_t slot) {
     }
   }
   throw std::runtime_error("no master serves slot " + std::to_string(slot));
+}
+
+std::string RedisCluster::node_id(std::size_t i) {
+  std::string id = nodes_.at(i)->cli("CLUSTER MYID");
+  while (!id.empty() && (id.back() == '\n' || id.back() == '\r'))
+    id.pop_back();
+  return id;
+}
+
+std::size_t RedisCluster::replica_of(std::size_t master) {
+  const std::string master_id = node_id(master);
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    if (i == master || !nodes_[i]->running() || nodes_[i]->paused()) continue;
+    // CLUSTER NODES of the node itself: "<id> <addr> myself,slave <master id> ..."
+    std::istringstream lines(nodes_[i]->cli("CLUSTER NODES"));
+    std::string line;
+    while (std::getline(lines, line)) {
+      std::istringstream f(line);
+      std::string id, addr, flags, of;
+      f >> id >> addr >> flags >> of;
+      if (flags.find("myself") != std::string::npos && flags.find("slave") != std::string::npos &&
+          of == master_id)
+        return i;
+    }
+  }
+  throw std::runtime_error("the master at index " + std::to_string(master) + " has no replica");
 }
 
 const std::string& shared_cluster_url() {

@@ -34,6 +34,10 @@ class RedisCluster {
   std::vector<std::size_t> masters();
   // The index of the master serving `slot` now.
   std::size_t master_of(std::uint16_t slot);
+  // The index of a running replica of the master at `master` (throws when it has none).
+  std::size_t replica_of(std::size_t master);
+  // The node's cluster id (CLUSTER MYID).
+  std::string node_id(std::size_t i);
   // Runs redis-cli with `args` (e.g. "--cluster reshard ...") and returns its output.
   static std::string redis_cli(const std::string& args);
 

@@ -132,6 +132,7 @@ void RedisServer::stop() {
   ::kill(pid_, SIGTERM);
   ::waitpid(pid_, nullptr, 0);
   pid_ = -1;
+  paused_ = false;
 }
 
 void RedisServer::kill() {
@@ -139,14 +140,17 @@ void RedisServer::kill() {
   ::kill(pid_, SIGKILL);
   ::waitpid(pid_, nullptr, 0);
   pid_ = -1;
+  paused_ = false;
 }
 
 void RedisServer::pause() {
   if (pid_ > 0) ::kill(pid_, SIGSTOP);
+  paused_ = pid_ > 0;
 }
 
 void RedisServer::resume() {
   if (pid_ > 0) ::kill(pid_, SIGCONT);
+  paused_ = false;
 }
 
 std::string RedisServer::url(const std::string& path_and_query) const {
@@ -156,7 +160,8 @@ std::string RedisServer::url(const std::string& path_and_query) const {
 
 std::string RedisServer::cli(const std::string& args) const {
   const std::string command =
-      "redis-cli -h 127.0.0.1 -p " + std::to_string(port_) + " " + args + " 2>&1";
+      // Bounded: a frozen server would keep redis-cli waiting forever.
+      "timeout 20 redis-cli -h 127.0.0.1 -p " + std::to_string(port_) + " " + args + " 2>&1";
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
   if (!pipe) throw std::runtime_error("popen failed");
   std::string out;

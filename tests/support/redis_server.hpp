@@ -27,6 +27,7 @@ class RedisServer {
   void pause();   // SIGSTOP: the server is frozen, connections stay open
   void resume();  // SIGCONT
   bool running() const { return pid_ > 0; }
+  bool paused() const { return paused_; }
 
   std::uint16_t port() const { return port_; }
   const std::string& dir() const { return dir_; }
@@ -42,6 +43,7 @@ class RedisServer {
   bool tls_;
   std::string dir_;
   pid_t pid_ = -1;
+  bool paused_ = false;
 };
 
 // The server started by `make test` (TEMPEST_REDIS_URL) when set, otherwise one started here.

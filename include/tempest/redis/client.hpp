@@ -63,6 +63,11 @@ struct SetOptions {
   bool keep_ttl = false;                           // KEEPTTL
   std::optional<Duration> timeout = std::nullopt;  // per-call deadline override
 };
+// g++ 12 destroys an aggregate temporary inside a co_await expression twice (so
+// `co_await client.set(k, v, SetOptions{...})` is only safe while the destructor does nothing):
+// the option aggregates taken by awaited calls stay trivially destructible.
+static_assert(std::is_trivially_destructible_v<SetOptions>);
+static_assert(std::is_trivially_destructible_v<CallOptions>);
 
 // SET expiry as named types: client.set(k, v, ex{300s}) or client.set(k, v, px{1500ms}).
 struct ex {

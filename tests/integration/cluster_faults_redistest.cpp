@@ -1,0 +1,394 @@
+// tempest on a Redis Cluster whose slots move and whose nodes fail, under load: each test starts
+// a cluster of its own (3 masters, a replica each, node timeout 1000 ms). Values name their key
+// and version, so a reply meant for another caller or a lost write cannot pass unnoticed.
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <atomic>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "support/redis_cluster.hpp"
+#include "support/run.hpp"
+#include "tempest/cache/manager.hpp"
+#include "tempest/redis/client.hpp"
+#include "tempest/redis/detail/cluster_keys.hpp"
+
+namespace asio = boost::asio;
+namespace tc = tempest::cache;
+using namespace tempest::redis;
+using namespace std::chrono_literals;
+using tempest::test::Clock;
+using tempest::test::ms_since;
+using tempest::test::RedisCluster;
+using tempest::test::run;
+using tempest::test::sleep_for;
+
+namespace {
+
+// Keys "<base>{<n>}" whose slots fall in [lo, hi].
+std::vector<std::string> keys_in_slots(const std::string& base, std::size_t count,
+                                       std::uint16_t lo = 0, std::uint16_t hi = 16383) {
+  std::vector<std::string> out;
+  for (std::size_t n = 0; out.size() < count; ++n) {
+    std::string k = base + "{" + std::to_string(n) + "}";
+    const auto slot = detail::key_slot(k);
+    if (slot >= lo && slot <= hi) out.push_back(std::move(k));
+  }
+  return out;
+}
+
+std::string value_of(const std::string& key, long long version) {
+  return key + "#" + std::to_string(version);
+}
+
+// What the callers saw, by kind; filled on the io_context's thread, read after it stopped.
+struct Outcome {
+  long long calls = 0;
+  long long wrong = 0;  // a value naming another key, or a version never written
+  long long stale = 0;  // an older version than the last acknowledged one
+  long long timeouts = 0;
+  long long connection = 0;
+  long long server = 0;
+  long long untyped = 0;  // anything that is not one of tempest's error types
+  long long late = 0;     // completed later than its deadline plus 250 ms
+  double worst_ms = 0;
+  std::vector<std::pair<Clock::time_point, std::string>> errors;
+  long long error_count() const { return timeouts + connection + server + untyped; }
+};
+
+// 64 callers, each owning `per_caller` keys: SET a new version, then GET it back, until `stop`.
+// `acked` holds each key's last acknowledged version.
+struct Load {
+  Client& client;
+  std::vector<std::vector<std::string>> keys;
+  std::map<std::string, long long> acked;
+  Outcome out;
+  std::atomic<bool> stop{false};
+  Duration timeout;
+
+  asio::awaitable<void> caller(int w) {
+    std::map<std::string, long long> written;  // the last version sent, acknowledged or not
+    for (std::size_t i = 0; !stop.load(); ++i) {
+      const std::string& k = keys[w][i % keys[w].size()];
+      const long long v = ++written[k];
+      const auto t = Clock::now();
+      const auto account = [&] {
+        const double took = ms_since(t);
+        out.worst_ms = std::max(out.worst_ms, took);
+        if (took > std::chrono::duration<double, std::milli>(timeout).count() + 250) ++out.late;
+      };
+      try {
+        ++out.calls;
+        (void)co_await client.set(k, value_of(k, v), SetOptions{.timeout = timeout});
+        acked[k] = v;
+        account();
+        const auto t2 = Clock::now();
+        ++out.calls;
+        const auto got = co_await client.get(k, CallOptions{timeout});
+        (void)t2;
+        account();
+        const std::string expected = value_of(k, v);
+        if (got != expected) {
+          const std::string s = got.value_or("<nil>");
+          const auto hash = s.rfind('#');
+          if (hash == std::string::npos || s.substr(0, hash) != k ||
+              std::stoll(s.substr(hash + 1)) > v) {
+            ++out.wrong;
+            ADD_FAILURE() << "GET " << k << " answered " << s << ", expected " << expected;
+          } else {
+            ++out.stale;
+          }
+        }
+      } catch (const TimeoutError& e) {
+        account();
+        ++out.timeouts;
+        out.errors.emplace_back(Clock::now(), e.what());
+      } catch (const ConnectionError& e) {
+        account();
+        ++out.connection;
+        out.errors.emplace_back(Clock::now(), e.what());
+      } catch (const ServerError& e) {
+        account();
+        ++out.server;
+        out.errors.emplace_back(Clock::now(), e.what());
+      } catch (const std::exception& e) {
+        account();
+        ++out.untyped;
+        out.errors.emplace_back(Clock::now(), std::string("untyped: ") + e.what());
+      }
+      if (out.errors.size() > 0 && out.errors.size() % 64 == 0) co_await sleep_for(1ms);
+    }
+  }
+
+  // Runs the callers until `stop`; returns when all have returned.
+  asio::awaitable<void> run_callers() {
+    auto ex = co_await asio::this_coro::executor;
+    int running = static_cast<int>(keys.size());
+    asio::steady_timer done(ex, Clock::time_point::max());
+    for (int w = 0; w < static_cast<int>(keys.size()); ++w)
+      asio::co_spawn(ex, caller(w), [&](std::exception_ptr) {
+        if (--running == 0) done.cancel();
+      });
+    boost::system::error_code ec;
+    co_await done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+  // Every key's stored value is its last acknowledged version (or a later one whose
+  // acknowledgement was lost with a timeout).
+  asio::awaitable<long long> lost_writes() {
+    long long lost = 0;
+    for (const auto& [k, v] : acked) {
+      const std::string s = (co_await client.get(k, CallOptions{5s})).value_or("<nil>");
+      const auto hash = s.rfind('#');
+      if (hash == std::string::npos || s.substr(0, hash) != k ||
+          std::stoll(s.substr(hash + 1)) < v) {
+        ++lost;
+        ADD_FAILURE() << k << " holds " << s << " after version " << v << " was acknowledged";
+      }
+    }
+    co_return lost;
+  }
+};
+
+// Whether node `i` calls itself a master now.
+bool is_master(RedisCluster& cluster, std::size_t i) {
+  std::istringstream lines(cluster.node(i).cli("CLUSTER NODES"));
+  std::string line;
+  while (std::getline(lines, line))
+    if (line.find("myself") != std::string::npos) return line.find("master") != std::string::npos;
+  return false;
+}
+
+}  // namespace
+
+TEST(ClusterFaults, ReshardingUnderLoadWithAskLosesNothingAndEveryCallEndsInTime) {
+  RedisCluster cluster;
+  asio::io_context io;
+  Client client(io.get_executor(), cluster.url());
+  // 64 callers on keys in slots 0..23, which move from their master to another one by hand:
+  // SETSLOT IMPORTING / MIGRATING, MIGRATE a few keys at a time (so that a slot stays half-moved
+  // while the callers run: ASK), then SETSLOT NODE everywhere (MOVED).
+  constexpr std::uint16_t kLast = 23;
+  Load load{client, {}, {}, {}, {}, 2s};
+  for (int w = 0; w < 64; ++w)
+    load.keys.push_back(keys_in_slots("rs:" + std::to_string(w) + ":", 6, 0, kLast));
+  const std::size_t from = cluster.master_of(0);
+  std::size_t to = from;
+  for (auto m : cluster.masters())
+    if (m != from) to = m;
+  ASSERT_NE(to, from);
+  const std::string from_id = cluster.node_id(from);
+  const std::string to_id = cluster.node_id(to);
+  const std::string to_port = std::to_string(cluster.node(to).port());
+  std::atomic<bool> moved{false};
+  std::string mover_error;
+  long long migrated = 0;
+  std::thread mover([&] {
+    try {
+      std::this_thread::sleep_for(500ms);  // the callers are running
+      for (std::uint16_t s = 0; s <= kLast; ++s) {
+        const std::string slot = std::to_string(s);
+        cluster.node(to).cli("CLUSTER SETSLOT " + slot + " IMPORTING " + from_id);
+        cluster.node(from).cli("CLUSTER SETSLOT " + slot + " MIGRATING " + to_id);
+        for (;;) {
+          std::istringstream got(cluster.node(from).cli("CLUSTER GETKEYSINSLOT " + slot + " 3"));
+          std::string keys, k;
+          while (std::getline(got, k))
+            if (!k.empty()) keys += " '" + k + "'";
+          if (keys.empty()) break;
+          const std::string r =
+              cluster.node(from).cli("MIGRATE 127.0.0.1 " + to_port + " \"\" 0 5000 KEYS" + keys);
+          if (r.find("OK") == std::string::npos && r.find("NOKEY") == std::string::npos)
+            throw std::runtime_error("MIGRATE: " + r);
+          migrated += std::count(keys.begin(), keys.end(), '\'') / 2;
+          std::this_thread::sleep_for(15ms);  // half-moved for a while: ASK
+        }
+        for (std::size_t m : cluster.masters())
+          cluster.node(m).cli("CLUSTER SETSLOT " + slot + " NODE " + to_id);
+      }
+      std::this_thread::sleep_for(500ms);  // the callers run on the new owner
+    } catch (const std::exception& e) {
+      mover_error = e.what();
+    }
+    moved = true;
+  });
+  const auto asking_before = [&] {
+    const std::string s = cluster.node(to).cli("INFO commandstats");
+    const auto at = s.find("cmdstat_asking:calls=");
+    return at == std::string::npos ? 0LL : std::stoll(s.substr(at + 21));
+  };
+  const long long asked_before = asking_before();
+  long long lost = -1;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          while (!moved)
+            co_await sleep_for(20ms);
+          load.stop = true;
+        },
+        asio::detached);
+    co_await load.run_callers();
+    lost = co_await load.lost_writes();
+    co_await client.disconnect();
+  });
+  mover.join();
+  const long long asked = asking_before() - asked_before;
+  const auto& o = load.out;
+  std::printf(
+      "resharding: %u slots, %lld keys migrated, %lld calls, %lld ASKING on the target, "
+      "%lld errors, %lld wrong, %lld lost, worst call %.0f ms\n",
+      kLast + 1, migrated, o.calls, asked, o.error_count(), o.wrong, lost, o.worst_ms);
+  EXPECT_EQ(mover_error, "");
+  EXPECT_EQ(cluster.master_of(kLast), to);
+  EXPECT_GT(migrated, 0);
+  EXPECT_GT(asked, 0) << "no request was redirected with ASK";
+  EXPECT_EQ(o.wrong, 0);
+  EXPECT_EQ(o.stale, 0);
+  EXPECT_EQ(lost, 0);
+  EXPECT_EQ(o.error_count(), 0) << (o.errors.empty() ? "" : o.errors.front().second);
+  EXPECT_EQ(o.late, 0);
+  EXPECT_GT(o.calls, 1000);
+}
+
+TEST(ClusterFaults, FailoversUnderLoadGiveOnlyTypedErrorsAndRecover) {
+  RedisCluster cluster;
+  asio::io_context io;
+  // Short deadlines: a call towards a frozen master gives up after 500 ms.
+  Client client(io.get_executor(), cluster.url("command_timeout=500ms&connect_timeout=500ms"));
+  tc::RedisManager manager(io.get_executor(), cluster.url("command_timeout=500ms"));
+  Load load{client, {}, {}, {}, {}, 500ms};
+  for (int w = 0; w < 64; ++w)
+    load.keys.push_back(keys_in_slots("fo:" + std::to_string(w) + ":", 8));
+  const auto masters = cluster.masters();
+  ASSERT_EQ(masters.size(), 3u);
+  struct Phase {
+    std::string name;
+    Clock::time_point fault, promoted;
+    long long errors_before = 0;
+  };
+  std::vector<Phase> phases;
+  std::atomic<bool> done{false};
+  std::string orchestrator_error;
+  // The fault injections run on a thread of their own (redis-cli blocks).
+  const auto promote_wait = [&](std::size_t replica) {
+    for (int i = 0; i < 300 && !is_master(cluster, replica); ++i)
+      std::this_thread::sleep_for(20ms);
+    if (!is_master(cluster, replica))
+      throw std::runtime_error("node " + std::to_string(replica) + " was not promoted in 6 s");
+    return Clock::now();
+  };
+  std::thread orchestrator([&] {
+    try {
+      std::this_thread::sleep_for(1s);
+      // 1. A graceful failover: CLUSTER FAILOVER on a replica of the first master.
+      {
+        const auto r = cluster.replica_of(masters[0]);
+        Phase p{"CLUSTER FAILOVER", Clock::now(), {}};
+        cluster.node(r).cli("CLUSTER FAILOVER");
+        p.promoted = promote_wait(r);
+        phases.push_back(p);
+        cluster.wait_ok();
+        std::this_thread::sleep_for(2s);
+      }
+      // 2. SIGKILL of the second master: its replica is promoted after the node timeout.
+      std::size_t orphan = 0;
+      {
+        const auto r = cluster.replica_of(masters[1]);
+        Phase p{"SIGKILL of a master", Clock::now(), {}};
+        cluster.node(masters[1]).kill();
+        p.promoted = promote_wait(r);
+        phases.push_back(p);
+        orphan = r;  // a master without a replica from now on
+        std::this_thread::sleep_for(3s);
+      }
+      // 3. SIGSTOP of the third master: a black hole until its replica is promoted.
+      {
+        const auto r = cluster.replica_of(masters[2]);
+        Phase p{"SIGSTOP of a master", Clock::now(), {}};
+        cluster.node(masters[2]).pause();
+        p.promoted = promote_wait(r);
+        phases.push_back(p);
+        std::this_thread::sleep_for(3s);
+        cluster.node(masters[2]).resume();  // it rejoins as a replica
+        std::this_thread::sleep_for(2s);
+      }
+      // 4. Settled: the last phase records nothing but must see no error.
+      phases.push_back(Phase{"settled", Clock::now(), Clock::now()});
+      std::this_thread::sleep_for(2s);
+      // 5. A slot range without any reachable node: the health check turns false.
+      load.stop = true;
+      std::this_thread::sleep_for(1s);
+      cluster.node(orphan).kill();
+    } catch (const std::exception& e) {
+      orchestrator_error = e.what();
+      load.stop = true;
+    }
+    done = true;
+  });
+  bool healthy_at_start = false;
+  bool healthy_after_loss = true;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    co_await manager.connect();
+    healthy_at_start = co_await manager.health_check();
+    co_await load.run_callers();
+    while (!done)
+      co_await sleep_for(20ms);
+    // The orphaned master is gone and nothing took over its slots.
+    for (int i = 0; i < 50 && healthy_after_loss; ++i) {
+      healthy_after_loss = co_await manager.health_check();
+      co_await sleep_for(100ms);
+    }
+    co_await manager.disconnect();
+    co_await client.disconnect();
+  });
+  orchestrator.join();
+  ASSERT_EQ(orchestrator_error, "");
+  ASSERT_EQ(phases.size(), 4u);
+  const auto& o = load.out;
+  std::printf(
+      "failover load: %lld calls, %lld typed errors (%lld timeouts, %lld connection, "
+      "%lld server), %lld untyped, %lld wrong, %lld stale, %lld late, worst %.0f ms\n",
+      o.calls, o.error_count(), o.timeouts, o.connection, o.server, o.untyped, o.wrong, o.stale,
+      o.late, o.worst_ms);
+  for (std::size_t i = 0; i + 1 < phases.size(); ++i) {
+    const auto& p = phases[i];
+    long long n = 0;
+    Clock::time_point last = p.fault;
+    for (const auto& [t, what] : o.errors)
+      if (t >= p.fault && t < phases[i + 1].fault) {
+        ++n;
+        last = std::max(last, t);
+      }
+    const double promotion =
+        std::chrono::duration<double, std::milli>(p.promoted - p.fault).count();
+    const double recovered = std::chrono::duration<double, std::milli>(last - p.fault).count();
+    const double after_promotion = std::max(0.0, recovered - promotion);
+    std::printf(
+        "failover %-20s: promoted after %5.0f ms, last error %5.0f ms after the fault "
+        "(%4.0f ms after the promotion; goal <= node timeout + 2 s = 3000 ms), %lld "
+        "errors\n",
+        p.name.c_str(), promotion, n == 0 ? 0.0 : recovered, after_promotion, n);
+    EXPECT_LT(after_promotion, 10'000.0) << p.name;
+  }
+  for (const auto& [t, what] : o.errors)
+    if (t >= phases.back().fault) ADD_FAILURE() << "error after the cluster settled: " << what;
+  if (!o.errors.empty()) std::printf("first error: %s\n", o.errors.front().second.c_str());
+  EXPECT_TRUE(healthy_at_start);
+  EXPECT_FALSE(healthy_after_loss) << "health_check stayed true with a slot range unserved";
+  EXPECT_EQ(o.untyped, 0);
+  EXPECT_EQ(o.wrong, 0);
+  EXPECT_GT(o.calls, 10'000);
+}
