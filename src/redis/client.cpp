@@ -238,6 +238,7 @@ detail::RequestRef Client::plain_request(Command c, const CallOptions& o) const 
 detail::RequestRef Client::ping_request(const CallOptions& o) const {
   auto r = plain_request(Command("PING"), o);
   r->route.mode = detail::RouteMode::every_master_same;
+  r->route.used = true;  // cleared when the pooled request is reused, whatever the backend
   return r;
 }
 
@@ -276,6 +277,7 @@ detail::RequestRef Client::node_request(std::string_view address, Command c,
   if (node != nullptr) {
     r->route.mode = detail::RouteMode::node;
     r->route.node = node;
+    r->route.used = true;
   }
   return r;
 }
@@ -290,6 +292,7 @@ detail::RequestRef Client::every_master_request(Command c, const CallOptions& o)
   }
   auto r = plain_request(std::move(c), o);
   r->route.mode = detail::RouteMode::every_master;
+  r->route.used = true;
   return r;
 }
 
@@ -329,6 +332,7 @@ detail::RequestRef Client::transaction_request(const Pipeline& p, const CallOpti
   Command("EXEC").append_to(wire);
   r->set_pipeline(std::move(wire), p.size() + 2);
   r->route.transaction = true;
+  r->route.used = true;
   return r;
 }
 
@@ -414,6 +418,26 @@ detail::RequestRef Client::script_request(std::string_view name, std::string_vie
 }
 
 // ---- coroutines -------------------------------------------------------------------------------
+
+Config Client::dedicated_config(const std::string_view* key) const {
+  const auto* cluster = cluster_of(backend_);
+  if (cluster == nullptr) return config();
+  if (key == nullptr)
+    throw std::invalid_argument(
+        "dedicated() on a Redis Cluster: a dedicated connection reaches one node; use "
+        "dedicated_for(key) for the master of that key's slot");
+  const auto slot = detail::key_slot(*key);
+  const std::string address = cluster->master_address(slot);
+  if (address.empty())
+    throw ConnectionError("dedicated_for: no master of the cluster serves slot " +
+                          std::to_string(slot) + " yet (connect() first)");
+  Config c = config();
+  c.cluster = ClusterOptions{};
+  const auto colon = address.rfind(':');
+  c.host = address.substr(0, colon);
+  c.port = static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1)));
+  return c;
+}
 
 asio::awaitable<Client> Client::make_dedicated(asio::any_io_executor ex, Config config) {
   Client c(

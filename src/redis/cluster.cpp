@@ -409,6 +409,14 @@ std::vector<std::string> Cluster::masters() const {
   return out;
 }
 
+std::string Cluster::master_address(std::uint32_t slot) const {
+  if (slot >= kSlots) return {};
+  const Shard* s = slots_[slot].load(std::memory_order_acquire);
+  if (s == nullptr || s->master == nullptr) return {};
+  std::lock_guard lock(mu_);
+  return s->master->address;
+}
+
 const void* Cluster::node_at(std::string_view address) const {
   std::lock_guard lock(mu_);
   const auto it = nodes_.find(std::string(address));

@@ -51,6 +51,8 @@ class Cluster final : public Backend, public std::enable_shared_from_this<Cluste
 
   // The masters' addresses ("host:port") in the slot map now, ordered.
   std::vector<std::string> masters() const;
+  // The address of the master serving `slot` now; empty when none is known.
+  std::string master_address(std::uint32_t slot) const;
   // A node of the map by its address, for Request::route.node; nullptr when unknown.
   const void* node_at(std::string_view address) const;
   // Bumped whenever the slot map changes (a scan restarts a node's cursor when it moved).

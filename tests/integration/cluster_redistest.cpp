@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "support/redis_cluster.hpp"
+#include "support/redis_server.hpp"
 #include "support/run.hpp"
 #include "tempest/cache/cached.hpp"
 #include "tempest/cache/invalidator.hpp"
@@ -321,6 +322,63 @@ TEST_F(ClusterTest, TransactionsNeedOneSlotAndSaySoClearly) {
       EXPECT_NE(std::string(e.what()).find("CROSSSLOT"), std::string::npos) << e.what();
     }
     (void)co_await client.del(p + "{user:1}:a", p + "{user:1}:n");
+    co_await client.disconnect();
+  });
+}
+
+TEST_F(ClusterTest, DedicatedConnectionsReachTheMasterOfTheirKey) {
+  const std::string balance = p + "{acct:1}:balance";
+  const std::string queue = p + "{acct:1}:queue";
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    try {
+      (void)co_await client.dedicated();
+      ADD_FAILURE() << "dedicated() on a cluster gave a connection to some node";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("dedicated_for(key)"), std::string::npos) << e.what();
+    }
+    (void)co_await client.set(balance, "10");
+    // A WATCH-guarded transaction on the node of the key's slot.
+    Client tx = co_await client.dedicated_for(balance);
+    EXPECT_TRUE(tx.is_dedicated());
+    (void)co_await tx.command(cmd("WATCH", balance));
+    const auto v = std::stoll((co_await tx.get(balance)).value_or("0"));
+    Pipeline update;
+    update.add("SET", balance, std::to_string(v + 5)).add("INCR", p + "{acct:1}:ops");
+    EXPECT_EQ((co_await tx.transaction(update)).size(), 2u);
+    EXPECT_EQ((co_await client.get(balance)).value_or(""), "15");
+    // A blocking command there, fed through the shared client.
+    (void)co_await client.command(cmd("RPUSH", queue, "job"));
+    const Reply popped = co_await tx.command(cmd("BLPOP", queue, "1"));
+    CO_ASSERT_TRUE(popped.is_array() && popped.elements().size() == 2);
+    EXPECT_EQ(popped.elements()[1].str(), "job");
+    co_await tx.disconnect();
+    (void)co_await client.del(balance, p + "{acct:1}:ops");
+    co_await client.disconnect();
+  });
+}
+
+// Requests are pooled per thread: what a client on one server marks on a request (a PING for
+// every master, a transaction) must not reach the cluster client that reuses it.
+TEST_F(ClusterTest, RequestsReusedFromAClientOnOneServerCarryNothingOver) {
+  Client single(io.get_executor(), tempest::test::shared_redis_url());
+  const auto keys = keys_in_slots(p + "pool", 64);
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await single.connect();
+    co_await client.connect();
+    for (int round = 0; round < 20; ++round) {
+      (void)co_await single.ping();
+      Pipeline t;
+      t.add("INCR", p + "single");
+      (void)co_await single.transaction(t);
+      for (const auto& k : keys) {
+        (void)co_await client.set(k, k);
+        EXPECT_EQ((co_await client.get(k)).value_or(""), k);
+      }
+    }
+    (void)co_await client.del(Keys(keys.begin(), keys.end()));
+    (void)co_await single.del(p + "single");
+    co_await single.disconnect();
     co_await client.disconnect();
   });
 }

@@ -195,9 +195,20 @@ class Client {
   // A connection of the caller's own, connected, with the same configuration: for WATCH-guarded
   // transactions, blocking commands (BLPOP, XREAD BLOCK...) and very large values, which must not
   // hold up the shared connection. It closes when the returned Client (and its copies) goes.
+  // On a Redis Cluster a connection reaches one node: use dedicated_for(key) (this one throws
+  // std::invalid_argument saying so).
   template <class Token = DefaultToken>
   auto dedicated(Token&& token = {}) const {
-    return run_coroutine(make_dedicated(get_executor(), config()), std::forward<Token>(token));
+    return run_coroutine(make_dedicated(get_executor(), dedicated_config(nullptr)),
+                         std::forward<Token>(token));
+  }
+  // A dedicated connection to the master serving `key`'s slot now (on one server: dedicated()).
+  // Its commands must stay on that slot (hash tags: "{user:1}:a", "{user:1}:b"); a slot that
+  // moves away answers MOVED, as a ServerError.
+  template <class Token = DefaultToken>
+  auto dedicated_for(std::string_view key, Token&& token = {}) const {
+    return run_coroutine(make_dedicated(get_executor(), dedicated_config(&key)),
+                         std::forward<Token>(token));
   }
   // Whether this client is a dedicated connection (see dedicated()).
   bool is_dedicated() const noexcept;
@@ -514,6 +525,7 @@ class Client {
   // Coroutines take what they use by value: with a token other than use_awaitable they run after
   // the call has returned.
   static asio::awaitable<Client> make_dedicated(asio::any_io_executor ex, Config config);
+  Config dedicated_config(const std::string_view* key) const;
   static asio::awaitable<Reply> run_script(Client self, Script script, Keys keys, Keys args,
                                            CallOptions o);
   static asio::awaitable<std::vector<std::string>> scan_everything(Client self, ScanOptions o);

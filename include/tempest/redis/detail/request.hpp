@@ -78,7 +78,7 @@ struct Route {
   bool asking = false;         // sent with ASKING in front (the reply of ASKING is dropped)
   bool readonly = false;       // the command only reads (a replica may serve it)
   bool transaction = false;    // MULTI ... EXEC: the replies are one unit
-  bool used = false;           // set when a cluster took the request (reset() clears all)
+  bool used = false;           // set when anything above was set (reset() then clears it all)
 };
 
 class Request {
