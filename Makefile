@@ -1,6 +1,6 @@
 # The two commands: `make demo` and `make test`. Both install what is missing (Debian packages),
 # build, start the servers they need on free 127.0.0.1 ports, and stop them afterwards.
-.PHONY: test demo demo-smoke bench bench-http bench-client bench-cache format format-check build clean
+.PHONY: test demo demo-smoke demo-cluster demo-smoke-cluster bench bench-http bench-client bench-cache format format-check build clean
 
 test:
 	@bash scripts/test.sh
@@ -10,6 +10,12 @@ demo:
 
 demo-smoke:
 	@bash scripts/demo.sh --smoke
+
+demo-cluster:
+	@CLUSTER=1 bash scripts/demo.sh
+
+demo-smoke-cluster:
+	@CLUSTER=1 bash scripts/demo.sh --smoke
 
 bench:
 	@bash scripts/bench.sh

@@ -2,7 +2,8 @@
 # make demo: builds, starts a local redis-server (127.0.0.1, free port, throwaway directory)
 # unless REDIS_URL is set, starts examples/users_service, prints what to try, and stops both on
 # Ctrl-C. `scripts/demo.sh --smoke` (make demo-smoke) walks through it instead and exits 0 only
-# if every step holds.
+# if every step holds. With CLUSTER=1 (make demo-cluster, make demo-smoke-cluster) the Redis is a
+# local Redis Cluster: 3 masters with a replica each.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$TEMPEST_ROOT"
@@ -10,17 +11,23 @@ smoke=0
 [[ ${1:-} == --smoke ]] && smoke=1
 ensure_packages
 # Stop only what this script starts, whatever the caller exported.
-unset REDIS_PID REDIS_DIR REDIS_PORT
+unset REDIS_PID REDIS_DIR REDIS_PORT CLUSTER_DIR
 SERVICE_PID=""
 cleanup() {
   [[ -n $SERVICE_PID ]] && kill "$SERVICE_PID" 2>/dev/null && wait "$SERVICE_PID" 2>/dev/null
   stop_redis
+  stop_cluster
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 configure_build build >/dev/null || { echo "build failed"; exit 1; }
 own_redis=0
-if [[ -z ${REDIS_URL:-} ]]; then
+own_cluster=0
+if [[ -z ${REDIS_URL:-} && ${CLUSTER:-0} == 1 ]]; then
+  start_cluster || { echo "the Redis Cluster did not start"; exit 1; }
+  REDIS_URL=$CLUSTER_URL
+  own_cluster=1
+elif [[ -z ${REDIS_URL:-} ]]; then
   start_redis
   own_redis=1
 fi
@@ -97,6 +104,31 @@ if ((own_redis)); then
   hits_after=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
   echo "after the restart: warm /users/1 ${warm}s, hits ${hits_before} -> ${hits_after}"
   check "hits resume after Redis is back" test "$hits_after" -gt "$hits_before"
+elif ((own_cluster)); then
+  # A master and its replica frozen (SIGSTOP): a slot range has no reachable master.
+  nodes=$(redis-cli -p "${CLUSTER_PORTS[0]}" cluster nodes)
+  master_line=$(grep ' master ' <<<"$nodes" | grep -v fail | head -1)
+  [[ -z $master_line ]] && master_line=$(grep 'master' <<<"$nodes" | grep -v fail | head -1)
+  master_id=$(awk '{print $1}' <<<"$master_line")
+  port_of() { sed -E 's/.*:([0-9]+)@.*/\1/' <<<"$1"; }
+  master_port=$(port_of "$(awk '{print $2}' <<<"$master_line")")
+  replica_port=$(port_of "$(awk -v m="$master_id" '$4 == m {print $2}' <<<"$nodes" | head -1)")
+  frozen=("$(cat "$CLUSTER_DIR/$master_port/redis.pid")" "$(cat "$CLUSTER_DIR/$replica_port/redis.pid")")
+  kill -STOP "${frozen[@]}"
+  took=$(wait_status /health/readiness 503 4)
+  echo "readiness turned 503 in ${took}s after a master and its replica froze"
+  check "readiness 503 within 4 s of a slot range losing its master" lt "$took" 4
+  check "/users/1 still answers 200 with part of the cluster down" test "$(status /users/1)" = 200
+  kill -CONT "${frozen[@]}"
+  took=$(wait_status /health/readiness 200 15)
+  echo "readiness back to 200 in ${took}s after they resumed"
+  check "readiness 200 within 15 s of the cluster recovering" lt "$took" 15
+  (void=$(seconds /users/1))
+  hits_before=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
+  warm=$(seconds /users/1)
+  hits_after=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
+  echo "after recovery: warm /users/1 ${warm}s, hits ${hits_before} -> ${hits_after}"
+  check "hits resume after the cluster recovers" test "$hits_after" -gt "$hits_before"
 else
   echo "skipped the Redis stop/start steps: REDIS_URL points at a Redis this script did not start"
 fi

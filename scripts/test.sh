@@ -58,6 +58,11 @@ echo "== make demo-smoke: users_service end to end through curl"
 env -u REDIS_URL -u REDIS_PID -u REDIS_DIR -u REDIS_PORT bash scripts/demo.sh --smoke
 record "demo-smoke" $?
 
+echo "== make demo-smoke-cluster: the same service on a Redis Cluster (a master and its replica frozen)"
+env -u REDIS_URL -u REDIS_PID -u REDIS_DIR -u REDIS_PORT -u CLUSTER_DIR CLUSTER=1 \
+  bash scripts/demo.sh --smoke
+record "demo-smoke-cluster" $?
+
 echo "== fuzzers (clang 14 libFuzzer, bounded time)"
 bash scripts/fuzz.sh 20
 record "fuzzers" $?
