@@ -4,6 +4,11 @@
 #include "bench_profile.hpp"
 #include "tempest/cache/codec.hpp"
 #include "tempest/cache/key.hpp"
+#include "tempest/redis/command.hpp"
+#include "tempest/redis/detail/cluster_keys.hpp"
+
+#include <atomic>
+#include <memory>
 
 namespace tc = tempest::cache;
 
@@ -54,5 +59,40 @@ void EncodeFiveFieldStruct(benchmark::State& state) {
 BENCHMARK(EncodeFiveFieldStruct);
 
 }  // namespace
+
+// Routing a command on a Redis Cluster: read the encoded command's arguments, find its keys
+// (the command table), CRC16 of the key (hash tag rule), and the slot table's entry.
+void ClusterRouteGet(benchmark::State& state) {
+  namespace rd = tempest::redis::detail;
+  const tempest::redis::Command c =
+      tempest::redis::cmd("GET", "users:get_user_profile:5f11deb66da1aa69390b0572cc7a6b39");
+  auto table = std::make_unique<std::atomic<const void*>[]>(rd::kSlots);
+  static const int shard = 0;
+  for (std::size_t i = 0; i < rd::kSlots; ++i)
+    table[i].store(&shard, std::memory_order_relaxed);
+  rd::CommandReader reader;
+  for (auto _ : state) {
+    reader.reset(c.encoded());
+    const rd::SlotOf s = rd::command_slot(reader.next());
+    const void* owner = table[s.slot & (rd::kSlots - 1)].load(std::memory_order_acquire);
+    benchmark::DoNotOptimize(owner);
+  }
+}
+BENCHMARK(ClusterRouteGet);
+
+// The figure: CRC16 (with the hash tag rule) of that key and the slot table's entry.
+void ClusterSlotLookup(benchmark::State& state) {
+  namespace rd = tempest::redis::detail;
+  const std::string key = "users:get_user_profile:5f11deb66da1aa69390b0572cc7a6b39";
+  auto table = std::make_unique<std::atomic<const void*>[]>(rd::kSlots);
+  static const int shard = 0;
+  for (std::size_t i = 0; i < rd::kSlots; ++i)
+    table[i].store(&shard, std::memory_order_relaxed);
+  for (auto _ : state) {
+    const void* owner = table[rd::key_slot(key)].load(std::memory_order_acquire);
+    benchmark::DoNotOptimize(owner);
+  }
+}
+BENCHMARK(ClusterSlotLookup);
 
 BENCHMARK_MAIN();

@@ -7,11 +7,13 @@
 namespace tempest::redis::detail {
 namespace {
 
-// ---- CRC16/XMODEM, eight bytes at a time ------------------------------------------------------
+// ---- CRC16/XMODEM, sixteen bytes at a time ----------------------------------------------------
 //
-// kCrc[0][b] is the CRC of the byte b; kCrc[k][b] that of b followed by k zero bytes. Eight
-// bytes then take eight independent look-ups instead of a chain of eight.
-using CrcTables = std::array<std::array<std::uint16_t, 256>, 8>;
+// kCrc[0][b] is the CRC of the byte b; kCrc[k][b] that of b followed by k zero bytes. Sixteen
+// bytes then take sixteen independent look-ups instead of a chain of sixteen; the rest goes by
+// eight, four, then one.
+constexpr std::size_t kCrcWays = 16;
+using CrcTables = std::array<std::array<std::uint16_t, 256>, kCrcWays>;
 
 constexpr CrcTables make_tables() {
   CrcTables t{};
@@ -21,7 +23,7 @@ constexpr CrcTables make_tables() {
       crc = (crc & 0x8000) != 0 ? (crc << 1) ^ 0x1021 : crc << 1;
     t[0][b] = static_cast<std::uint16_t>(crc);
   }
-  for (std::size_t k = 1; k < 8; ++k)
+  for (std::size_t k = 1; k < kCrcWays; ++k)
     for (unsigned b = 0; b < 256; ++b) {
       const unsigned prev = t[k - 1][b];
       t[k][b] = static_cast<std::uint16_t>((prev << 8) ^ t[0][prev >> 8]);
@@ -274,11 +276,49 @@ bool equals_ci(std::string_view a, std::string_view upper) noexcept {
   return true;
 }
 
-template <class Table>
-auto find_by_name(const Table& table, std::string_view upper) noexcept {
-  const auto* it = std::lower_bound(std::begin(table), std::end(table), upper,
-                                    [](const auto& e, std::string_view n) { return e.name < n; });
-  return it != std::end(table) && it->name == upper ? it : nullptr;
+// Both tables by name in one open-addressing hash table (built once): a command's entry is
+// found with one hash of its upper-cased name and, nearly always, one comparison.
+struct NameIndex {
+  static constexpr std::size_t kSize = 1024;  // a power of two, over four times the names
+  struct Slot {
+    std::string_view name;
+    const KeyRange* range = nullptr;
+    const MovableEntry* movable = nullptr;
+  };
+  std::array<Slot, kSize> slots{};
+
+  static std::uint32_t hash(std::string_view upper) noexcept {
+    std::uint32_t h = 2166136261u;
+    for (const char c : upper)
+      h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+    return h;
+  }
+  Slot& place(std::string_view name) noexcept {
+    std::size_t i = hash(name) & (kSize - 1);
+    while (!slots[i].name.empty() && slots[i].name != name)
+      i = (i + 1) & (kSize - 1);
+    slots[i].name = name;
+    return slots[i];
+  }
+  const Slot* find(std::string_view upper, std::uint32_t h) const noexcept {
+    for (std::size_t i = h & (kSize - 1);; i = (i + 1) & (kSize - 1)) {
+      const Slot& s = slots[i];
+      if (s.name.empty()) return nullptr;
+      if (s.name == upper) return &s;
+    }
+  }
+};
+
+const NameIndex& name_index() {
+  static const NameIndex index = [] {
+    NameIndex x;
+    for (const KeyRange& e : kRanges)
+      x.place(e.name).range = &e;
+    for (const MovableEntry& e : kMovable)
+      x.place(e.name).movable = &e;
+    return x;
+  }();
+  return index;
 }
 
 // A count argument (numkeys), or none when it is not a number.
@@ -346,15 +386,32 @@ void movable_keys(Args args, Movable how, CommandKeys& out) {
 
 }  // namespace
 
+namespace {
+// The CRC after the M bytes at p, from `crc` before them (M = 4, 8 or 16).
+template <std::size_t M>
+inline unsigned crc_block(unsigned crc, const unsigned char* p) noexcept {
+  unsigned out = kCrc[M - 1][((crc >> 8) ^ p[0]) & 0xff] ^ kCrc[M - 2][(crc ^ p[1]) & 0xff];
+  for (std::size_t i = 2; i < M; ++i)
+    out ^= kCrc[M - 1 - i][p[i]];
+  return out;
+}
+}  // namespace
+
 std::uint16_t crc16(std::string_view bytes) noexcept {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   std::size_t n = bytes.size();
   unsigned crc = 0;
-  while (n >= 8) {
-    crc = kCrc[7][((crc >> 8) ^ p[0]) & 0xff] ^ kCrc[6][(crc ^ p[1]) & 0xff] ^ kCrc[5][p[2]] ^
-          kCrc[4][p[3]] ^ kCrc[3][p[4]] ^ kCrc[2][p[5]] ^ kCrc[1][p[6]] ^ kCrc[0][p[7]];
+  for (; n >= 16; p += 16, n -= 16)
+    crc = crc_block<16>(crc, p);
+  if (n >= 8) {
+    crc = crc_block<8>(crc, p);
     p += 8;
     n -= 8;
+  }
+  if (n >= 4) {
+    crc = crc_block<4>(crc, p);
+    p += 4;
+    n -= 4;
   }
   while (n-- > 0)
     crc = ((crc << 8) ^ kCrc[0][((crc >> 8) ^ *p++) & 0xff]) & 0xffff;
@@ -371,58 +428,80 @@ std::string_view hash_tag(std::string_view key) noexcept {
 
 std::size_t CommandReader::number() {
   // "<type><digits>\r\n"
+  const char* w = wire_.data();
+  const std::size_t size = wire_.size();
   std::size_t n = 0;
   std::size_t i = pos_ + 1;
-  while (i < wire_.size() && wire_[i] != '\r')
-    n = n * 10 + static_cast<std::size_t>(wire_[i++] - '0');
+  for (; i < size && w[i] != '\r'; ++i)
+    n = n * 10 + static_cast<std::size_t>(w[i] - '0');
   pos_ = i + 2;
   return n;
 }
 
 Args CommandReader::next() {
-  args_.clear();
   begin_ = pos_;
   if (pos_ >= wire_.size()) return {};
   const std::size_t argc = number();
-  for (std::size_t i = 0; i < argc && pos_ < wire_.size(); ++i) {
+  // The storage only grows: the span returned covers the arguments read this time.
+  if (args_.size() < argc) args_.resize(argc);
+  std::size_t got = 0;
+  for (; got < argc && pos_ < wire_.size(); ++got) {
     const std::size_t len = number();
-    args_.push_back(wire_.substr(pos_, len));
+    args_[got] = wire_.substr(pos_, len);
     pos_ += len + 2;
   }
-  return args_;
+  return Args(args_.data(), got);
 }
+
+namespace {
+
+// The table entry of a command (args[0], any case); nullptr for a command without one.
+const NameIndex::Slot* entry_of(std::string_view name) noexcept {
+  if (name.empty() || name.size() > 32) return nullptr;
+  char buf[32];
+  std::uint32_t h = 2166136261u;  // NameIndex::hash, while upper-casing
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+    buf[i] = c;
+    h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  }
+  return name_index().find(std::string_view(buf, name.size()), h);
+}
+
+// Calls add(i) for each key argument of a fixed-position command; false for a movable one.
+template <class F>
+bool each_range_key(const KeyRange& e, Args args, F&& add) {
+  const auto argc = static_cast<std::ptrdiff_t>(args.size());
+  const std::ptrdiff_t last = e.last < 0 ? argc + e.last : e.last;
+  for (std::ptrdiff_t i = e.first; i <= last && i < argc; i += e.step)
+    if (!add(static_cast<std::uint32_t>(i))) return false;
+  return true;
+}
+
+}  // namespace
 
 void command_keys(Args args, CommandKeys& out) {
   out.keys.clear();
   out.readonly = false;
-  if (args.empty() || args[0].size() > 32) return;
-  char buf[32];
-  const std::string_view name = args[0];
-  for (std::size_t i = 0; i < name.size(); ++i) {
-    const char c = name[i];
-    buf[i] = c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
-  }
-  const std::string_view upper(buf, name.size());
-  if (const KeyRange* e = find_by_name(kRanges, upper)) {
+  if (args.empty()) return;
+  const NameIndex::Slot* found = entry_of(args[0]);
+  if (found == nullptr) return;
+  if (const KeyRange* e = found->range) {
     out.readonly = e->readonly;
-    const auto argc = static_cast<std::ptrdiff_t>(args.size());
-    const std::ptrdiff_t last = e->last < 0 ? argc + e->last : e->last;
-    for (std::ptrdiff_t i = e->first; i <= last && i < argc; i += e->step)
-      out.keys.push_back(static_cast<std::uint32_t>(i));
-    return;
-  }
-  if (const MovableEntry* m = find_by_name(kMovable, upper)) {
+    each_range_key(*e, args, [&](std::uint32_t i) {
+      out.keys.push_back(i);
+      return true;
+    });
+  } else if (const MovableEntry* m = found->movable) {
     out.readonly = m->readonly;
     movable_keys(args, m->how, out);
   }
 }
 
 SlotOf command_slot(Args args) {
-  thread_local CommandKeys keys;
-  command_keys(args, keys);
   SlotOf s;
-  s.readonly = keys.readonly;
-  for (const std::uint32_t i : keys.keys) {
+  const auto add = [&](std::uint32_t i) {
     const std::uint32_t slot = key_slot(args[i]);
     if (s.slot == kNoSlot) {
       s.slot = slot;
@@ -430,9 +509,24 @@ SlotOf command_slot(Args args) {
     } else if (slot != s.slot) {
       s.slot = kCrossSlot;
       s.second = args[i];
-      return s;
+      return false;
     }
+    return true;
+  };
+  if (args.empty()) return s;
+  const NameIndex::Slot* found = entry_of(args[0]);
+  if (found == nullptr) return s;
+  if (const KeyRange* e = found->range) {
+    // The common case (GET, SET, HSET...): no list of key positions built.
+    s.readonly = e->readonly;
+    each_range_key(*e, args, add);
+    return s;
   }
+  thread_local CommandKeys keys;
+  command_keys(args, keys);
+  s.readonly = keys.readonly;
+  for (const std::uint32_t i : keys.keys)
+    if (!add(i)) break;
   return s;
 }
 
