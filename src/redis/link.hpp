@@ -59,6 +59,8 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   void routed_done(Request* r, bool inline_ok) noexcept override;
   // Sends READONLY after the handshake (a cluster reading from replicas). Before start().
   void set_readonly();
+  // Writes what is queued now (the end of another link's delivery that queued requests here).
+  void flush_queued();
 
   const asio::any_io_executor& executor() const noexcept override { return executor_; }
   const Config& config() const noexcept override { return session_.config(); }
