@@ -479,6 +479,12 @@ def main():
         ("decoding the 5-field struct", micro_ns.get("DecodeFiveFieldStruct", 0), "<= 500 ns",
          micro_ns.get("DecodeFiveFieldStruct", 1e9) <= 500, f"{micro_ns.get('DecodeFiveFieldStruct', 0):.0f} ns"),
     ]
+    # 7. Redis Cluster (bench/cluster_bench.py; make bench-cluster runs it alone)
+    if os.environ.get("CLUSTER_URL"):
+        import cluster_bench
+        cluster_md, cluster_goals = cluster_bench.section()
+        md += cluster_md
+        goals += cluster_goals
     missed = [g for g in goals if not g[3]]
     goal_md = ["## Goals", "", "| goal | target | measured | met |", "|---|---|---|---|",
                *[f"| {g[0]} | {g[2]} | {g[4]} | {'yes' if g[3] else '**no**'} |" for g in goals], ""]

@@ -40,6 +40,11 @@ class Backend {
   virtual ConnectionStats stats() const noexcept = 0;
   virtual std::string last_error() const = 0;
 
+  // Whether requests go by the slot of their key (a cluster): a client that knows the key of a
+  // request it builds (get, set...) puts the slot in Request::route, and the cluster need not
+  // read the command to find it.
+  bool routes_by_slot() const noexcept { return routes_by_slot_; }
+
   // Counting the user handles (Client copies): the last one going away closes the backend.
   void retain_user() noexcept { users_.fetch_add(1, std::memory_order_relaxed); }
   void release_user() noexcept {
@@ -48,6 +53,9 @@ class Backend {
 
  private:
   std::atomic<std::uint32_t> users_{0};
+
+ protected:
+  bool routes_by_slot_ = false;
 };
 
 }  // namespace tempest::redis::detail

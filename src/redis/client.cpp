@@ -336,10 +336,19 @@ detail::RequestRef Client::transaction_request(const Pipeline& p, const CallOpti
   return r;
 }
 
+// On a cluster, a request whose one key the client knows carries that key's slot.
+void Client::note_slot(detail::Request& r, std::string_view key) const noexcept {
+  if (!backend_->routes_by_slot()) return;
+  r.route.slot = detail::key_slot(key);
+  r.route.slot_known = true;
+  r.route.used = true;
+}
+
 detail::RequestRef Client::key_request(std::string_view name, std::string_view key,
                                        const CallOptions& o) const {
   auto r = new_request(o.timeout);
   r->command().arg(name).arg(key);
+  note_slot(*r, key);
   return r;
 }
 
@@ -372,6 +381,7 @@ detail::RequestRef Client::set_request(std::string_view key, std::string_view va
   if (o.condition == SetCondition::if_not_exists) c.arg("NX");
   if (o.condition == SetCondition::if_exists) c.arg("XX");
   if (get) c.arg("GET");
+  note_slot(*r, key);
   return r;
 }
 
@@ -379,6 +389,7 @@ detail::RequestRef Client::expire_request(std::string_view key, std::chrono::sec
                                           const CallOptions& o) const {
   auto r = new_request(o.timeout);
   r->command().arg("EXPIRE").arg(key).arg(ttl.count());
+  note_slot(*r, key);
   return r;
 }
 

@@ -253,6 +253,8 @@ Cluster::Cluster(asio::any_io_executor executor, Config config)
       slots_(new std::atomic<const Shard*>[kSlots]),
       wake_(strand_) {
   cfg_.validate();
+  // Replica reads need to know whether a command only reads: the cluster reads it then.
+  routes_by_slot_ = !cfg_.cluster.read_from_replicas;
   if (!cfg_.cluster.enabled)
     throw ConfigError("invalid Redis config: a cluster client needs cluster.enabled");
   node_cfg_ = cfg_;
@@ -298,6 +300,7 @@ Link* Cluster::link_of(Node& n) {
     c.port = n.port;
     auto link = std::make_shared<Link>(executor_, std::move(c), Venue::shared);
     link->enroll();
+    link->set_cluster_node();
     if (cfg_.cluster.read_from_replicas) link->set_readonly();
     link->start();
     n.link = std::move(link);
@@ -456,7 +459,9 @@ void Cluster::route(RequestRef& ref) {
   thread_local CommandReader reader;
   if (r->route.mode == RouteMode::every_master || r->route.mode == RouteMode::every_master_same)
     return to_all_masters(std::move(ref));
-  if (r->route.mode == RouteMode::keys) {
+  if (r->route.mode == RouteMode::keys && r->route.slot_known) {
+    // A typed helper's one key: the client computed its slot.
+  } else if (r->route.mode == RouteMode::keys) {
     if (r->route.transaction) {
       // MULTI ... EXEC: one slot for all its keys.
       reader.reset(r->wire());
@@ -648,7 +653,7 @@ void Cluster::routed_done(Request* raw, bool inline_ok) noexcept {
       if (rep.is_array() && !rep.elements().empty() && rep.elements().back().is_error())
         for (const auto& e : rep.elements())
           if (d = parse_redirect(e); d.kind != Redirect::Kind::none) break;
-    } else {
+    } else if (r->reply().is_error()) {
       d = parse_redirect(r->reply());
     }
     if (d.kind != Redirect::Kind::none && r->route.mode == RouteMode::keys &&
@@ -716,11 +721,13 @@ void Cluster::redirect(RequestRef ref) {
   // before its old one, while a resharding tool goes from node to node) would bounce a request
   // between them many times a millisecond: later ones wait, longer each time, so that the
   // bounded number of redirects spans the moment.
-  if (ref->route.redirects < 2) {
+  const std::uint8_t n = ref->route.redirects;
+  if (n < 2) {
     ++ref->route.redirects;
     return send(std::move(ref));
   }
-  park(std::move(ref), backoff(*ref));
+  // 1, 2, 4 ... ms: nodes disagree for the few milliseconds a tool takes between them.
+  park(std::move(ref), std::min(kMaxBackoff, Duration(Duration(1).count() << std::min(n - 2, 8))));
 }
 
 void Cluster::cancel(Request* r) noexcept {

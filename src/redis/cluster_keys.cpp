@@ -282,6 +282,7 @@ struct NameIndex {
   static constexpr std::size_t kSize = 1024;  // a power of two, over four times the names
   struct Slot {
     std::string_view name;
+    std::uint64_t head = 0;  // the name's first 8 bytes, zero padded: most names are shorter
     const KeyRange* range = nullptr;
     const MovableEntry* movable = nullptr;
   };
@@ -298,13 +299,23 @@ struct NameIndex {
     while (!slots[i].name.empty() && slots[i].name != name)
       i = (i + 1) & (kSize - 1);
     slots[i].name = name;
+    slots[i].head = head_of(name);
     return slots[i];
   }
-  const Slot* find(std::string_view upper, std::uint32_t h) const noexcept {
+  static std::uint64_t head_of(std::string_view name) noexcept {
+    std::uint64_t h = 0;
+    std::memcpy(&h, name.data(), std::min<std::size_t>(name.size(), 8));
+    return h;
+  }
+  // `head` is head_of(upper).
+  const Slot* find(std::string_view upper, std::uint32_t h, std::uint64_t head) const noexcept {
     for (std::size_t i = h & (kSize - 1);; i = (i + 1) & (kSize - 1)) {
       const Slot& s = slots[i];
       if (s.name.empty()) return nullptr;
-      if (s.name == upper) return &s;
+      if (s.head == head && s.name.size() == upper.size() &&
+          (upper.size() <= 8 ||
+           std::memcmp(s.name.data() + 8, upper.data() + 8, upper.size() - 8) == 0))
+        return &s;
     }
   }
 };
@@ -426,31 +437,41 @@ std::string_view hash_tag(std::string_view key) noexcept {
   return key.substr(open + 1, close - open - 1);
 }
 
-std::size_t CommandReader::number() {
-  // "<type><digits>\r\n"
-  const char* w = wire_.data();
-  const std::size_t size = wire_.size();
+namespace {
+// "<type><digits>\r\n" at w[i]: the number; i moves past the line.
+inline std::size_t read_number(const char* w, std::size_t size, std::size_t& i) noexcept {
   std::size_t n = 0;
-  std::size_t i = pos_ + 1;
-  for (; i < size && w[i] != '\r'; ++i)
-    n = n * 10 + static_cast<std::size_t>(w[i] - '0');
-  pos_ = i + 2;
+  std::size_t j = i + 1;
+  for (; j < size && w[j] != '\r'; ++j)
+    n = n * 10 + static_cast<std::size_t>(w[j] - '0');
+  i = j + 2;
   return n;
+}
+}  // namespace
+
+std::size_t CommandReader::number() {
+  return read_number(wire_.data(), wire_.size(), pos_);
 }
 
 Args CommandReader::next() {
   begin_ = pos_;
-  if (pos_ >= wire_.size()) return {};
-  const std::size_t argc = number();
+  const char* w = wire_.data();
+  const std::size_t size = wire_.size();
+  std::size_t i = pos_;
+  if (i >= size) return {};
+  const std::size_t argc = read_number(w, size, i);
   // The storage only grows: the span returned covers the arguments read this time.
   if (args_.size() < argc) args_.resize(argc);
+  std::string_view* out = args_.data();
   std::size_t got = 0;
-  for (; got < argc && pos_ < wire_.size(); ++got) {
-    const std::size_t len = number();
-    args_[got] = wire_.substr(pos_, len);
-    pos_ += len + 2;
+  for (; got < argc && i < size; ++got) {
+    const std::size_t len = read_number(w, size, i);
+    const std::size_t take = i <= size ? std::min(len, size - i) : 0;
+    out[got] = std::string_view(w + std::min(i, size), take);
+    i += len + 2;
   }
-  return Args(args_.data(), got);
+  pos_ = i;
+  return Args(out, got);
 }
 
 namespace {
@@ -458,7 +479,7 @@ namespace {
 // The table entry of a command (args[0], any case); nullptr for a command without one.
 const NameIndex::Slot* entry_of(std::string_view name) noexcept {
   if (name.empty() || name.size() > 32) return nullptr;
-  char buf[32];
+  char buf[32] = {};
   std::uint32_t h = 2166136261u;  // NameIndex::hash, while upper-casing
   for (std::size_t i = 0; i < name.size(); ++i) {
     char c = name[i];
@@ -466,7 +487,9 @@ const NameIndex::Slot* entry_of(std::string_view name) noexcept {
     buf[i] = c;
     h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
   }
-  return name_index().find(std::string_view(buf, name.size()), h);
+  std::uint64_t head = 0;
+  std::memcpy(&head, buf, 8);
+  return name_index().find(std::string_view(buf, name.size()), h, head);
 }
 
 // Calls add(i) for each key argument of a fixed-position command; false for a movable one.

@@ -61,6 +61,9 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   void set_readonly();
   // Writes what is queued now (the end of another link's delivery that queued requests here).
   void flush_queued();
+  // This link is one node of a cluster: what the callers its delivery resumes send to it goes
+  // out in one write at the end of the delivery (see deliver()). Before start().
+  void set_cluster_node();
 
   const asio::any_io_executor& executor() const noexcept override { return executor_; }
   const Config& config() const noexcept override { return session_.config(); }
@@ -116,7 +119,8 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   std::shared_ptr<Transport> transport_;  // the current attempt's (null when closed)
   asio::steady_timer timer_;
   std::size_t flush_every_ = kFlushEvery;
-  bool burst_ = false;  // a flush is posted for requests submitted from outside a delivery
+  std::size_t write_parts_ = 8;  // a large delivery's requests go out in this many writes
+  bool burst_ = false;           // a flush is posted for requests submitted from outside a delivery
   TimePoint armed_ = TimePoint::max();
   std::uint64_t timer_gen_ = 0;
   std::uint64_t link_gen_ = 0;  // bumped when the transport closes: late completions are ignored

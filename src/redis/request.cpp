@@ -75,11 +75,12 @@ constexpr std::size_t kKeepBytes = 4096;  // larger buffers are released, not po
 void Request::reset() noexcept {
   // Whatever the last reply left is overwritten by the next one; only large leftovers go.
   if (command_.capacity() > kKeepBytes || !wire_.empty() || reply_.str().capacity() > kKeepBytes ||
-      !reply_.elements().empty() || !collected.empty() || !rejection.empty() || route.used) {
+      !reply_.elements().empty() || !collected.empty() || !rejection.empty()) {
     drop_leftovers();
   } else {
     command_.clear();
   }
+  if (route.used) reset_route();
   expected_ = 1;
   timeout_ = std::chrono::milliseconds(0);
   kind_ = RequestKind::user;
@@ -108,19 +109,21 @@ void Request::drop_leftovers() noexcept {
   if (reply_.str().capacity() > kKeepBytes || !reply_.elements().empty()) reply_ = Reply{};
   if (!collected.empty()) collected = {};
   rejection.clear();
-  if (route.used) {
-    route.used = false;
-    route.router.reset();
-    route.link = nullptr;
-    route.fanout.reset();
-    route.node = nullptr;
-    route.slot = 0;
-    route.mode = RouteMode::keys;
-    route.redirects = 0;
-    route.asking = false;
-    route.readonly = false;
-    route.transaction = false;
-  }
+}
+
+void Request::reset_route() noexcept {
+  route.used = false;
+  route.router.reset();
+  route.link = nullptr;
+  route.fanout.reset();
+  route.node = nullptr;
+  route.slot = 0;
+  route.mode = RouteMode::keys;
+  route.redirects = 0;
+  route.asking = false;
+  route.readonly = false;
+  route.transaction = false;
+  route.slot_known = false;
 }
 
 void Request::prepare_retry() noexcept {

@@ -510,6 +510,7 @@ class Client {
   detail::RequestRef transaction_request(const Pipeline& p, const CallOptions& o) const;
   detail::RequestRef key_request(std::string_view name, std::string_view key,
                                  const CallOptions& o) const;
+  void note_slot(detail::Request& r, std::string_view key) const noexcept;
   detail::RequestRef keys_request(std::string_view name, const Keys& keys,
                                   const CallOptions& o) const;
   detail::RequestRef set_request(std::string_view key, std::string_view value, const SetOptions& o,

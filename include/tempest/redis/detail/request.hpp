@@ -78,6 +78,7 @@ struct Route {
   bool asking = false;         // sent with ASKING in front (the reply of ASKING is dropped)
   bool readonly = false;       // the command only reads (a replica may serve it)
   bool transaction = false;    // MULTI ... EXEC: the replies are one unit
+  bool slot_known = false;     // `slot` was set by the client that built the request (one key)
   bool used = false;           // set when anything above was set (reset() then clears it all)
 };
 
@@ -187,6 +188,7 @@ class Request {
   // Back to the state of a new request, keeping small buffers for reuse.
   void reset() noexcept;
   void drop_leftovers() noexcept;  // the rare part of reset(): buffers too large to keep
+  void reset_route() noexcept;     // what a cluster (or a client marking a request) set
   friend struct RequestPool;
   ~Request() = default;
   void* handler_storage() noexcept { return storage_; }
