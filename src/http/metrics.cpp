@@ -151,6 +151,45 @@ Router make_metrics_router(const HttpMetrics& http, MetricsOptions options) {
       out += "tempest_redis_command_duration_seconds_count{" + l + "} " +
              std::to_string(cumulative) + "\n";
     }
+    // Per node of a Redis Cluster (bounded: at most 32 nodes per client, the rest as "other").
+    std::vector<std::pair<std::string, std::vector<redis::NodeStats>>> clusters;
+    for (auto* m : o->managers)
+      if (auto c = m->client_dependency(); c && c->is_cluster())
+        clusters.emplace_back(m->config().redacted(), c->node_stats());
+    if (!clusters.empty()) {
+      const auto node_label = [&](const std::string& where, const redis::NodeStats& n) {
+        return "redis=\"" + label(where) + "\",node=\"" + label(n.address) + "\",role=\"" +
+               (n.address == "other" ? "other"
+                : n.master           ? "master"
+                                     : "replica") +
+               "\"";
+      };
+      header(out, "tempest_redis_node_connected", "gauge",
+             "1 when the connection to this node of the Redis Cluster is up.");
+      for (const auto& [where, nodes] : clusters)
+        for (const auto& n : nodes)
+          out += "tempest_redis_node_connected{" + node_label(where, n) + "} " +
+                 (n.connected ? "1" : "0") + "\n";
+      const std::pair<const char*, std::uint64_t redis::ConnectionStats::*> per_node[] = {
+          {"commands", &redis::ConnectionStats::commands},
+          {"errors", &redis::ConnectionStats::errors},
+          {"timeouts", &redis::ConnectionStats::timeouts}};
+      for (const auto& [what, member] : per_node) {
+        const std::string name = std::string("tempest_redis_node_") + what + "_total";
+        header(out, name.c_str(), "counter",
+               ("Redis " + std::string(what) + " on this node of the cluster.").c_str());
+        for (const auto& [where, nodes] : clusters)
+          for (const auto& n : nodes)
+            out +=
+                name + "{" + node_label(where, n) + "} " + std::to_string(n.stats.*member) + "\n";
+      }
+      header(out, "tempest_redis_node_pending", "gauge",
+             "Requests waiting for this node of the cluster now.");
+      for (const auto& [where, nodes] : clusters)
+        for (const auto& n : nodes)
+          out += "tempest_redis_node_pending{" + node_label(where, n) + "} " +
+                 std::to_string(n.stats.pending) + "\n";
+    }
     http.render(out);
     co_return Response::text(200, std::move(out), "text/plain; version=0.0.4; charset=utf-8");
   });

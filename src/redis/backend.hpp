@@ -5,6 +5,7 @@
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <string>
+#include <vector>
 
 #include "tempest/redis/config.hpp"
 #include "tempest/redis/connection.hpp"
@@ -39,6 +40,10 @@ class Backend {
   virtual ConnectionState state() const noexcept = 0;
   virtual ConnectionStats stats() const noexcept = 0;
   virtual std::string last_error() const = 0;
+  // Per server: one entry for a single connection, one per node (at most kNodeLabels, the rest
+  // summed as "other") for a cluster.
+  virtual std::vector<NodeStats> node_stats() const = 0;
+  static constexpr std::size_t kNodeLabels = 32;
 
   // Whether requests go by the slot of their key (a cluster): a client that knows the key of a
   // request it builds (get, set...) puts the slot in Request::route, and the cluster need not

@@ -251,6 +251,25 @@ std::string own_address(const Config& c) {
 }
 }  // namespace
 
+ConnectionStats& ConnectionStats::operator+=(const ConnectionStats& o) noexcept {
+  for (std::size_t i = 0; i < latency_buckets.size(); ++i)
+    latency_buckets[i] += o.latency_buckets[i];
+  latency_seconds_sum += o.latency_seconds_sum;
+  commands += o.commands;
+  errors += o.errors;
+  timeouts += o.timeouts;
+  reconnects += o.reconnects;
+  connects += o.connects;
+  writes += o.writes;
+  rejected += o.rejected;
+  pending += o.pending;
+  return *this;
+}
+
+std::vector<NodeStats> Client::node_stats() const {
+  return backend_->node_stats();
+}
+
 bool Client::is_cluster() const noexcept {
   return cluster_of(backend_) != nullptr;
 }

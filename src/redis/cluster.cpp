@@ -377,25 +377,58 @@ ConnectionState Cluster::state() const noexcept {
 ConnectionStats Cluster::stats() const noexcept {
   ConnectionStats total;
   std::lock_guard lock(mu_);
-  const auto add = [&](const Link& l) {
-    const ConnectionStats s = l.stats();
-    for (std::size_t i = 0; i < total.latency_buckets.size(); ++i)
-      total.latency_buckets[i] += s.latency_buckets[i];
-    total.latency_seconds_sum += s.latency_seconds_sum;
-    total.commands += s.commands;
-    total.errors += s.errors;
-    total.timeouts += s.timeouts;
-    total.reconnects += s.reconnects;
-    total.connects += s.connects;
-    total.writes += s.writes;
-    total.rejected += s.rejected;
-    total.pending += s.pending;
-  };
   for (const auto& [address, node] : nodes_)
-    if (node->link) add(*node->link);
+    if (node->link) total += node->link->stats();
   for (const auto& l : retired_)
-    add(*l);
+    total += l->stats();
   return total;
+}
+
+std::vector<NodeStats> Cluster::node_stats() const {
+  // The nodes of the map this client has a connection to (masters first, by address), at most
+  // kNodeLabels of them: a metrics label per node stays bounded whatever the cluster's size; the
+  // rest, and nodes that left the map, are summed as "other".
+  std::vector<NodeStats> out;
+  NodeStats other;
+  other.address = "other";
+  other.connected = true;
+  bool any_other = false;
+  std::lock_guard lock(mu_);
+  std::vector<const Node*> nodes;
+  for (const auto& [address, node] : nodes_)
+    if (node->in_map && node->link) nodes.push_back(node.get());  // the nodes this client uses
+  const auto is_master = [&](const Node* n) {
+    return std::find(masters_.begin(), masters_.end(), n) != masters_.end();
+  };
+  std::sort(nodes.begin(), nodes.end(), [&](const Node* a, const Node* b) {
+    const bool ma = is_master(a), mb = is_master(b);
+    return ma != mb ? ma : a->address < b->address;
+  });
+  for (const Node* n : nodes) {
+    NodeStats s;
+    s.address = n->address;
+    s.master = is_master(n);
+    s.connected = n->link->state() == ConnectionState::connected;
+    s.stats = n->link->stats();
+    if (out.size() < kNodeLabels) {
+      out.push_back(std::move(s));
+    } else {
+      any_other = true;
+      other.connected = other.connected && s.connected;
+      other.stats += s.stats;
+    }
+  }
+  for (const auto& [address, node] : nodes_)
+    if (!node->in_map && node->link) {
+      any_other = true;
+      other.stats += node->link->stats();
+    }
+  for (const auto& l : retired_) {
+    any_other = true;
+    other.stats += l->stats();
+  }
+  if (any_other) out.push_back(std::move(other));
+  return out;
 }
 
 std::string Cluster::last_error() const {

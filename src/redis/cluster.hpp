@@ -48,6 +48,7 @@ class Cluster final : public Backend, public std::enable_shared_from_this<Cluste
   ConnectionState state() const noexcept override;
   ConnectionStats stats() const noexcept override;
   std::string last_error() const override;
+  std::vector<NodeStats> node_stats() const override;
 
   // The masters' addresses ("host:port") in the slot map now, ordered.
   std::vector<std::string> masters() const;

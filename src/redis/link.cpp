@@ -757,6 +757,16 @@ ConnectionStats Link::stats() const noexcept {
   return s;
 }
 
+std::vector<NodeStats> Link::node_stats() const {
+  const Config& c = session_.config();
+  NodeStats n;
+  n.address = c.transport == Config::Transport::unix_socket ? c.path
+                                                            : c.host + ":" + std::to_string(c.port);
+  n.connected = state() == ConnectionState::connected;
+  n.stats = stats();
+  return {std::move(n)};
+}
+
 std::string Link::last_error() const {
   std::lock_guard lock(mu_);
   return session_.last_error();

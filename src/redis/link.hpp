@@ -61,6 +61,7 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   void set_readonly();
   // Writes what is queued now (the end of another link's delivery that queued requests here).
   void flush_queued();
+  std::vector<NodeStats> node_stats() const override;
   // This link is one node of a cluster: what the callers its delivery resumes send to it goes
   // out in one write at the end of the delivery (see deliver()). Before start().
   void set_cluster_node();

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "support/http_client.hpp"
+#include "support/redis_cluster.hpp"
 #include "support/redis_server.hpp"
 #include "support/run.hpp"
 #include "tempest/cache/cached.hpp"
@@ -217,6 +218,47 @@ TEST(HealthRouter, FrozenRedisTurnsReadinessTo503WithinTheTimeout) {
   EXPECT_EQ(r.body(), "{\"status\":\"not_ready\",\"checks\":{\"redis\":false}}");
   EXPECT_LE(ms_since(t), 500.0 + 300.0);
   server.resume();
+}
+
+// On a Redis Cluster, /metrics has a series per node the client uses (here the masters: no
+// replica reads), with the node and its role as labels.
+TEST(Metrics, ClusterNodesHaveTheirOwnSeries) {
+  Served s;
+  tc::RedisManager redis(s.io.get_executor(), tempest::test::shared_cluster_url());
+  s.app.on_startup([&]() -> asio::awaitable<void> { co_await redis.connect(); });
+  s.app.on_shutdown([&]() -> asio::awaitable<void> { co_await redis.disconnect(); });
+  s.app.router().get("/get/{k}", [&](th::Request& r) -> asio::awaitable<th::Response> {
+    auto v = co_await redis.client().get("metrics:" + std::string(r.param("k")));
+    co_return th::Response::json(200, v ? "1" : "0");
+  });
+  s.app.include(th::make_metrics_router(s.app.metrics(), {.managers = {&redis}}));
+  s.start();
+  for (int i = 0; i < 60; ++i)
+    EXPECT_EQ(http_get(s.port(), "/get/" + std::to_string(i)).status, 200);
+  const std::string body = http_get(s.port(), "/metrics").body();
+  const std::regex connected(
+      R"re(tempest_redis_node_connected\{redis="[^"]*cluster=true",node="127\.0\.0\.1:(\d+)",role="(master|replica)"\} ([01]))re");
+  const std::regex commands(
+      R"re(tempest_redis_node_commands_total\{redis="[^"]*",node="127\.0\.0\.1:\d+",role="master"\} (\d+))re");
+  int masters = 0, replicas = 0, masters_used = 0;
+  long long total = 0;
+  for (std::sregex_iterator it(body.begin(), body.end(), connected), end; it != end; ++it) {
+    if ((*it)[2] == "master") {
+      ++masters;
+      EXPECT_EQ((*it)[3], "1") << it->str();
+    } else {
+      ++replicas;
+    }
+  }
+  for (std::sregex_iterator it(body.begin(), body.end(), commands), end; it != end; ++it) {
+    const long long n = std::stoll((*it)[1]);
+    total += n;
+    if (n > 0) ++masters_used;
+  }
+  EXPECT_EQ(masters, 3) << body;
+  EXPECT_EQ(replicas, 0) << body;
+  EXPECT_EQ(masters_used, 3) << "60 keys reach every master";
+  EXPECT_GE(total, 60);
 }
 
 TEST(Metrics, EveryLineFollowsTheExpositionFormat) {

@@ -217,6 +217,9 @@ class Client {
   ConnectionState state() const noexcept;
   const Config& config() const noexcept;
   ConnectionStats stats() const noexcept;
+  // Per server: this client's one server, or each node of a cluster's map (masters first; at
+  // most 32, the rest summed as "other").
+  std::vector<NodeStats> node_stats() const;
   // The last connection error (empty when none), e.g. "connection refused"; never a password.
   std::string last_error() const;
   const asio::any_io_executor& get_executor() const noexcept;

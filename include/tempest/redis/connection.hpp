@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "tempest/redis/config.hpp"
@@ -37,6 +38,17 @@ struct ConnectionStats {
   std::uint64_t writes = 0;      // socket writes; commands / writes is the pipelining factor
   std::uint64_t rejected = 0;    // replies over max_reply_size or the nesting limit (dropped)
   std::uint64_t pending = 0;     // requests waiting now (queued or in flight), a gauge
+
+  // Adds another connection's counters (a cluster's nodes summed).
+  ConnectionStats& operator+=(const ConnectionStats& o) noexcept;
+};
+
+// One server's connection: the one of a client on one server, or each node of a cluster's map.
+struct NodeStats {
+  std::string address;  // "host:port"; "other" for the nodes past the label bound, summed
+  bool master = true;
+  bool connected = false;
+  ConnectionStats stats;
 };
 
 }  // namespace tempest::redis
