@@ -392,3 +392,30 @@ TEST(ClusterFaults, FailoversUnderLoadGiveOnlyTypedErrorsAndRecover) {
   EXPECT_EQ(o.wrong, 0);
   EXPECT_GT(o.calls, 10'000);
 }
+
+TEST(ClusterSecurity, PasswordReachesEveryNodeAndNeverShows) {
+  RedisCluster cluster(3, 0, 1000ms, "s3cr3t-pw");
+  asio::io_context io;
+  const std::string where = cluster.url().substr(std::string("redis://").size());
+  Client client(io.get_executor(), "redis://:s3cr3t-pw@" + where);
+  Client wrong(io.get_executor(), "redis://:wrong-pw@" + where + "&connect_timeout=500ms");
+  const auto keys = keys_in_slots("auth:", 60);
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    EXPECT_EQ(client.masters().size(), 3u);
+    for (const auto& k : keys)
+      (void)co_await client.set(k, k);
+    for (const auto& k : keys)
+      EXPECT_EQ((co_await client.get(k)).value_or(""), k);
+    try {
+      co_await wrong.connect();
+      ADD_FAILURE() << "connected with a wrong password";
+    } catch (const ConnectionError& e) {
+      const std::string what = e.what();
+      EXPECT_EQ(what.find("wrong-pw"), std::string::npos) << what;
+      EXPECT_NE(what.find("WRONGPASS"), std::string::npos) << what;
+    }
+    co_await wrong.disconnect();
+    co_await client.disconnect();
+  });
+}

@@ -9,15 +9,20 @@
 
 namespace tempest::test {
 
-RedisCluster::RedisCluster(int masters, int replicas, std::chrono::milliseconds node_timeout) {
+RedisCluster::RedisCluster(int masters, int replicas, std::chrono::milliseconds node_timeout,
+                           std::string password) {
   const int n = masters * (1 + replicas);
-  std::string create = "--cluster create";
+  if (!password.empty()) auth_ = "-a " + password + " --no-auth-warning ";
+  std::string create = auth_ + "--cluster create";
   for (int i = 0; i < n; ++i) {
-    nodes_.push_back(std::make_unique<RedisServer>(std::vector<std::string>{
+    std::vector<std::string> args = {
         "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout",
         std::to_string(node_timeout.count()),
         // The bus port is chosen, not port + 10000: that is above 65535 for high free ports.
-        "--cluster-port", std::to_string(free_port())}));
+        "--cluster-port", std::to_string(free_port())};
+    if (!password.empty())
+      args.insert(args.end(), {"--requirepass", password, "--masterauth", password});
+    nodes_.push_back(std::make_unique<RedisServer>(std::move(args)));
     create += " 127.0.0.1:" + std::to_string(nodes_.back()->port());
   }
   create += " --cluster-replicas " + std::to_string(replicas) + " --cluster-yes";
@@ -62,7 +67,7 @@ void RedisCluster::wait_ok(std::chrono::seconds limit) {
     bool ok = true;
     for (const auto& n : nodes_) {
       if (!n->running() || n->paused()) continue;
-      last = n->cli("CLUSTER INFO");
+      last = n->cli(auth_ + "CLUSTER INFO");
       if (last.find("cluster_state:ok") == std::string::npos) {
         ok = false;
         break;
@@ -70,7 +75,7 @@ void RedisCluster::wait_ok(std::chrono::seconds limit) {
     }
     if (ok) {
       const auto& any = nodes_[any_running()];
-      last = redis_cli("--cluster check 127.0.0.1:" + std::to_string(any->port()));
+      last = redis_cli(auth_ + "--cluster check 127.0.0.1:" + std::to_string(any->port()));
       if (last.find("[OK] All nodes agree about slots configuration.") != std::string::npos &&
           last.find("[OK] All 16384 slots covered.") != std::string::npos &&
           last.find("[ERR]") == std::string::npos && last.find("[WARNING]") == std::string::npos)
@@ -83,7 +88,7 @@ void RedisCluster::wait_ok(std::chrono::seconds limit) {
 
 std::vector<std::size_t> RedisCluster::masters() {
   std::vector<std::size_t> out;
-  const std::string nodes = nodes_[any_running()]->cli("CLUSTER NODES");
+  const std::string nodes = nodes_[any_running()]->cli(auth_ + "CLUSTER NODES");
   std::istringstream lines(nodes);
   std::string line;
   while (std::getline(lines, line)) {
@@ -103,7 +108,7 @@ std::vector<std::size_t> RedisCluster::masters() {
 }
 
 std::size_t RedisCluster::master_of(std::uint16_t slot) {
-  const std::string nodes = nodes_[any_running()]->cli("CLUSTER NODES");
+  const std::string nodes = nodes_[any_running()]->cli(auth_ + "CLUSTER NODES");
   std::istringstream lines(nodes);
   std::string line;
   while (std::getline(lines, line)) {
@@ -129,7 +134,7 @@ std::size_t RedisCluster::master_of(std::uint16_t slot) {
 }
 
 std::string RedisCluster::node_id(std::size_t i) {
-  std::string id = nodes_.at(i)->cli("CLUSTER MYID");
+  std::string id = nodes_.at(i)->cli(auth_ + "CLUSTER MYID");
   while (!id.empty() && (id.back() == '\n' || id.back() == '\r'))
     id.pop_back();
   return id;
@@ -140,7 +145,7 @@ std::size_t RedisCluster::replica_of(std::size_t master) {
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
     if (i == master || !nodes_[i]->running() || nodes_[i]->paused()) continue;
     // CLUSTER NODES of the node itself: "<id> <addr> myself,slave <master id> ..."
-    std::istringstream lines(nodes_[i]->cli("CLUSTER NODES"));
+    std::istringstream lines(nodes_[i]->cli(auth_ + "CLUSTER NODES"));
     std::string line;
     while (std::getline(lines, line)) {
       std::istringstream f(line);

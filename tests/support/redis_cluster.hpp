@@ -17,7 +17,8 @@ class RedisCluster {
   // `masters` masters with `replicas` replicas each; a small node timeout so that failovers
   // happen within a test's time.
   explicit RedisCluster(int masters = 3, int replicas = 1,
-                        std::chrono::milliseconds node_timeout = std::chrono::milliseconds(1000));
+                        std::chrono::milliseconds node_timeout = std::chrono::milliseconds(1000),
+                        std::string password = "");
   RedisCluster(const RedisCluster&) = delete;
   RedisCluster& operator=(const RedisCluster&) = delete;
 
@@ -43,6 +44,7 @@ class RedisCluster {
 
  private:
   std::size_t any_running() const;
+  std::string auth_;  // redis-cli arguments for the password, if any
   std::vector<std::unique_ptr<RedisServer>> nodes_;
 };
 
