@@ -14,3 +14,4 @@ start_redis
 start_cluster
 export REDIS_URL REDIS_PORT REDIS_PID CLUSTER_URL CLUSTER_DIR
 /usr/bin/python3 bench/cluster_bench.py
+/usr/bin/python3 scripts/sync_readme_perf.py
