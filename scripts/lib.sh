@@ -99,6 +99,13 @@ start_cluster() {
     for port in "${CLUSTER_PORTS[@]}"; do
       redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || { ok=0; break; }
     done
+    # ... and every node knows every replica as one (CLUSTER SLOTS lists a replica only then).
+    if ((ok)); then
+      for port in "${CLUSTER_PORTS[@]}"; do
+        [[ $(redis-cli -p "$port" cluster nodes 2>/dev/null | grep -cE '[ ,]slave ') -eq \
+          $((n - masters)) ]] || { ok=0; break; }
+      done
+    fi
     if ((ok)) && redis-cli --cluster check "127.0.0.1:${CLUSTER_PORTS[0]}" 2>/dev/null |
       grep -q 'All nodes agree about slots configuration'; then
       CLUSTER_URL="redis://127.0.0.1:${CLUSTER_PORTS[0]}?cluster=true"

@@ -550,6 +550,8 @@ asio::awaitable<std::optional<std::vector<std::string>>> scan_next(
   if (st->cursor == "0") {
     if (cluster && st->nodes.size() > 1) {
       st->nodes.erase(st->nodes.begin());
+    } else if (cluster && st->topology_epoch() != st->epoch && st->restarts < kMaxScanRestarts) {
+      // The map changed during the last page: the next call starts again on every master.
     } else {
       st->done = true;
     }

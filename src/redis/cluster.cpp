@@ -140,10 +140,21 @@ struct Cluster::Fanout {
   std::vector<std::vector<std::uint32_t>> positions;  // values_in_order: each part's keys
   std::vector<Reply> results;                         // one per part (or per key)
   std::atomic<std::size_t> pending{0};
-  Lock lock;  // error
+  Lock lock;  // error, and parts once the fanout is under way
   std::exception_ptr error;
 
   void part_done(std::size_t index, std::exception_ptr e, Reply r) {
+    if (e && how == Combine::replies) {
+      // A pipeline's command refused on its own (CROSSSLOT, found before sending) is an error
+      // reply in its place, as on one server; a lost connection or a timeout fails the whole.
+      try {
+        std::rethrow_exception(e);
+      } catch (const ServerError& refused) {
+        e = nullptr;
+        r = Reply::error(refused.what());
+      } catch (...) {
+      }
+    }
     if (e) {
       std::lock_guard g(lock);
       if (!error) error = std::move(e);
@@ -201,7 +212,12 @@ struct Cluster::Fanout {
     u->set_result(std::move(e), std::move(out));
     std::shared_ptr<Cluster> c = std::move(cluster);
     RequestRef done = std::move(user);
-    parts.clear();
+    std::vector<RequestRef> gone;
+    {
+      std::lock_guard g(lock);  // Cluster::cancel copies the parts under it
+      gone.swap(parts);
+    }
+    gone.clear();
     c->deliver(std::move(done), true);
   }
 };
@@ -333,7 +349,7 @@ void Cluster::close() noexcept {
     stopped_flag_.store(true, std::memory_order_release);
     for (auto& [address, node] : nodes_)
       if (node->link) links.push_back(node->link);
-    waiters.swap(waiters_);
+    waiters = take_waiters_locked();
   }
   for (auto& l : links)
     l->close();
@@ -546,8 +562,17 @@ Cluster::Node* Cluster::node_for(const Request& r) const noexcept {
   }
   const Shard* s = slots_[slot].load(std::memory_order_acquire);
   if (s == nullptr) return nullptr;
-  if (r.route.readonly && cfg_.cluster.read_from_replicas && !s->replicas.empty())
-    return s->replicas[s->next.fetch_add(1, std::memory_order_relaxed) % s->replicas.size()];
+  if (r.route.readonly && cfg_.cluster.read_from_replicas && !s->replicas.empty()) {
+    // The replicas in turn, passing over those whose connection is down (their reads would
+    // only fail and come back); none left: the master.
+    const std::size_t n = s->replicas.size();
+    const std::size_t first = s->next.fetch_add(1, std::memory_order_relaxed);
+    for (std::size_t i = 0; i < n; ++i) {
+      Node* replica = s->replicas[(first + i) % n];
+      const Link* l = replica->live.load(std::memory_order_acquire);
+      if (l == nullptr || l->state() != ConnectionState::disconnected) return replica;
+    }
+  }
   return s->master;
 }
 
@@ -575,7 +600,18 @@ void Cluster::park(RequestRef ref, Duration delay) {
   auto timer = std::make_shared<asio::steady_timer>(executor_);
   timer->expires_at(std::min(Clock::now() + delay, ref->deadline()));
   ++ref->route.redirects;
+  {
+    // Where cancel() finds it: a cancelled request leaves at once, not when the wait is over.
+    std::lock_guard g(ref->route.lock);
+    ref->route.link = nullptr;
+    ref->route.parked = timer;
+  }
+  if (ref->cancel_requested.load(std::memory_order_acquire)) drop_timer(timer);
   timer->async_wait([self = shared_from_this(), timer, ref = std::move(ref)](error_code) mutable {
+    {
+      std::lock_guard g(ref->route.lock);
+      ref->route.parked.reset();
+    }
     self->resend(std::move(ref));
   });
 }
@@ -652,7 +688,11 @@ void Cluster::routed_done(Request* raw, bool inline_ok) noexcept {
   RequestRef ref = RequestRef::adopt(raw);
   Request* r = raw;
   try {
-    if (r->route.asking) {
+    // A request that failed (a timeout, a cancellation) after it was written may still be in
+    // its link's session, which waits for its replies to keep the others in order: it must stay
+    // exactly as written (ASKING in front, two replies expected). It is not sent again either.
+    const bool maybe_in_session = r->error() && (r->flags & kWritten) != 0;
+    if (r->route.asking && !maybe_in_session) {
       // The reply of ASKING comes first: drop it.
       Reply& rep = r->reply();
       if (!r->error() && rep.is_array() && !rep.elements().empty()) {
@@ -676,6 +716,8 @@ void Cluster::routed_done(Request* raw, bool inline_ok) noexcept {
       if (lost && (r->flags & kWritten) == 0 && !stopped_flag_.load(std::memory_order_acquire) &&
           Clock::now() < r->deadline()) {
         r->prepare_retry();
+        // A read whose replica could not be reached goes to the master from now on.
+        r->route.readonly = false;
         return park(std::move(ref), backoff(*r));
       }
       return deliver(std::move(ref), inline_ok);
@@ -765,6 +807,29 @@ void Cluster::redirect(RequestRef ref) {
 
 void Cluster::cancel(Request* r) noexcept {
   r->cancel_requested.store(true, std::memory_order_release);
+  if (r->kind() != RequestKind::user) {
+    // connect() / wait_connected(): answered at once.
+    RequestRef waiter;
+    {
+      std::lock_guard lock(mu_);
+      auto it = std::find_if(waiters_.begin(), waiters_.end(),
+                             [&](const Waiter& w) { return w.ref.get() == r; });
+      if (it == waiters_.end()) return;
+      waiter = std::move(it->ref);
+      drop_timer(std::move(it->timer));
+      waiters_.erase(it);
+    }
+    return fail(
+        std::move(waiter),
+        std::make_exception_ptr(TimeoutError("waiting for the Redis cluster was cancelled")),
+        false);
+  }
+  std::shared_ptr<void> parked;
+  {
+    std::lock_guard g(r->route.lock);
+    parked = r->route.parked;
+  }
+  if (parked) drop_timer(std::static_pointer_cast<asio::steady_timer>(parked));
   std::shared_ptr<void> parts;
   {
     // Under the request's lock, so that it cannot move to another link meanwhile (the link's
@@ -1077,11 +1142,12 @@ bool Cluster::apply_slots(const Reply& reply, const std::string& asked_host) {
       }
     if (changed) epoch_.fetch_add(1, std::memory_order_acq_rel);
     masters_ = std::move(masters);
-    // Nodes that left the map: their links close (a request still on its way there fails
-    // without being written, and goes to the new owner).
+    // Nodes not in the map (they left it, or were only a seed under another name): their
+    // links close (a request still on its way there fails without being written, and goes to
+    // the new owner); one is opened again if a node is asked for by address.
     for (auto& [address, node] : nodes_) {
       const bool now_in = std::find(present.begin(), present.end(), node.get()) != present.end();
-      if (node->in_map && !now_in && node->link) {
+      if (!now_in && node->link) {
         leaving.push_back(node->link);
         retired_.push_back(std::move(node->link));
         node->live.store(nullptr, std::memory_order_release);
@@ -1133,15 +1199,35 @@ void Cluster::moved(std::uint32_t slot, const std::string& address) {
 
 // Completes the waiting connect() calls: all of them when `ok`, otherwise those that end with
 // the first attempt.
+void Cluster::drop_timer(std::shared_ptr<asio::steady_timer> t) noexcept {
+  // On the timer's executor: a timer is not to be cancelled from another thread.
+  if (!t) return;
+  try {
+    asio::post(executor_, [t = std::move(t)] { t->cancel(); });
+  } catch (...) {
+  }
+}
+
 void Cluster::finish_waiters_locked(std::vector<RequestRef>& out, bool ok) {
   for (auto it = waiters_.begin(); it != waiters_.end();) {
-    if (ok || ((*it)->flags & kWaitFirstAttempt) != 0) {
-      out.push_back(std::move(*it));
+    if (ok || (it->ref->flags & kWaitFirstAttempt) != 0) {
+      out.push_back(std::move(it->ref));
+      drop_timer(std::move(it->timer));
       it = waiters_.erase(it);
     } else {
       ++it;
     }
   }
+}
+
+std::vector<RequestRef> Cluster::take_waiters_locked() {
+  std::vector<RequestRef> out;
+  for (auto& w : waiters_) {
+    out.push_back(std::move(w.ref));
+    drop_timer(std::move(w.timer));
+  }
+  waiters_.clear();
+  return out;
 }
 
 void Cluster::submit_wait(RequestRef ref) {
@@ -1165,16 +1251,16 @@ void Cluster::submit_wait(RequestRef ref) {
     lock.unlock();
     return finish(std::move(ref), std::move(*answer));
   }
-  waiters_.push_back(ref);
-  lock.unlock();
-  // Its deadline.
+  // Its deadline (the timer is cancelled when the waiter is answered first).
   auto timer = std::make_shared<asio::steady_timer>(executor_, r->deadline());
-  timer->async_wait([self = shared_from_this(), timer, ref](error_code) mutable {
+  waiters_.push_back(Waiter{ref, timer});
+  lock.unlock();
+  timer->async_wait([self = shared_from_this(), ref](error_code) mutable {
     std::string why;
     {
       std::lock_guard lock(self->mu_);
       auto it = std::find_if(self->waiters_.begin(), self->waiters_.end(),
-                             [&](const RequestRef& w) { return w.get() == ref.get(); });
+                             [&](const Waiter& w) { return w.ref.get() == ref.get(); });
       if (it == self->waiters_.end()) return;  // answered already
       self->waiters_.erase(it);
       why = self->last_error_;
@@ -1205,7 +1291,7 @@ void Cluster::stop_all(RequestRef waiter) {
     stopped_flag_.store(true, std::memory_order_release);
     for (auto& [address, node] : nodes_)
       if (node->link) links.push_back(node->link);
-    waiters.swap(waiters_);
+    waiters = take_waiters_locked();
   }
   for (auto& w : waiters)
     finish(std::move(w), Reply::error("the Redis cluster client was stopped"));

@@ -103,6 +103,8 @@ class Cluster final : public Backend, public std::enable_shared_from_this<Cluste
   // ---- connect() and disconnect()
   void submit_wait(RequestRef ref);
   void finish_waiters_locked(std::vector<RequestRef>& out, bool ok);
+  std::vector<RequestRef> take_waiters_locked();
+  void drop_timer(std::shared_ptr<asio::steady_timer> t) noexcept;
   void stop_all(RequestRef waiter);
 
   asio::any_io_executor executor_;
@@ -120,7 +122,11 @@ class Cluster final : public Backend, public std::enable_shared_from_this<Cluste
   std::vector<std::unique_ptr<Shard>> shards_;                    // kept to the end
   std::vector<std::shared_ptr<Link>> retired_;  // links of nodes that left the map
   std::vector<Node*> masters_;
-  std::vector<RequestRef> waiters_;  // connect() / wait_connected()
+  struct Waiter {
+    RequestRef ref;
+    std::shared_ptr<asio::steady_timer> timer;  // its deadline
+  };
+  std::vector<Waiter> waiters_;  // connect() / wait_connected()
   std::string last_error_;
   bool started_ = false;
   bool stopped_ = false;

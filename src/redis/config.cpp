@@ -210,7 +210,7 @@ void apply_param(Config& c, std::string_view key, std::string_view raw) {
     c.cluster.refresh_interval = parse_duration(k, v);
   } else if (k == "max_redirects") {
     const std::size_t n = parse_count(k, v);
-    if (n > 1000) fail("bad value '" + v + "' for parameter 'max_redirects': at most 1000");
+    if (n > 255) fail("bad value '" + v + "' for parameter 'max_redirects': at most 255");
     c.cluster.max_redirects = static_cast<int>(n);
   } else if (k == "tls_server_name") {
     need_value();
@@ -327,7 +327,8 @@ void Config::validate() const {
           " (separate data with key prefixes instead)");
     for (const auto& s : cluster.seeds)
       if (s.host.empty() || s.port == 0) bad("a cluster seed without host or port");
-    if (cluster.max_redirects < 1) bad("cluster max_redirects must be at least 1");
+    if (cluster.max_redirects < 1 || cluster.max_redirects > 255)
+      bad("cluster max_redirects must be in 1..255");
     if (cluster.refresh_interval.count() <= 0) bad("cluster refresh_interval must be positive");
   } else if (!cluster.seeds.empty()) {
     bad("cluster seeds given without cluster=true");

@@ -116,6 +116,7 @@ void Request::reset_route() noexcept {
   route.router.reset();
   route.link = nullptr;
   route.fanout.reset();
+  route.parked.reset();
   route.node = nullptr;
   route.slot = 0;
   route.mode = RouteMode::keys;

@@ -8,11 +8,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <atomic>
 #include <cstdio>
 #include <functional>
+#include <future>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -390,7 +392,109 @@ TEST(ClusterFaults, FailoversUnderLoadGiveOnlyTypedErrorsAndRecover) {
   EXPECT_FALSE(healthy_after_loss) << "health_check stayed true with a slot range unserved";
   EXPECT_EQ(o.untyped, 0);
   EXPECT_EQ(o.wrong, 0);
+  EXPECT_EQ(o.late, 0) << "calls completed more than 250 ms after their deadline";
   EXPECT_GT(o.calls, 10'000);
+}
+
+// A request sent with ASKING in front whose deadline passes while the importing node does not
+// answer stays in that link's session until both replies came: the requests behind it on the
+// same connection still get their own replies.
+TEST(ClusterFaults, AskThatTimesOutLeavesTheOtherRepliesInOrder) {
+  RedisCluster cluster(3, 0);
+  asio::io_context io;
+  Client client(io.get_executor(), cluster.url());
+  const std::string asked = "ask:{x}";
+  const auto slot = detail::key_slot(asked);
+  const std::size_t from = cluster.master_of(slot);
+  std::size_t to = from;
+  for (auto m : cluster.masters())
+    if (m != from) to = m;
+  // A key on the importing node, to use its connection before and after.
+  std::string other;
+  for (int n = 0; other.empty(); ++n) {
+    const std::string k = "ask:" + std::to_string(n);
+    if (cluster.master_of(detail::key_slot(k)) == to) other = k;
+  }
+  cluster.node(to).cli("CLUSTER SETSLOT " + std::to_string(slot) + " IMPORTING " +
+                       cluster.node_id(from));
+  cluster.node(from).cli("CLUSTER SETSLOT " + std::to_string(slot) + " MIGRATING " +
+                         cluster.node_id(to));
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    (void)co_await client.set(other, "other-value");  // the link to `to` is up
+    cluster.node(to).pause();
+    try {
+      // The source answers ASK (the key is not there); ASKING + GET go to the frozen node.
+      (void)co_await client.get(asked, CallOptions{150ms});
+      ADD_FAILURE() << "the frozen node answered";
+    } catch (const TimeoutError&) {
+    }
+    // Written behind the timed-out pair on the same connection.
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          co_await sleep_for(100ms);
+          cluster.node(to).resume();
+        },
+        asio::detached);
+    EXPECT_EQ((co_await client.get(other, CallOptions{3s})).value_or("<nil>"), "other-value");
+    EXPECT_EQ((co_await client.get(other, CallOptions{3s})).value_or("<nil>"), "other-value");
+    co_await client.disconnect();
+  });
+}
+
+// The client shared by the threads of a pool: splits, redirects and cancellations race with
+// deliveries on other threads (run under ThreadSanitizer by make test).
+TEST(ClusterFaults, OneClientOnFourThreadsKeepsEveryReplyWithItsCaller) {
+  RedisCluster cluster(3, 0);
+  asio::thread_pool pool(4);
+  Client client(pool.get_executor(), cluster.url());
+  std::atomic<long long> wrong{0}, ok{0}, timeouts{0}, other{0};
+  std::atomic<int> running{32};
+  std::promise<void> connected, workers_done, disconnected;
+  asio::co_spawn(
+      pool, [&]() -> asio::awaitable<void> { co_await client.connect(); },
+      [&](std::exception_ptr) { connected.set_value(); });
+  ASSERT_EQ(connected.get_future().wait_for(30s), std::future_status::ready);
+  for (int w = 0; w < 32; ++w) {
+    asio::co_spawn(
+        pool,
+        [&, w]() -> asio::awaitable<void> {
+          const auto keys = keys_in_slots("mt:" + std::to_string(w) + ":", 8);
+          for (int i = 0; i < 300; ++i) {
+            const std::string& k = keys[static_cast<std::size_t>(i) % keys.size()];
+            try {
+              (void)co_await client.set(k, value_of(k, i));
+              if ((co_await client.get(k)).value_or("") != value_of(k, i)) ++wrong;
+              // A multi-slot MGET, split per slot, checked value by value.
+              const auto values = co_await client.mget(Keys(keys.begin(), keys.end()));
+              for (std::size_t j = 0; j < values.size(); ++j)
+                if (values[j] && values[j]->rfind(keys[j] + "#", 0) != 0) ++wrong;
+              ++ok;
+              // Deadlines too short to be met now and then: cancellation on the way.
+              (void)co_await client.get(k, CallOptions{std::chrono::milliseconds(1 + i % 3)});
+            } catch (const TimeoutError&) {
+              ++timeouts;
+            } catch (const std::exception&) {
+              ++other;
+            }
+          }
+        },
+        [&](std::exception_ptr) {
+          if (--running == 0) workers_done.set_value();
+        });
+  }
+  ASSERT_EQ(workers_done.get_future().wait_for(120s), std::future_status::ready);
+  asio::co_spawn(
+      pool, [&]() -> asio::awaitable<void> { co_await client.disconnect(); },
+      [&](std::exception_ptr) { disconnected.set_value(); });
+  ASSERT_EQ(disconnected.get_future().wait_for(30s), std::future_status::ready);
+  pool.join();
+  std::printf("four threads: %lld ok, %lld timeouts, %lld other errors, %lld wrong\n", ok.load(),
+              timeouts.load(), other.load(), wrong.load());
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_GT(ok.load(), 1000);
 }
 
 TEST(ClusterSecurity, PasswordReachesEveryNodeAndNeverShows) {
@@ -416,6 +520,95 @@ TEST(ClusterSecurity, PasswordReachesEveryNodeAndNeverShows) {
       EXPECT_NE(what.find("WRONGPASS"), std::string::npos) << what;
     }
     co_await wrong.disconnect();
+    co_await client.disconnect();
+  });
+}
+
+TEST(ClusterSecurity, TlsReachesEveryNodeAndItsCertificateIsVerified) {
+  tempest::test::RedisServer scratch;
+  const auto certs = tempest::test::make_certs(scratch.dir());
+  RedisCluster cluster(3, 0, 1000ms, "", &certs);
+  asio::io_context io;
+  Client client(io.get_executor(), cluster.url());
+  std::string wrong_url = cluster.url("connect_timeout=500ms");
+  wrong_url.replace(wrong_url.find(certs.ca), certs.ca.size(), certs.other_ca);
+  Client wrong_ca(io.get_executor(), wrong_url);
+  const auto keys = keys_in_slots("tls:", 60);
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    EXPECT_EQ(client.masters().size(), 3u);
+    for (const auto& k : keys)
+      (void)co_await client.set(k, k);
+    for (const auto& k : keys)
+      EXPECT_EQ((co_await client.get(k)).value_or(""), k);
+    // Every master was reached, over TLS (the nodes serve nothing else).
+    for (const auto& n : client.node_stats())
+      EXPECT_TRUE(n.connected) << n.address;
+    EXPECT_EQ(client.node_stats().size(), 3u);
+    try {
+      co_await wrong_ca.connect();
+      ADD_FAILURE() << "connected with the wrong CA";
+    } catch (const ConnectionError& e) {
+      EXPECT_NE(std::string(e.what()).find("certificate verify failed"), std::string::npos)
+          << e.what();
+    }
+    co_await wrong_ca.disconnect();
+    co_await client.disconnect();
+  });
+}
+
+// Reads from replicas: when a replica cannot be reached, its reads go to the master (at once,
+// not when the cluster has noticed and a new map says so).
+TEST(ClusterFaults, ReadsOfALostReplicaGoToItsMaster) {
+  RedisCluster cluster(3, 1, 15000ms);  // the cluster itself takes 15 s to notice a dead node
+  asio::io_context io;
+  Client writer(io.get_executor(), cluster.url());
+  Client client(io.get_executor(), cluster.url("read_from_replicas=true"));
+  const auto keys = keys_in_slots("replica:", 60);
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await writer.connect();
+    for (const auto& k : keys)
+      (void)co_await writer.set(k, k);
+    co_await writer.disconnect();
+  });
+  // CLUSTER SLOTS lists a replica once it reported a replication offset (after the writes).
+  for (int i = 0;; ++i) {
+    std::istringstream slots(cluster.node(cluster.masters().front()).cli("CLUSTER SLOTS"));
+    std::string line;
+    int ports = 0;
+    while (std::getline(slots, line))
+      if (line.find("127.0.0.1") != std::string::npos) ++ports;
+    if (ports == 6) break;
+    ASSERT_LT(i, 300) << "CLUSTER SLOTS never listed the replicas";
+    std::this_thread::sleep_for(50ms);
+  }
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    // Commands completed by the masters and by the replicas so far.
+    const auto by_role = [&] {
+      std::pair<std::uint64_t, std::uint64_t> n{0, 0};
+      for (const auto& s : client.node_stats())
+        (s.master ? n.first : n.second) += s.stats.commands;
+      return n;
+    };
+    const auto before = by_role();
+    int seen = 0;
+    for (const auto& k : keys)
+      if ((co_await client.get(k)).value_or("") == k) ++seen;
+    EXPECT_EQ(seen, 60);
+    const auto read = by_role();
+    EXPECT_EQ(read.second - before.second, 60u) << "the reads went to the replicas";
+    EXPECT_EQ(read.first, before.first);
+    for (std::size_t m : cluster.masters())
+      cluster.node(cluster.replica_of(m)).kill();
+    co_await sleep_for(100ms);
+    const auto t = Clock::now();
+    int after = 0;
+    for (const auto& k : keys)
+      if ((co_await client.get(k, CallOptions{1s})).value_or("") == k) ++after;
+    std::printf("60 reads with every replica gone: %d answered in %.0f ms\n", after, ms_since(t));
+    EXPECT_EQ(after, 60);
+    EXPECT_GE(by_role().first - read.first, 60u) << "the masters answered them";
     co_await client.disconnect();
   });
 }

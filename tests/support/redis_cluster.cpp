@@ -10,9 +10,13 @@
 namespace tempest::test {
 
 RedisCluster::RedisCluster(int masters, int replicas, std::chrono::milliseconds node_timeout,
-                           std::string password) {
+                           std::string password, const Certs* tls) {
   const int n = masters * (1 + replicas);
   if (!password.empty()) auth_ = "-a " + password + " --no-auth-warning ";
+  if (tls != nullptr) {
+    auth_ += "--tls --cacert " + tls->ca + " ";
+    tls_ca_ = tls->ca;
+  }
   std::string create = auth_ + "--cluster create";
   for (int i = 0; i < n; ++i) {
     std::vector<std::string> args = {
@@ -22,7 +26,11 @@ RedisCluster::RedisCluster(int masters, int replicas, std::chrono::milliseconds 
         "--cluster-port", std::to_string(free_port())};
     if (!password.empty())
       args.insert(args.end(), {"--requirepass", password, "--masterauth", password});
-    nodes_.push_back(std::make_unique<RedisServer>(std::move(args)));
+    if (tls != nullptr)
+      args.insert(args.end(), {"--tls-cert-file", tls->cert, "--tls-key-file", tls->key,
+                               "--tls-ca-cert-file", tls->ca, "--tls-auth-clients", "no",
+                               "--tls-cluster", "yes", "--tls-replication", "yes"});
+    nodes_.push_back(std::make_unique<RedisServer>(std::move(args), 0, tls != nullptr));
     create += " 127.0.0.1:" + std::to_string(nodes_.back()->port());
   }
   create += " --cluster-replicas " + std::to_string(replicas) + " --cluster-yes";
@@ -30,6 +38,28 @@ RedisCluster::RedisCluster(int masters, int replicas, std::chrono::milliseconds 
   if (out.find("[OK] All 16384 slots covered") == std::string::npos)
     throw std::runtime_error("redis-cli --cluster create failed:\n" + out);
   wait_ok();
+  // Every node also knows every replica as one (a new replica shows as a master without slots
+  // for a moment, and CLUSTER SLOTS lists it only after).
+  const auto expected = static_cast<std::size_t>(masters * replicas);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    bool all = true;
+    for (const auto& node : nodes_) {
+      const std::string nodes = node->cli(auth_ + "CLUSTER NODES");
+      std::size_t n = 0;
+      for (std::size_t at = nodes.find(" slave "); at != std::string::npos;
+           at = nodes.find(" slave ", at + 1))
+        ++n;
+      for (std::size_t at = nodes.find(",slave "); at != std::string::npos;
+           at = nodes.find(",slave ", at + 1))
+        ++n;
+      if (n != expected) all = false;
+    }
+    if (all) break;
+    if (std::chrono::steady_clock::now() > until)
+      throw std::runtime_error("the cluster's replicas were not known to every node in 30 s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 std::string RedisCluster::redis_cli(const std::string& args) {
@@ -44,8 +74,9 @@ std::string RedisCluster::redis_cli(const std::string& args) {
 }
 
 std::string RedisCluster::url(const std::string& query) const {
-  return "redis://127.0.0.1:" + std::to_string(nodes_.front()->port()) + "?cluster=true" +
-         (query.empty() ? "" : "&" + query);
+  return std::string(tls_ca_.empty() ? "redis" : "rediss") +
+         "://127.0.0.1:" + std::to_string(nodes_.front()->port()) + "?cluster=true" +
+         (tls_ca_.empty() ? "" : "&tls_ca=" + tls_ca_) + (query.empty() ? "" : "&" + query);
 }
 
 std::size_t RedisCluster::index_of(std::uint16_t port) const {
@@ -94,9 +125,11 @@ std::vector<std::size_t> RedisCluster::masters() {
   while (std::getline(lines, line)) {
     // <id> <ip:port@cport> <flags> ...
     std::istringstream f(line);
-    std::string id, addr, flags;
-    f >> id >> addr >> flags;
-    if (flags.find("master") == std::string::npos || flags.find("fail") != std::string::npos)
+    std::string id, addr, flags, master, ping, pong, epoch, link, slots;
+    f >> id >> addr >> flags >> master >> ping >> pong >> epoch >> link >> slots;
+    // A master serving slots (a new replica shows as a master without any for a moment).
+    if (flags.find("master") == std::string::npos || flags.find("fail") != std::string::npos ||
+        slots.empty())
       continue;
     const auto colon = addr.rfind(':');
     const auto at = addr.find('@');

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "support/redis_server.hpp"
+#include "support/tls_certs.hpp"
 
 namespace tempest::test {
 
@@ -18,11 +19,11 @@ class RedisCluster {
   // happen within a test's time.
   explicit RedisCluster(int masters = 3, int replicas = 1,
                         std::chrono::milliseconds node_timeout = std::chrono::milliseconds(1000),
-                        std::string password = "");
+                        std::string password = "", const Certs* tls = nullptr);
   RedisCluster(const RedisCluster&) = delete;
   RedisCluster& operator=(const RedisCluster&) = delete;
 
-  // redis://127.0.0.1:<first node>?cluster=true&<query>
+  // redis://127.0.0.1:<first node>?cluster=true&<query> (rediss://...&tls_ca=... with TLS)
   std::string url(const std::string& query = "") const;
   std::size_t size() const { return nodes_.size(); }
   RedisServer& node(std::size_t i) { return *nodes_[i]; }
@@ -31,7 +32,7 @@ class RedisCluster {
 
   // Waits until every running node reports cluster_state:ok and they agree on the slot map.
   void wait_ok(std::chrono::seconds limit = std::chrono::seconds(60));
-  // Indices of the nodes that are masters now (asked of a running node).
+  // Indices of the nodes that are masters serving slots now (asked of a running node).
   std::vector<std::size_t> masters();
   // The index of the master serving `slot` now.
   std::size_t master_of(std::uint16_t slot);
@@ -44,7 +45,8 @@ class RedisCluster {
 
  private:
   std::size_t any_running() const;
-  std::string auth_;  // redis-cli arguments for the password, if any
+  std::string auth_;  // redis-cli arguments for the password and TLS, if any
+  std::string tls_ca_;
   std::vector<std::unique_ptr<RedisServer>> nodes_;
 };
 

@@ -253,4 +253,5 @@ INSTANTIATE_TEST_SUITE_P(
         BadUrl{"redis://h?cluster=true&seed=a:0", "bad port '0'"},
         BadUrl{"redis://h?cluster=true&seed=", "missing host"},
         BadUrl{"redis://h?cluster=true&max_redirects=0", "parameter 'max_redirects'"},
+        BadUrl{"redis://h?cluster=true&max_redirects=256", "at most 255"},
         BadUrl{"redis://h?cluster=maybe", "parameter 'cluster'"}));

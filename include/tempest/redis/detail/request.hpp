@@ -69,10 +69,11 @@ enum class RouteMode : std::uint8_t {
 struct Route {
   std::shared_ptr<Backend> router;  // the cluster, kept alive while the request is routed
   Lock lock;
-  Backend* link = nullptr;     // the node connection the request is on now
-  std::weak_ptr<void> fanout;  // the parts a request was split into, when it was
-  const void* node = nullptr;  // RouteMode::node: the node
-  std::uint32_t slot = 0;      // the slot of its keys (kNoSlot: none)
+  Backend* link = nullptr;       // the node connection the request is on now
+  std::weak_ptr<void> fanout;    // the parts a request was split into, when it was
+  std::shared_ptr<void> parked;  // the timer of a request waiting to be sent again (under lock)
+  const void* node = nullptr;    // RouteMode::node: the node
+  std::uint32_t slot = 0;        // the slot of its keys (kNoSlot: none)
   RouteMode mode = RouteMode::keys;
   std::uint8_t redirects = 0;  // redirects and retries so far
   bool asking = false;         // sent with ASKING in front (the reply of ASKING is dropped)
