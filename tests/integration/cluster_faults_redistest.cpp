@@ -5,6 +5,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -611,4 +612,31 @@ TEST(ClusterFaults, ReadsOfALostReplicaGoToItsMaster) {
     EXPECT_GE(by_role().first - read.first, 60u) << "the masters answered them";
     co_await client.disconnect();
   });
+}
+
+// connect() on a cluster whose seed never answers (a frozen server) can be cancelled: it
+// returns at once, and nothing of it keeps the I/O context busy afterwards.
+TEST(ClusterFaults, CancelledConnectLeavesNothingBehind) {
+  tempest::test::RedisServer frozen;
+  frozen.pause();
+  asio::io_context io;
+  Client client(io.get_executor(), "redis://127.0.0.1:" + std::to_string(frozen.port()) +
+                                       "?cluster=true&connect_timeout=5s");
+  double waited = 0;
+  run(io, [&]() -> asio::awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    const auto t = Clock::now();
+    asio::steady_timer give_up(io, 100ms);
+    const auto first =
+        co_await (client.connect(asio::use_awaitable) || give_up.async_wait(asio::use_awaitable));
+    waited = ms_since(t);
+    EXPECT_EQ(first.index(), 1u);
+    client.close();
+  });
+  EXPECT_LT(waited, 1000.0);
+  const auto t = Clock::now();
+  io.restart();
+  io.run();  // what is left: nothing that waits for the 5 s connect timeout
+  EXPECT_LT(ms_since(t), 2000.0);
+  frozen.resume();
 }
