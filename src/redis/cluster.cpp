@@ -58,16 +58,6 @@ bool is_timeout(const std::exception_ptr& e) {
   }
 }
 
-bool upper_equals(std::string_view a, std::string_view upper) {
-  if (a.size() != upper.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char c = a[i];
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-    if (c != upper[i]) return false;
-  }
-  return true;
-}
-
 std::string crossslot_message(std::string_view first, std::string_view second) {
   std::string m = "CROSSSLOT Keys in request don't hash to the same slot: '";
   m += first;
@@ -539,7 +529,7 @@ void Cluster::route(RequestRef& ref) {
       const SlotOf s = command_slot(args);
       if (s.slot == kCrossSlot) {
         for (std::string_view name : {"MGET", "DEL", "UNLINK", "EXISTS", "TOUCH", "MSET"})
-          if (upper_equals(args[0], name)) return split_keys(std::move(ref), args);
+          if (equals_upper(args[0], name)) return split_keys(std::move(ref), args);
         return fail(std::move(ref),
                     std::make_exception_ptr(ServerError(crossslot_message(s.first, s.second))),
                     false);
@@ -897,8 +887,8 @@ void Cluster::split_pipeline(RequestRef user) {
 void Cluster::split_keys(RequestRef user, Args args) {
   auto f = std::make_shared<Fanout>();
   f->cluster = shared_from_this();
-  const bool mset = upper_equals(args[0], "MSET");
-  const bool mget = upper_equals(args[0], "MGET");
+  const bool mset = equals_upper(args[0], "MSET");
+  const bool mget = equals_upper(args[0], "MGET");
   f->how = mset ? Fanout::Combine::all_ok
                 : (mget ? Fanout::Combine::values_in_order : Fanout::Combine::sum);
   const std::size_t step = mset ? 2 : 1;

@@ -1,4 +1,5 @@
 #include "tempest/redis/detail/cluster_keys.hpp"
+#include "tempest/redis/detail/commands.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -203,13 +204,6 @@ constexpr KeyRange kRanges[] = {
     {"ZSCORE", 1, 1, 1, true},
 };
 
-constexpr bool sorted_by_name() {
-  for (std::size_t i = 1; i < std::size(kRanges); ++i)
-    if (!(kRanges[i - 1].name < kRanges[i].name)) return false;
-  return true;
-}
-static_assert(sorted_by_name(), "kRanges must be sorted by name for the binary search");
-
 // The commands whose keys depend on their arguments.
 enum class Movable : std::uint8_t {
   numkeys_at_2,        // EVAL script numkeys key... (also BLMPOP timeout numkeys key...)
@@ -258,23 +252,6 @@ constexpr MovableEntry kMovable[] = {
     {"ZUNION", Movable::numkeys_at_1, true},
     {"ZUNIONSTORE", Movable::store_numkeys_at_2, false},
 };
-
-constexpr bool movable_sorted() {
-  for (std::size_t i = 1; i < std::size(kMovable); ++i)
-    if (!(kMovable[i - 1].name < kMovable[i].name)) return false;
-  return true;
-}
-static_assert(movable_sorted(), "kMovable must be sorted by name for the binary search");
-
-bool equals_ci(std::string_view a, std::string_view upper) noexcept {
-  if (a.size() != upper.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char c = a[i];
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-    if (c != upper[i]) return false;
-  }
-  return true;
-}
 
 // Both tables by name in one open-addressing hash table (built once): a command's entry is
 // found with one hash of its upper-cased name and, nearly always, one comparison.
@@ -361,7 +338,7 @@ void movable_keys(Args args, Movable how, CommandKeys& out) {
       return;
     case Movable::streams:
       for (std::size_t i = 1; i < argc; ++i)
-        if (equals_ci(args[i], "STREAMS")) {
+        if (equals_upper(args[i], "STREAMS")) {
           add_range(i + 1, (argc - i - 1) / 2, argc, out);
           return;
         }
@@ -369,7 +346,7 @@ void movable_keys(Args args, Movable how, CommandKeys& out) {
     case Movable::store_option:
       if (argc > 1) out.keys.push_back(1);
       for (std::size_t i = 2; i + 1 < argc; ++i)
-        if (equals_ci(args[i], "STORE") || equals_ci(args[i], "STOREDIST")) {
+        if (equals_upper(args[i], "STORE") || equals_upper(args[i], "STOREDIST")) {
           out.keys.push_back(static_cast<std::uint32_t>(i + 1));
           out.readonly = false;
           ++i;
@@ -381,15 +358,15 @@ void movable_keys(Args args, Movable how, CommandKeys& out) {
         return;
       }
       for (std::size_t i = 6; i < argc; ++i)
-        if (equals_ci(args[i], "KEYS")) {
+        if (equals_upper(args[i], "KEYS")) {
           add_range(i + 1, argc - i - 1, argc, out);
           return;
         }
       return;
     case Movable::subcommand_key:
       // OBJECT HELP, MEMORY STATS, XINFO HELP...: no key; the others name it right after.
-      if (argc > 2 && !equals_ci(args[1], "HELP") &&
-          (!equals_ci(args[0], "MEMORY") || equals_ci(args[1], "USAGE")))
+      if (argc > 2 && !equals_upper(args[1], "HELP") &&
+          (!equals_upper(args[0], "MEMORY") || equals_upper(args[1], "USAGE")))
         out.keys.push_back(2);
       return;
   }

@@ -6,6 +6,17 @@
 #include <vector>
 
 namespace tempest::redis::detail {
+
+bool equals_upper(std::string_view s, std::string_view upper) noexcept {
+  if (s.size() != upper.size()) return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+    if (c != upper[i]) return false;
+  }
+  return true;
+}
+
 namespace {
 
 struct Entry {
@@ -78,16 +89,6 @@ constexpr Entry kAsking{"ASKING", CommandUse::setting, CommandReplies::one,
 constexpr Entry kClientTracking{"CLIENT TRACKING", CommandUse::connection, CommandReplies::one,
                                 "client-side caching is managed by the library"};
 constexpr Entry kBlockingRead{"", CommandUse::blocking, CommandReplies::one, kDedicated};
-
-bool equals_upper(std::string_view s, std::string_view upper) noexcept {
-  if (s.size() != upper.size()) return false;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-    if (c != upper[i]) return false;
-  }
-  return true;
-}
 
 // The entry for a command given by its argument count and an accessor of argument i; nullptr
 // for an ordinary command.

@@ -27,6 +27,7 @@ using tempest::test::LogCapture;
 using tempest::test::ms_since;
 using tempest::test::RedisServer;
 using tempest::test::run;
+using tempest::test::shell;
 using tempest::test::sleep_for;
 
 struct UserProfile {
@@ -42,17 +43,6 @@ struct Order {
 BOOST_DESCRIBE_STRUCT(Order, (), (id, total))
 
 namespace {
-
-std::string shell(const std::string& command) {
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
-  std::string out;
-  char buf[4096];
-  while (auto n = std::fread(buf, 1, sizeof buf, pipe.get()))
-    out.append(buf, n);
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r'))
-    out.pop_back();
-  return out;
-}
 
 class CacheTest : public ::testing::Test {
  protected:

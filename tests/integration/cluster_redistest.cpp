@@ -34,10 +34,12 @@ namespace tc = tempest::cache;
 using namespace tempest::redis;
 using namespace std::chrono_literals;
 using tempest::test::Clock;
+using tempest::test::keys_in_slots;
 using tempest::test::ms_since;
 using tempest::test::RedisCluster;
 using tempest::test::run;
 using tempest::test::shared_cluster_url;
+using tempest::test::shell;
 using tempest::test::sleep_for;
 
 struct Profile {
@@ -47,17 +49,6 @@ struct Profile {
 BOOST_DESCRIBE_STRUCT(Profile, (), (id, name))
 
 namespace {
-
-std::string shell(const std::string& command) {
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
-  std::string out;
-  char buf[4096];
-  while (auto n = std::fread(buf, 1, sizeof buf, pipe.get()))
-    out.append(buf, n);
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r'))
-    out.pop_back();
-  return out;
-}
 
 // A unique key prefix per test so tests never see each other's keys.
 std::string prefix() {
@@ -85,19 +76,6 @@ asio::awaitable<long long> all_workers(int n, Worker worker) {
   boost::system::error_code ec;
   co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   co_return failed;
-}
-
-// Keys whose slots the test knows: "<base>{<n>}" for n = 0, 1, ... until `count` keys fall in
-// [lo, hi].
-std::vector<std::string> keys_in_slots(const std::string& base, std::size_t count,
-                                       std::uint16_t lo = 0, std::uint16_t hi = 16383) {
-  std::vector<std::string> out;
-  for (std::size_t n = 0; out.size() < count; ++n) {
-    std::string k = base + "{" + std::to_string(n) + "}";
-    const auto slot = detail::key_slot(k);
-    if (slot >= lo && slot <= hi) out.push_back(std::move(k));
-  }
-  return out;
 }
 
 class ClusterTest : public ::testing::Test {
@@ -476,6 +454,23 @@ TEST_F(ClusterTest, ReadsFromReplicasGoToReplicasAndWritesToMasters) {
     co_return total;
   };
   run(io, [&]() -> asio::awaitable<void> {
+    // CLUSTER SLOTS lists a replica only once the node asked has heard (by gossip) of its
+    // replication offset: after a write, on a new cluster. The reader reads its map when it
+    // connects, so it waits until every master lists both nodes of every range.
+    co_await client.connect();
+    (void)co_await client.set(p + "warm", "1");
+    for (int attempt = 0;; ++attempt) {
+      bool all = true;
+      for (const auto& view : co_await client.for_each_master(cmd("CLUSTER", "SLOTS"))) {
+        std::size_t endpoints = 0;
+        for (const auto& range : view.elements())
+          endpoints += range.elements().size() - 2;
+        all = all && endpoints == 6;
+      }
+      if (all) break;
+      CO_ASSERT_TRUE(attempt < 1200);  // 60 s
+      co_await sleep_for(50ms);
+    }
     co_await reader.connect();
     std::vector<std::string> replicas;
     const std::string nodes = (co_await reader.command(cmd("CLUSTER", "NODES"))).str();

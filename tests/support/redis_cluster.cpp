@@ -1,5 +1,7 @@
 #include "support/redis_cluster.hpp"
 
+#include "tempest/redis/detail/cluster_keys.hpp"
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -190,6 +192,17 @@ std::size_t RedisCluster::replica_of(std::size_t master) {
     }
   }
   throw std::runtime_error("the master at index " + std::to_string(master) + " has no replica");
+}
+
+std::vector<std::string> keys_in_slots(const std::string& base, std::size_t count, std::uint16_t lo,
+                                       std::uint16_t hi) {
+  std::vector<std::string> out;
+  for (std::size_t n = 0; out.size() < count; ++n) {
+    std::string k = base + "{" + std::to_string(n) + "}";
+    const auto slot = redis::detail::key_slot(k);
+    if (slot >= lo && slot <= hi) out.push_back(std::move(k));
+  }
+  return out;
 }
 
 const std::string& shared_cluster_url() {

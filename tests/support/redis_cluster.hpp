@@ -50,6 +50,10 @@ class RedisCluster {
   std::vector<std::unique_ptr<RedisServer>> nodes_;
 };
 
+// Keys "<base>{<n>}" (n = 0, 1, ...) whose slots fall in [lo, hi], `count` of them.
+std::vector<std::string> keys_in_slots(const std::string& base, std::size_t count,
+                                       std::uint16_t lo = 0, std::uint16_t hi = 16383);
+
 // The cluster started by `make test` (TEMPEST_CLUSTER_URL) when set, otherwise one started here.
 const std::string& shared_cluster_url();
 

@@ -4,6 +4,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cstdio>
+#include <memory>
 #include <stdexcept>
 
 namespace tempest::test {
@@ -29,6 +31,18 @@ void run(asio::io_context& io, std::function<asio::awaitable<void>()> body,
   io.poll();
   if (!done) throw std::runtime_error("test coroutine did not finish in time");
   if (failure) std::rethrow_exception(failure);
+}
+
+std::string shell(const std::string& command) {
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
+  if (!pipe) throw std::runtime_error("popen failed: " + command);
+  std::string out;
+  char buf[4096];
+  while (auto n = std::fread(buf, 1, sizeof buf, pipe.get()))
+    out.append(buf, n);
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r'))
+    out.pop_back();
+  return out;
 }
 
 asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {

@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <functional>
+#include <string>
 
 // ASSERT_* returns, which a coroutine cannot: these record the failure and co_return.
 #define CO_ASSERT_TRUE(cond)                       \
@@ -24,6 +25,9 @@ namespace asio = boost::asio;
 // has not finished after `limit`.
 void run(asio::io_context& io, std::function<asio::awaitable<void>()> body,
          std::chrono::seconds limit = std::chrono::seconds(120));
+
+// Runs a shell command and returns its standard output without trailing line ends.
+std::string shell(const std::string& command);
 
 // Sleeps inside a coroutine.
 asio::awaitable<void> sleep_for(std::chrono::milliseconds d);

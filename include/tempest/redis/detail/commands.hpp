@@ -70,4 +70,7 @@ void check_command(const Command& c, Venue venue);
 // The same for each command of a pipeline's wire (after a cheap check of the mask).
 void check_pipeline(const Pipeline& p, Venue venue);
 
+// Whether `s` equals `upper` (upper case) ignoring the case of `s`'s ASCII letters.
+bool equals_upper(std::string_view s, std::string_view upper) noexcept;
+
 }  // namespace tempest::redis::detail
