@@ -328,13 +328,28 @@ void Link::make_tls_context() {
 template <class F>
 void Link::step(bool inline_ok, F&& f) {
   Request* done = nullptr;
+  std::vector<Session::Pushed> pushed;
   {
     std::lock_guard lock(mu_);
     const TimePoint now = Clock::now();
     if (!f(now)) return;
     done = carry_out(now);
+    if (session_.has_messages()) session_.take_messages(pushed);
   }
   deliver(done, inline_ok);
+  if (!pushed.empty() && sink_) sink_(std::move(pushed));
+}
+
+void Link::set_subscriber(MessageSink sink) {
+  std::lock_guard lock(mu_);
+  sink_ = std::move(sink);
+  session_.set_subscriber(true);
+}
+
+void Link::note_subscriptions(Session::Subscription kind, const std::vector<std::string>& names,
+                              bool on) {
+  std::lock_guard lock(mu_);
+  session_.subscribed(kind, names, on);
 }
 
 // ---- events -----------------------------------------------------------------------------------

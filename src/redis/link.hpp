@@ -12,6 +12,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -61,6 +62,13 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   void set_readonly();
   // Writes what is queued now (the end of another link's delivery that queued requests here).
   void flush_queued();
+  // A subscriber's link (before start()): messages go to `sink`, called after each step outside
+  // the lock, on the thread that read them.
+  using MessageSink = std::function<void(std::vector<Session::Pushed>&&)>;
+  void set_subscriber(MessageSink sink);
+  // Records a (P)(UN)SUBSCRIBE about to be submitted (see Session::subscribed).
+  void note_subscriptions(Session::Subscription kind, const std::vector<std::string>& names,
+                          bool on);
   std::vector<NodeStats> node_stats() const override;
   // This link is one node of a cluster: what the callers its delivery resumes send to it goes
   // out in one write at the end of the delivery (see deliver()). Before start().
@@ -120,6 +128,7 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   std::shared_ptr<Transport> transport_;  // the current attempt's (null when closed)
   asio::steady_timer timer_;
   std::size_t flush_every_ = kFlushEvery;
+  MessageSink sink_;             // set before start(), read after
   std::size_t write_parts_ = 8;  // a large delivery's requests go out in this many writes
   bool burst_ = false;           // a flush is posted for requests submitted from outside a delivery
   TimePoint armed_ = TimePoint::max();

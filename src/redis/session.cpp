@@ -265,9 +265,44 @@ void Session::on_open(TimePoint now) {
   if (!cfg_.client_name.empty())
     queue_internal(RequestKind::handshake, cmd("CLIENT", "SETNAME", cfg_.client_name));
   if (readonly_) queue_internal(RequestKind::handshake, Command("READONLY"));
-  // Always last and always answered: a peer that is not Redis (or accepts and closes) fails here.
+  // Always answered: a peer that is not Redis (or accepts and closes) fails here.
   queue_internal(RequestKind::handshake, Command("PING"));
+  // A subscriber's channels and patterns, one per command (one confirmation each).
+  if (subscriber_) {
+    for (const auto& c : channels_)
+      queue_internal(RequestKind::handshake, cmd("SUBSCRIBE", c));
+    for (const auto& p : patterns_)
+      queue_internal(RequestKind::handshake, cmd("PSUBSCRIBE", p));
+  }
 }
+
+void Session::subscribed(Subscription kind, const std::vector<std::string>& names, bool on) {
+  auto& set = kind == Subscription::channel ? channels_ : patterns_;
+  for (const auto& n : names) {
+    if (on) {
+      set.insert(n);
+    } else {
+      set.erase(n);
+    }
+  }
+}
+
+void Session::take_messages(std::vector<Pushed>& out) {
+  for (auto& p : pushed_)
+    out.push_back(std::move(p));
+  pushed_.clear();
+}
+
+namespace {
+// A published message on a subscriber's connection (RESP2 array or RESP3 push).
+bool is_message(const Reply& r) {
+  if (!r.is_array() || r.elements().size() < 3 || !r.elements().front().is_string()) return false;
+  const std::string& kind = r.elements().front().str();
+  return (kind == "message" && r.elements().size() == 3) ||
+         (kind == "pmessage" && r.elements().size() == 4) ||
+         (kind == "smessage" && r.elements().size() == 3);
+}
+}  // namespace
 
 void Session::on_open_failed(TimePoint now, std::string why) {
   if (phase_ != Phase::opening) return;
@@ -289,8 +324,9 @@ void Session::on_read(TimePoint now, std::size_t n) {
     ReplyParser::Event ev;
     // The reply to a plain user request is parsed straight into it.
     Request* head = in_flight_.front();
-    Reply* target = head != nullptr && head->kind() == RequestKind::user && !head->is_pipeline() &&
-                            !head->completed()
+    // Not for a subscriber: what comes may be a message rather than the head's reply.
+    Reply* target = !subscriber_ && head != nullptr && head->kind() == RequestKind::user &&
+                            !head->is_pipeline() && !head->completed()
                         ? &head->reply()
                         : nullptr;
     try {
@@ -302,6 +338,11 @@ void Session::on_read(TimePoint now, std::size_t n) {
     }
     in_begin_ += used;
     if (ev == ReplyParser::Event::need_more) break;
+    if (subscriber_ && !parser_.parsed_into_target() && is_message(parser_.reply())) {
+      last_read_ = now;
+      pushed_.push_back(Pushed{false, std::move(parser_.reply())});
+      continue;
+    }
     if (ev == ReplyParser::Event::push) {
       log_->debug("dropped a RESP3 push message from {}", cfg_.redacted());
       continue;
@@ -733,6 +774,8 @@ void Session::on_handshake_reply(const Request& r, const Reply& reply, bool reje
 
 void Session::become_ready(TimePoint now) {
   set_phase(Phase::ready);
+  if (subscriber_ && was_ready_) pushed_.push_back(Pushed{true, Reply{}});
+  was_ready_ = true;
   outage_ = false;
   ready_since_ = now;
   stable_ = false;

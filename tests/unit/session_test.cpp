@@ -657,3 +657,91 @@ TEST(DeadlineList, FrontIsAlwaysAnEarliestDeadline) {
   }
   EXPECT_TRUE(list.empty());
 }
+
+namespace {
+std::string resp_array(std::initializer_list<std::string_view> items) {
+  std::string out = "*" + std::to_string(items.size()) + "\r\n";
+  for (auto i : items)
+    out += "$" + std::to_string(i.size()) + "\r\n" + std::string(i) + "\r\n";
+  return out;
+}
+std::string confirmation(std::string_view kind, std::string_view name, int count) {
+  std::string out = "*3\r\n$" + std::to_string(kind.size()) + "\r\n" + std::string(kind) + "\r\n";
+  out += "$" + std::to_string(name.size()) + "\r\n" + std::string(name) + "\r\n";
+  return out + ":" + std::to_string(count) + "\r\n";
+}
+RequestRef subscribe_request(Harness& h, std::string_view verb, std::vector<std::string> names,
+                             Session::Subscription kind, bool on) {
+  Command c(verb);
+  for (const auto& n : names)
+    c.arg(n);
+  RequestRef r = RequestRef::make();
+  r->set_pipeline(c.wire(), names.size());  // one confirmation per name
+  h.session.subscribed(kind, names, on);
+  RequestRef mine = r;
+  h.session.submit(h.now, r.detach());
+  h.step();
+  return mine;
+}
+}  // namespace
+
+TEST(Session, SubscriberTellsMessagesFromConfirmations) {
+  Harness h(base_config(), false);
+  h.session.set_subscriber(true);
+  h.up();
+  auto sub = subscribe_request(h, "SUBSCRIBE", {"a", "b"}, Session::Subscription::channel, true);
+  EXPECT_EQ(h.written, cmd("SUBSCRIBE", "a", "b").wire());
+  // A message for `a` arrives between the two confirmations.
+  h.feed(confirmation("subscribe", "a", 1) + resp_array({"message", "a", "hi"}) +
+         confirmation("subscribe", "b", 2));
+  ASSERT_TRUE(sub->completed());
+  ASSERT_EQ(sub->reply().elements().size(), 2u);
+  EXPECT_EQ(sub->reply().elements()[1].elements()[1].str(), "b");
+  h.feed(resp_array({"pmessage", "n*", "news", "x"}) + resp_array({"message", "b", "there"}));
+  std::vector<Session::Pushed> got;
+  h.session.take_messages(got);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_FALSE(got[0].gap);
+  EXPECT_EQ(got[0].reply.elements()[2].str(), "hi");
+  EXPECT_EQ(got[1].reply.elements()[0].str(), "pmessage");
+  EXPECT_EQ(got[2].reply.elements()[2].str(), "there");
+  EXPECT_FALSE(h.session.has_messages());
+  // A PING in subscribed mode is answered ["pong", ""]: a reply like any other.
+  auto ping = h.submit(Command("PING"));
+  h.feed(resp_array({"pong", ""}));
+  ASSERT_TRUE(ping->completed());
+  EXPECT_EQ(ping->reply().elements()[0].str(), "pong");
+}
+
+TEST(Session, SubscriberSubscribesAgainOnANewLinkAndReportsTheGap) {
+  Harness h(base_config(), false);
+  h.session.set_subscriber(true);
+  h.up();
+  (void)subscribe_request(h, "SUBSCRIBE", {"a", "b"}, Session::Subscription::channel, true);
+  (void)subscribe_request(h, "PSUBSCRIBE", {"n*"}, Session::Subscription::pattern, true);
+  h.feed(confirmation("subscribe", "a", 1) + confirmation("subscribe", "b", 2) +
+         confirmation("psubscribe", "n*", 3));
+  (void)subscribe_request(h, "UNSUBSCRIBE", {"b"}, Session::Subscription::channel, false);
+  h.feed(confirmation("unsubscribe", "b", 2));
+  std::vector<Session::Pushed> got;
+  h.session.take_messages(got);
+  EXPECT_TRUE(got.empty());  // no gap on the first link
+  h.session.on_link_error(h.now, "the connection was reset");
+  h.step();
+  h.written.clear();
+  h.now = h.last.wake;
+  h.session.on_timer(h.now);
+  h.step();
+  h.session.on_open(h.now);
+  h.step();
+  EXPECT_EQ(h.written,
+            Command("PING").wire() + cmd("SUBSCRIBE", "a").wire() + cmd("PSUBSCRIBE", "n*").wire());
+  h.feed("+PONG\r\n" + confirmation("subscribe", "a", 1));
+  EXPECT_EQ(h.session.phase(), Session::Phase::handshaking);  // a pattern still to confirm
+  h.feed(confirmation("psubscribe", "n*", 2) + resp_array({"message", "a", "after"}));
+  EXPECT_EQ(h.session.phase(), Session::Phase::ready);
+  h.session.take_messages(got);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_TRUE(got[0].gap);
+  EXPECT_EQ(got[1].reply.elements()[2].str(), "after");
+}

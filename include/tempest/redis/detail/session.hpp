@@ -171,6 +171,25 @@ class Session {
   // READONLY after the handshake: reads may be served by this node when it is a replica.
   void set_readonly(bool on) noexcept { readonly_ = on; }
 
+  // ---- subscriber mode: pub/sub on a connection of its own
+  // --------------------------------------- Messages ("message" / "pmessage" arrays, and RESP3
+  // pushes) are not replies to requests: they are kept for take_messages(). The channels and
+  // patterns named by subscribed() are subscribed again on every new link, in its handshake, and a
+  // new link after the first one reports a gap (what was published meanwhile is lost). Requests are
+  // SUBSCRIBE and company built as pipelines of one reply per name (see subscribed()), and PING.
+  struct Pushed {
+    bool gap = false;  // not a message: the link was replaced, messages may have been missed
+    Reply reply;       // ["message", channel, payload] or ["pmessage", pattern, channel, payload]
+  };
+  enum class Subscription : std::uint8_t { channel, pattern };
+  void set_subscriber(bool on) noexcept { subscriber_ = on; }
+  bool subscriber() const noexcept { return subscriber_; }
+  // Records what a (P)(UN)SUBSCRIBE about to be submitted changes, so that a new link restores it.
+  void subscribed(Subscription kind, const std::vector<std::string>& names, bool on);
+  std::size_t subscriptions() const noexcept { return channels_.size() + patterns_.size(); }
+  void take_messages(std::vector<Pushed>& out);
+  bool has_messages() const noexcept { return !pushed_.empty(); }
+
   // What to do now. Call after every event (requests completed by the event are handed out
   // here, and the write buffer is filled when no write is in flight).
   Actions take_actions(TimePoint now);
@@ -237,6 +256,10 @@ class Session {
   std::shared_ptr<spdlog::logger> log_;
   std::minstd_rand rng_;
   Phase phase_ = Phase::idle;
+  bool subscriber_ = false;
+  bool was_ready_ = false;  // a link was ready before (a new one is a gap for a subscriber)
+  std::set<std::string> channels_, patterns_;
+  std::vector<Pushed> pushed_;
   std::atomic<std::uint8_t> state_;  // ConnectionState, for readers on other threads
   bool stopping_ = false;
   bool reconnect_ = true;
