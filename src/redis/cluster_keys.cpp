@@ -426,10 +426,6 @@ inline std::size_t read_number(const char* w, std::size_t size, std::size_t& i) 
 }
 }  // namespace
 
-std::size_t CommandReader::number() {
-  return read_number(wire_.data(), wire_.size(), pos_);
-}
-
 Args CommandReader::next() {
   begin_ = pos_;
   const char* w = wire_.data();

@@ -22,43 +22,18 @@
 namespace asio = boost::asio;
 using namespace tempest::redis;
 using namespace std::chrono_literals;
+using tempest::test::all_workers;
 using tempest::test::run;
 using tempest::test::shared_redis_url;
+using tempest::test::Worker;
 
 namespace {
-
-// A unique key prefix per test so tests never see each other's keys.
-std::string prefix() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  static const std::string run =
-      std::to_string(::getpid()) + "." +
-      std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
-  return "t:" + run + ":" + info->test_suite_name() + ":" + info->name() + ":";
-}
-
-// Runs worker(0) .. worker(n - 1) concurrently on `io` and waits for all of them; returns how
-// many ended with an exception.
-using Worker = std::function<asio::awaitable<void>(int)>;
-asio::awaitable<long long> all_workers(asio::io_context& io, int n, Worker worker) {
-  int running = n;
-  long long failed = 0;
-  asio::steady_timer all_done(io, std::chrono::steady_clock::time_point::max());
-  for (int w = 0; w < n; ++w) {
-    asio::co_spawn(io, worker(w), [&](std::exception_ptr e) {
-      if (e) ++failed;
-      if (--running == 0) all_done.cancel();
-    });
-  }
-  boost::system::error_code ec;
-  co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  co_return failed;
-}
 
 class ClientTest : public ::testing::Test {
  protected:
   asio::io_context io;
   Client client{io.get_executor(), shared_redis_url()};
-  std::string p = prefix();
+  std::string p = tempest::test::unique_prefix("t");
 };
 
 }  // namespace
@@ -86,7 +61,7 @@ TEST_F(ClientTest, SixtyFourCoroutinesTimesTenThousandKeepOrder) {
         ++checked;
       }
     };
-    wrong += co_await all_workers(io, kWorkers, worker);
+    wrong += co_await all_workers(kWorkers, worker);
     co_await client.disconnect();
   });
   EXPECT_EQ(checked, static_cast<long long>(kWorkers) * kPerWorker);
@@ -106,7 +81,7 @@ TEST_F(ClientTest, ConcurrentCallersShareWrites) {
       for (int i = 0; i < kPerWorker; ++i)
         if (co_await client.get(p + "k") != "v") ++wrong;
     };
-    wrong += co_await all_workers(io, kWorkers, worker);
+    wrong += co_await all_workers(kWorkers, worker);
     co_await client.disconnect();
   });
   EXPECT_EQ(wrong, 0);

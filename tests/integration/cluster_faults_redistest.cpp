@@ -124,15 +124,8 @@ struct Load {
 
   // Runs the callers until `stop`; returns when all have returned.
   asio::awaitable<void> run_callers() {
-    auto ex = co_await asio::this_coro::executor;
-    int running = static_cast<int>(keys.size());
-    asio::steady_timer done(ex, Clock::time_point::max());
-    for (int w = 0; w < static_cast<int>(keys.size()); ++w)
-      asio::co_spawn(ex, caller(w), [&](std::exception_ptr) {
-        if (--running == 0) done.cancel();
-      });
-    boost::system::error_code ec;
-    co_await done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    (void)co_await tempest::test::all_workers(static_cast<int>(keys.size()),
+                                              [this](int w) { return caller(w); });
   }
 
   // Every key's stored value is its last acknowledged version (or a later one whose
@@ -159,6 +152,14 @@ bool is_master(RedisCluster& cluster, std::size_t i) {
   while (std::getline(lines, line))
     if (line.find("myself") != std::string::npos) return line.find("master") != std::string::npos;
   return false;
+}
+
+// Writes each key (its own name as value) and reads it back.
+asio::awaitable<void> write_and_read_back(Client& client, const std::vector<std::string>& keys) {
+  for (const auto& k : keys)
+    (void)co_await client.set(k, k);
+  for (const auto& k : keys)
+    EXPECT_EQ((co_await client.get(k)).value_or(""), k);
 }
 
 }  // namespace
@@ -497,10 +498,7 @@ TEST(ClusterSecurity, PasswordReachesEveryNodeAndNeverShows) {
   run(io, [&]() -> asio::awaitable<void> {
     co_await client.connect();
     EXPECT_EQ(client.masters().size(), 3u);
-    for (const auto& k : keys)
-      (void)co_await client.set(k, k);
-    for (const auto& k : keys)
-      EXPECT_EQ((co_await client.get(k)).value_or(""), k);
+    co_await write_and_read_back(client, keys);
     try {
       co_await wrong.connect();
       ADD_FAILURE() << "connected with a wrong password";
@@ -527,10 +525,7 @@ TEST(ClusterSecurity, TlsReachesEveryNodeAndItsCertificateIsVerified) {
   run(io, [&]() -> asio::awaitable<void> {
     co_await client.connect();
     EXPECT_EQ(client.masters().size(), 3u);
-    for (const auto& k : keys)
-      (void)co_await client.set(k, k);
-    for (const auto& k : keys)
-      EXPECT_EQ((co_await client.get(k)).value_or(""), k);
+    co_await write_and_read_back(client, keys);
     // Every master was reached, over TLS (the nodes serve nothing else).
     for (const auto& n : client.node_stats())
       EXPECT_TRUE(n.connected) << n.address;

@@ -33,6 +33,7 @@ namespace asio = boost::asio;
 namespace tc = tempest::cache;
 using namespace tempest::redis;
 using namespace std::chrono_literals;
+using tempest::test::all_workers;
 using tempest::test::Clock;
 using tempest::test::keys_in_slots;
 using tempest::test::ms_since;
@@ -50,40 +51,12 @@ BOOST_DESCRIBE_STRUCT(Profile, (), (id, name))
 
 namespace {
 
-// A unique key prefix per test so tests never see each other's keys.
-std::string prefix() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  static const std::string run =
-      std::to_string(::getpid()) + "." +
-      std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
-  return "c:" + run + ":" + info->name() + ":";
-}
-
-// Runs worker(0) .. worker(n - 1) concurrently and waits for all of them; returns how many
-// ended with an exception.
-using Worker = std::function<asio::awaitable<void>(int)>;
-asio::awaitable<long long> all_workers(int n, Worker worker) {
-  auto ex = co_await asio::this_coro::executor;
-  int running = n;
-  long long failed = 0;
-  asio::steady_timer all_done(ex, std::chrono::steady_clock::time_point::max());
-  for (int w = 0; w < n; ++w) {
-    asio::co_spawn(ex, worker(w), [&](std::exception_ptr e) {
-      if (e) ++failed;
-      if (--running == 0) all_done.cancel();
-    });
-  }
-  boost::system::error_code ec;
-  co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  co_return failed;
-}
-
 class ClusterTest : public ::testing::Test {
  protected:
   asio::io_context io;
   std::string url = shared_cluster_url();
   Client client{io.get_executor(), url};
-  std::string p = prefix();
+  std::string p = tempest::test::unique_prefix("c");
 };
 
 }  // namespace

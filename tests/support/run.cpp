@@ -1,6 +1,10 @@
 #include "support/run.hpp"
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -31,6 +35,30 @@ void run(asio::io_context& io, std::function<asio::awaitable<void>()> body,
   io.poll();
   if (!done) throw std::runtime_error("test coroutine did not finish in time");
   if (failure) std::rethrow_exception(failure);
+}
+
+std::string unique_prefix(const std::string& tag) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  static const std::string run =
+      std::to_string(::getpid()) + "." +
+      std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  return tag + ":" + run + ":" + info->test_suite_name() + ":" + info->name() + ":";
+}
+
+asio::awaitable<long long> all_workers(int n, Worker worker) {
+  auto ex = co_await asio::this_coro::executor;
+  int running = n;
+  long long failed = 0;
+  asio::steady_timer all_done(ex, std::chrono::steady_clock::time_point::max());
+  for (int w = 0; w < n; ++w) {
+    asio::co_spawn(ex, worker(w), [&](std::exception_ptr e) {
+      if (e) ++failed;
+      if (--running == 0) all_done.cancel();
+    });
+  }
+  boost::system::error_code ec;
+  co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  co_return failed;
 }
 
 std::string shell(const std::string& command) {

@@ -26,6 +26,15 @@ namespace asio = boost::asio;
 void run(asio::io_context& io, std::function<asio::awaitable<void>()> body,
          std::chrono::seconds limit = std::chrono::seconds(120));
 
+// A key prefix unique to the running test (and to this process):
+// "<tag>:<pid.time>:<suite>:<test>:".
+std::string unique_prefix(const std::string& tag);
+
+// Runs worker(0) .. worker(n - 1) concurrently on the caller's executor and waits for all of them;
+// returns how many ended with an exception.
+using Worker = std::function<asio::awaitable<void>(int)>;
+asio::awaitable<long long> all_workers(int n, Worker worker);
+
 // Runs a shell command and returns its standard output without trailing line ends.
 std::string shell(const std::string& command);
 

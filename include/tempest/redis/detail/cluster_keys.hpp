@@ -46,7 +46,6 @@ class CommandReader {
   std::size_t end() const noexcept { return pos_; }
 
  private:
-  std::size_t number();
   std::string_view wire_;
   std::size_t pos_ = 0;
   std::size_t begin_ = 0;
