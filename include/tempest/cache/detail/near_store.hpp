@@ -1,0 +1,86 @@
+// The near cache's store (socket-free): decoded values in process memory, bounded by entries and
+// bytes with LRU eviction, each entry expiring no later than its Redis entry. Coherence comes from
+// outside (Redis invalidation messages call invalidate() / clear()); the store closes the race of
+// a read whose reply arrives after an invalidation of its key: begin_read() takes a ticket, and
+// put() stores only if no invalidation of that key (or clear()) came since.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace tempest::cache::detail {
+
+struct NearStats {
+  std::uint64_t hits = 0, misses = 0, invalidations = 0, evictions = 0, flushes = 0,
+                stale_drops = 0;  // replies not stored: their key was invalidated meanwhile
+  std::uint64_t entries = 0, bytes = 0;
+};
+
+class NearStore {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using Value = std::shared_ptr<const void>;  // a decoded value, type known to its caller
+
+  // At most `max_entries` entries and `max_bytes` bytes (the sizes callers declare plus the
+  // keys); the least recently used go first. Split in `shards` locks (a power of two).
+  NearStore(std::size_t max_entries, std::size_t max_bytes, std::size_t shards = 16);
+
+  // The value of `key` if present and not expired (it becomes the most recently used).
+  Value get(std::string_view key, Clock::time_point now);
+
+  // Before reading `key` from Redis: what put() needs to know no invalidation came meanwhile.
+  struct Ticket {
+    std::uint64_t epoch = 0;
+    std::uint64_t generation = 0;
+  };
+  Ticket begin_read(std::string_view key) const;
+  // Stores `value` (declared `bytes`) until `expires`, unless `key` was invalidated (or the store
+  // cleared) since `ticket` was taken; returns whether it was stored. A value larger than the
+  // whole byte bound is not stored.
+  bool put(std::string_view key, const Ticket& ticket, Value value, std::size_t bytes,
+           Clock::time_point expires);
+
+  // Redis said `key` changed: its entry goes, and reads of it under way store nothing.
+  void invalidate(std::string_view key);
+  // Everything goes (FLUSHALL, a lost invalidation connection, a reconnect).
+  void clear();
+
+  NearStats stats() const;
+
+ private:
+  struct Entry {
+    std::string key;
+    Value value;
+    std::size_t bytes = 0;
+    Clock::time_point expires;
+  };
+  struct Shard {
+    mutable std::mutex mu;
+    std::list<Entry> lru;  // front: most recently used
+    std::unordered_map<std::string_view, std::list<Entry>::iterator> index;
+    std::size_t bytes = 0;
+    std::uint64_t hits = 0, misses = 0, invalidations = 0, evictions = 0, stale_drops = 0;
+  };
+  static constexpr std::size_t kGenerations = 4096;  // invalidation counters by key hash
+
+  Shard& shard_of(std::size_t hash);
+  void erase_locked(Shard& s, std::list<Entry>::iterator it);
+  void evict_locked(Shard& s);
+
+  std::size_t max_entries_per_shard_;
+  std::size_t max_bytes_per_shard_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> generations_;
+  std::atomic<std::uint64_t> epoch_{0};
+  std::atomic<std::uint64_t> flushes_{0};
+};
+
+}  // namespace tempest::cache::detail
