@@ -130,6 +130,21 @@ CacheCore::CacheCore(RedisManager& manager, CachedOptions options)
     throw std::invalid_argument("cached(" + options_.name + "): ttl must be >= 0 (0 = no expiry)");
   if (options_.deadline.count() <= 0)
     throw std::invalid_argument("cached(" + options_.name + "): deadline must be positive");
+  const bool manager_has = manager.near_store() != nullptr;
+  switch (options_.near) {
+    case NearCache::on:
+      if (!manager_has)
+        throw std::invalid_argument("cached(" + options_.name +
+                                    "): near = NearCache::on needs a RedisManager whose "
+                                    "ManagerOptions::near.enabled is true");
+      near_ = manager.near_store();
+      break;
+    case NearCache::manager_default:
+      if (manager_has && manager.options().near.default_on) near_ = manager.near_store();
+      break;
+    case NearCache::off:
+      break;
+  }
   std::lock_guard lock(registry().mutex);
   registry().cores.insert(this);
 }
@@ -208,11 +223,11 @@ void CacheCore::unserializable(const std::string& key, const std::string& proble
 }
 
 CacheStats CacheCore::stats() const {
-  return CacheStats{hits_.load(),  misses_.load(),         errors_.load(),    corrupt_.load(),
-                    joins_.load(), unserializable_.load(), lock_waits_.load()};
+  return CacheStats{hits_.load(),  misses_.load(),         errors_.load(),     corrupt_.load(),
+                    joins_.load(), unserializable_.load(), lock_waits_.load(), near_hits_.load()};
 }
 
-asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
+asio::awaitable<Lookup> CacheCore::lookup(const std::string& key, bool with_ttl) {
   auto client = manager_->client_dependency();
   std::exception_ptr failure;
   std::string what;
@@ -225,8 +240,25 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
           "Redis " + (client ? what + " to " + manager_->config().redacted() : what)));
   } else {
     try {
-      auto value = co_await client->get(key, redis::CallOptions{options_.deadline});
-      co_return Lookup{std::move(value), true};
+      if (!with_ttl) {
+        auto value = co_await client->get(key, redis::CallOptions{options_.deadline});
+        co_return Lookup{std::move(value), true};
+      }
+      // The near cache keeps an entry no longer than Redis does: PTTL with the GET.
+      const auto sent = std::chrono::steady_clock::now();
+      redis::Pipeline p;
+      p.add("GET", key).add("PTTL", key);
+      auto r = co_await client->exec(p, redis::CallOptions{options_.deadline});
+      if (r[0].is_error()) throw redis::ServerError(r[0].str());
+      Lookup found{std::nullopt, true};
+      if (r[0].is_string()) found.value = std::move(r[0].str());
+      const long long pttl = r[1].is_integer() ? r[1].integer() : -2;
+      if (pttl >= 0) {
+        found.expires = sent + std::chrono::milliseconds(pttl);
+      } else if (pttl == -2) {
+        found.expires = sent;  // gone by the time PTTL ran: not for the near cache
+      }
+      co_return found;
     } catch (const redis::ServerError& e) {
       // The key holds something GET cannot read (another type): a corrupt entry to overwrite.
       corrupt_value(key, e.what());
@@ -348,6 +380,7 @@ std::vector<std::pair<std::string, CacheStats>> all_cache_stats() {
       t.joins += s.joins;
       t.unserializable += s.unserializable;
       t.lock_waits += s.lock_waits;
+      t.near_hits += s.near_hits;
     }
   }
   return {by_name.begin(), by_name.end()};

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "tempest/cache/detail/near_store.hpp"
 #include "tempest/log.hpp"
 
 namespace tempest::cache {
@@ -12,7 +13,20 @@ RedisManager::RedisManager(asio::any_io_executor executor, std::string_view url,
 
 RedisManager::RedisManager(asio::any_io_executor executor, redis::Config config,
                            ManagerOptions options)
-    : executor_(std::move(executor)), config_(std::move(config)), options_(std::move(options)) {}
+    : executor_(std::move(executor)), config_(std::move(config)), options_(std::move(options)) {
+  const auto& n = options_.near;
+  if (n.enabled) {
+    if (n.max_entries == 0 || n.max_bytes == 0)
+      throw std::invalid_argument(
+          "NearCacheOptions: max_entries and max_bytes must be positive (got " +
+          std::to_string(n.max_entries) + " and " + std::to_string(n.max_bytes) + ")");
+    near_ = std::make_shared<detail::NearStore>(n.max_entries, n.max_bytes);
+  }
+}
+
+NearCacheStats RedisManager::near_stats() const {
+  return near_ ? near_->stats() : NearCacheStats{};
+}
 
 RedisManager::~RedisManager() {
   std::lock_guard lock(mutex_);
@@ -23,7 +37,12 @@ asio::awaitable<void> RedisManager::connect() {
   std::optional<redis::Client> client;
   {
     std::lock_guard lock(mutex_);
-    if (!client_) client_.emplace(executor_, config_);
+    if (!client_) {
+      client_.emplace(executor_, config_);
+      // Reads are tracked from the first connection on; nothing is stored in the near cache
+      // until every connection tracks.
+      if (near_) client_->track(near_);
+    }
     client = client_;
   }
   client->start();

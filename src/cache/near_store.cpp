@@ -52,7 +52,8 @@ void NearStore::evict_locked(Shard& s) {
   }
 }
 
-NearStore::Value NearStore::get(std::string_view key, Clock::time_point now) {
+NearStore::Value NearStore::get(std::string_view key, Clock::time_point now,
+                                const std::type_info& type) {
   Shard& s = shard_of(hash_of(key));
   std::lock_guard lock(s.mu);
   const auto found = s.index.find(key);
@@ -66,6 +67,10 @@ NearStore::Value NearStore::get(std::string_view key, Clock::time_point now) {
     ++s.misses;
     return nullptr;
   }
+  if (*it->type != type) {  // two functions of one name and key, of different result types
+    ++s.misses;
+    return nullptr;
+  }
   s.lru.splice(s.lru.begin(), s.lru, it);
   ++s.hits;
   return it->value;
@@ -73,12 +78,16 @@ NearStore::Value NearStore::get(std::string_view key, Clock::time_point now) {
 
 NearStore::Ticket NearStore::begin_read(std::string_view key) const {
   const std::size_t g = generation_slot(hash_of(key), kGenerations);
+  // Tracked first: a reset() clears it before it moves the epoch, so a ticket that saw the old
+  // epoch saw tracked == false or fails the epoch check.
+  const bool tracked = tracked_.load(std::memory_order_acquire);
   return Ticket{epoch_.load(std::memory_order_acquire),
-                generations_[g].load(std::memory_order_acquire)};
+                generations_[g].load(std::memory_order_acquire), tracked};
 }
 
-bool NearStore::put(std::string_view key, const Ticket& ticket, Value value, std::size_t bytes,
-                    Clock::time_point expires) {
+bool NearStore::put(std::string_view key, const Ticket& ticket, Value value,
+                    const std::type_info& type, std::size_t bytes, Clock::time_point expires) {
+  if (!ticket.tracked) return false;  // read while Redis was not tracking: it may never report
   const std::size_t h = hash_of(key);
   const std::size_t cost = bytes + key.size() + kEntryOverhead;
   Shard& s = shard_of(h);
@@ -93,14 +102,14 @@ bool NearStore::put(std::string_view key, const Ticket& ticket, Value value, std
   }
   if (cost > max_bytes_per_shard_) return false;
   if (const auto found = s.index.find(key); found != s.index.end()) erase_locked(s, found->second);
-  s.lru.push_front(Entry{std::string(key), std::move(value), cost, expires});
+  s.lru.push_front(Entry{std::string(key), std::move(value), &type, cost, expires});
   s.index.emplace(std::string_view(s.lru.front().key), s.lru.begin());
   s.bytes += cost;
   evict_locked(s);
   return true;
 }
 
-void NearStore::invalidate(std::string_view key) {
+void NearStore::invalidate(std::string_view key) noexcept {
   const std::size_t h = hash_of(key);
   generations_[generation_slot(h, kGenerations)].fetch_add(1, std::memory_order_acq_rel);
   Shard& s = shard_of(h);
@@ -109,7 +118,13 @@ void NearStore::invalidate(std::string_view key) {
   if (const auto found = s.index.find(key); found != s.index.end()) erase_locked(s, found->second);
 }
 
-void NearStore::clear() {
+void NearStore::reset() noexcept {
+  tracked_.store(false, std::memory_order_release);
+  resets_.fetch_add(1, std::memory_order_relaxed);
+  clear();
+}
+
+void NearStore::clear() noexcept {
   epoch_.fetch_add(1, std::memory_order_acq_rel);
   flushes_.fetch_add(1, std::memory_order_relaxed);
   for (auto& s : shards_) {
@@ -120,9 +135,11 @@ void NearStore::clear() {
   }
 }
 
-NearStats NearStore::stats() const {
-  NearStats out;
+NearCacheStats NearStore::stats() const {
+  NearCacheStats out;
   out.flushes = flushes_.load(std::memory_order_relaxed);
+  out.resets = resets_.load(std::memory_order_relaxed);
+  out.tracked = tracked();
   for (const auto& s : shards_) {
     std::lock_guard lock(s->mu);
     out.hits += s->hits;

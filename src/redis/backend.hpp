@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "tempest/redis/connection.hpp"
 #include "tempest/redis/detail/commands.hpp"
 #include "tempest/redis/detail/request.hpp"
+#include "tempest/redis/tracking.hpp"
 
 namespace tempest::redis::detail {
 
@@ -43,6 +45,9 @@ class Backend {
   // Per server: one entry for a single connection, one per node (at most kNodeLabels, the rest
   // summed as "other") for a cluster.
   virtual std::vector<NodeStats> node_stats() const = 0;
+  // Client-side caching (before start()): keys read through this backend are tracked by Redis,
+  // and what changes them is reported to `sink` (see tempest/redis/tracking.hpp).
+  virtual void track(std::shared_ptr<InvalidationSink> sink) = 0;
   static constexpr std::size_t kNodeLabels = 32;
 
   // Whether requests go by the slot of their key (a cluster): a client that knows the key of a

@@ -190,6 +190,15 @@ void Client::start() {
   backend_->start();
 }
 
+void Client::track(std::shared_ptr<InvalidationSink> sink) {
+  if (!sink) throw std::invalid_argument("Client::track(): the sink is null");
+  if (state() != ConnectionState::idle)
+    throw std::logic_error("Client::track() must be called before connect() or start()");
+  if (is_dedicated())
+    throw std::invalid_argument("Client::track(): a dedicated connection is not tracked");
+  backend_->track(std::move(sink));
+}
+
 void Client::close() noexcept {
   backend_->close();
 }

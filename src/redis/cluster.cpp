@@ -1,4 +1,5 @@
 #include "cluster.hpp"
+#include "tracking.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -282,6 +283,7 @@ Cluster::~Cluster() {
     if (node->link) node->link->close();
   for (auto& link : retired_)
     link->close();
+  if (tracker_) tracker_->close();
 }
 
 Cluster::Node& Cluster::node_locked(const std::string& host, std::uint16_t port) {
@@ -296,6 +298,11 @@ Cluster::Node& Cluster::node_locked(const std::string& host, std::uint16_t port)
   return *slot;
 }
 
+void Cluster::track(std::shared_ptr<InvalidationSink> sink) {
+  std::lock_guard lock(mu_);
+  tracker_ = std::make_shared<Tracker>(executor_, node_cfg_, std::move(sink));
+}
+
 Link* Cluster::link_of(Node& n) {
   if (Link* l = n.live.load(std::memory_order_acquire)) return l;
   std::lock_guard lock(mu_);
@@ -308,6 +315,7 @@ Link* Cluster::link_of(Node& n) {
     link->enroll();
     link->set_cluster_node();
     if (cfg_.cluster.read_from_replicas) link->set_readonly();
+    if (tracker_) tracker_->attach(link);
     link->start();
     n.link = std::move(link);
     n.live.store(n.link.get(), std::memory_order_release);
@@ -343,6 +351,7 @@ void Cluster::close() noexcept {
   }
   for (auto& l : links)
     l->close();
+  if (tracker_) tracker_->close();
   for (auto& w : waiters)
     finish(std::move(w), Reply::error("the Redis cluster client was closed"));
   wake_loop();
@@ -1130,7 +1139,10 @@ bool Cluster::apply_slots(const Reply& reply, const std::string& asked_host) {
         slots_[s].store(map[s], std::memory_order_release);
         changed = true;
       }
-    if (changed) epoch_.fetch_add(1, std::memory_order_acq_rel);
+    if (changed) {
+      epoch_.fetch_add(1, std::memory_order_acq_rel);
+      if (tracker_) tracker_->topology_changed();
+    }
     masters_ = std::move(masters);
     // Nodes not in the map (they left it, or were only a seed under another name): their
     // links close (a request still on its way there fails without being written, and goes to
@@ -1138,6 +1150,7 @@ bool Cluster::apply_slots(const Reply& reply, const std::string& asked_host) {
     for (auto& [address, node] : nodes_) {
       const bool now_in = std::find(present.begin(), present.end(), node.get()) != present.end();
       if (!now_in && node->link) {
+        if (tracker_) tracker_->detach(*node->link);
         leaving.push_back(node->link);
         retired_.push_back(std::move(node->link));
         node->live.store(nullptr, std::memory_order_release);

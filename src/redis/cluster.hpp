@@ -28,6 +28,7 @@ namespace tempest::redis::detail {
 namespace asio = boost::asio;
 
 class Link;
+class Tracker;
 
 class Cluster final : public Backend, public std::enable_shared_from_this<Cluster> {
  public:
@@ -49,6 +50,7 @@ class Cluster final : public Backend, public std::enable_shared_from_this<Cluste
   ConnectionStats stats() const noexcept override;
   std::string last_error() const override;
   std::vector<NodeStats> node_stats() const override;
+  void track(std::shared_ptr<InvalidationSink> sink) override;
 
   // The masters' addresses ("host:port") in the slot map now, ordered.
   std::vector<std::string> masters() const;
@@ -121,6 +123,7 @@ class Cluster final : public Backend, public std::enable_shared_from_this<Cluste
   std::unordered_map<std::string, std::unique_ptr<Node>> nodes_;  // by address; kept to the end
   std::vector<std::unique_ptr<Shard>> shards_;                    // kept to the end
   std::vector<std::shared_ptr<Link>> retired_;  // links of nodes that left the map
+  std::shared_ptr<Tracker> tracker_;            // track(): set before start()
   std::vector<Node*> masters_;
   struct Waiter {
     RequestRef ref;

@@ -1,4 +1,5 @@
 #include "link.hpp"
+#include "tracking.hpp"
 
 #include <array>
 
@@ -335,6 +336,7 @@ void Link::step(bool inline_ok, F&& f) {
     if (!f(now)) return;
     done = carry_out(now);
     if (session_.has_messages()) session_.take_messages(pushed);
+    if (tracked_) done = track_events(now, done, pushed);
   }
   deliver(done, inline_ok);
   if (!pushed.empty() && sink_) sink_(std::move(pushed));
@@ -344,6 +346,53 @@ void Link::set_subscriber(MessageSink sink) {
   std::lock_guard lock(mu_);
   sink_ = std::move(sink);
   session_.set_subscriber(true);
+}
+
+// Under the lock: the step's tracking events (and an invalidation link's messages) go to the
+// hook; a redirect it asks for is written at once. Returns the list of completed requests.
+Request* Link::track_events(TimePoint now, Request* done, std::vector<Session::Pushed>& pushed) {
+  while (session_.has_tracking_events() || !pushed.empty()) {
+    std::vector<Session::TrackingEvent> events;
+    session_.take_tracking_events(events);
+    auto hook = tracking_.lock();
+    const long long id = hook ? hook->on_link_events(*this, events, pushed) : 0;
+    pushed.clear();
+    if (id == 0) break;
+    session_.redirect(now, id);
+    if (Request* more = carry_out(now)) {  // writes it (a failed write is a lost event)
+      Request* tail = more;
+      while (tail->done_next != nullptr)
+        tail = tail->done_next;
+      tail->done_next = done;
+      done = more;
+    }
+  }
+  return done;
+}
+
+void Link::set_tracking(std::weak_ptr<TrackingHook> hook, bool invalidation_link) {
+  std::lock_guard lock(mu_);
+  tracking_ = std::move(hook);
+  tracked_ = true;
+  if (invalidation_link) {
+    session_.set_subscriber(true);
+    session_.set_identify(true);
+    session_.subscribed(Session::Subscription::channel, {"__redis__:invalidate"}, true);
+  } else {
+    session_.set_tracking(true);
+  }
+}
+
+void Link::redirect(long long id) {
+  step(false, [&](TimePoint now) {
+    session_.redirect(now, id);
+    return true;
+  });
+}
+
+void Link::track(std::shared_ptr<InvalidationSink> sink) {
+  tracker_ = std::make_shared<Tracker>(executor_, config(), std::move(sink));
+  tracker_->attach(shared_from_this());
 }
 
 void Link::note_subscriptions(Session::Subscription kind, const std::vector<std::string>& names,
@@ -428,10 +477,15 @@ void Link::close() noexcept {
     session_.abort(now);
     return true;
   });
+  if (tracker_) tracker_->close();
 }
 
 void Link::begin_open() {
   const std::uint64_t gen = link_gen_;
+  if (tracked_) {
+    auto hook = tracking_.lock();
+    session_.set_redirect(hook ? hook->redirect_for(*this) : 0);
+  }
   transport_ = std::make_shared<Transport>(executor_);
   endpoints_.clear();
   const Config& c = session_.config();

@@ -33,6 +33,22 @@ struct DeliveryScope;
 class TlsFilter;
 class LinkRegistry;
 
+class Link;
+class Tracker;
+
+// What follows a link's client-side caching (CLIENT TRACKING): the Tracker. Called under the
+// link's lock, so it must be quick and never call into that link.
+class TrackingHook {
+ public:
+  virtual ~TrackingHook() = default;
+  // The link's tracking events, in order (on an invalidation link, with its messages). Returns
+  // the client id a data link must redirect to now (0: nothing to do).
+  virtual long long on_link_events(const Link& link, std::vector<Session::TrackingEvent>& events,
+                                   std::vector<Session::Pushed>& messages) = 0;
+  // Before each connect attempt of a data link: the client its reads are reported to (0: none).
+  virtual long long redirect_for(const Link& link) = 0;
+};
+
 class Link final : public Backend, public std::enable_shared_from_this<Link> {
  public:
   // Requests queued by callers resumed within one delivery that are written together before the
@@ -70,6 +86,14 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   void note_subscriptions(Session::Subscription kind, const std::vector<std::string>& names,
                           bool on);
   std::vector<NodeStats> node_stats() const override;
+  // Client-side caching. A data link (before start()): its handshakes turn tracking on,
+  // redirected where `hook` says. An invalidation link (before start()): subscriber mode,
+  // CLIENT ID in its handshake, subscribed to __redis__:invalidate; its messages go to `hook`.
+  void set_tracking(std::weak_ptr<TrackingHook> hook, bool invalidation_link);
+  // A data link: redirect its tracking to client `id` now (or at its next handshake).
+  void redirect(long long id);
+  // As a single-node Client's backend: its reads are tracked and reported to `sink`.
+  void track(std::shared_ptr<InvalidationSink> sink) override;
   // This link is one node of a cluster: what the callers its delivery resumes send to it goes
   // out in one write at the end of the delivery (see deliver()). Before start().
   void set_cluster_node();
@@ -95,6 +119,7 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   // Under the lock: feeds the session's actions to the transport and the timer; returns the
   // completed requests to deliver after the lock is released.
   Request* carry_out(TimePoint now);
+  Request* track_events(TimePoint now, Request* done, std::vector<Session::Pushed>& pushed);
   void begin_open();
   void connect_next(std::uint64_t gen, std::size_t index);
   void connected(std::uint64_t gen, boost::system::error_code ec, std::size_t index);
@@ -128,9 +153,12 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   std::shared_ptr<Transport> transport_;  // the current attempt's (null when closed)
   asio::steady_timer timer_;
   std::size_t flush_every_ = kFlushEvery;
-  MessageSink sink_;             // set before start(), read after
-  std::size_t write_parts_ = 8;  // a large delivery's requests go out in this many writes
-  bool burst_ = false;           // a flush is posted for requests submitted from outside a delivery
+  MessageSink sink_;                      // set before start(), read after
+  std::weak_ptr<TrackingHook> tracking_;  // set before start(), read after
+  bool tracked_ = false;                  // tracking_ was set
+  std::shared_ptr<Tracker> tracker_;      // track(): the Tracker of this single-node client
+  std::size_t write_parts_ = 8;           // a large delivery's requests go out in this many writes
+  bool burst_ = false;  // a flush is posted for requests submitted from outside a delivery
   TimePoint armed_ = TimePoint::max();
   std::uint64_t timer_gen_ = 0;
   std::uint64_t link_gen_ = 0;  // bumped when the transport closes: late completions are ignored

@@ -267,6 +267,10 @@ void Session::on_open(TimePoint now) {
   if (readonly_) queue_internal(RequestKind::handshake, Command("READONLY"));
   // Always answered: a peer that is not Redis (or accepts and closes) fails here.
   queue_internal(RequestKind::handshake, Command("PING"));
+  if (tracking_ && redirect_ != 0)
+    queue_internal(RequestKind::handshake, cmd("CLIENT", "TRACKING", "on", "REDIRECT", redirect_));
+  // Before SUBSCRIBE: a RESP2 subscriber can run nothing else.
+  if (identify_) queue_internal(RequestKind::handshake, cmd("CLIENT", "ID"));
   // A subscriber's channels and patterns, one per command (one confirmation each).
   if (subscriber_) {
     for (const auto& c : channels_)
@@ -285,6 +289,24 @@ void Session::subscribed(Subscription kind, const std::vector<std::string>& name
       set.erase(n);
     }
   }
+}
+
+void Session::redirect(TimePoint, long long id) {
+  redirect_ = id;
+  // No link yet: the next handshake redirects. A link (ready, or in its handshake, which may
+  // have redirected elsewhere or not at all): after what is queued, before what comes next.
+  if (!transport_open() || stopping_ || id == 0) return;
+  queue_internal(RequestKind::tracking, cmd("CLIENT", "TRACKING", "on", "REDIRECT", id));
+}
+
+void Session::tracking_event(TrackingEvent::Kind kind, long long id, std::string why) {
+  tracking_events_.push_back(TrackingEvent{kind, id, std::move(why)});
+}
+
+void Session::take_tracking_events(std::vector<TrackingEvent>& out) {
+  for (auto& e : tracking_events_)
+    out.push_back(std::move(e));
+  tracking_events_.clear();
 }
 
 void Session::take_messages(std::vector<Pushed>& out) {
@@ -480,6 +502,7 @@ void Session::submit_internal(Request* r) {
       break;
     case RequestKind::handshake:
     case RequestKind::health:
+    case RequestKind::tracking:
     case RequestKind::user:  // (submit() takes these)
       r->release();          // the library's own are never submitted from outside
       return;
@@ -490,7 +513,8 @@ void Session::submit_internal(Request* r) {
 }
 
 void Session::cancel(TimePoint now, Request* r, std::exception_ptr why) {
-  if (r->completed() || r->kind() == RequestKind::handshake || r->kind() == RequestKind::health)
+  if (r->completed() || r->kind() == RequestKind::handshake || r->kind() == RequestKind::health ||
+      r->kind() == RequestKind::tracking)
     return;
   if (r->where == Request::Where::none) return;  // not submitted here (or already delivered)
   complete(r, std::move(why), {}, now, Outcome::timeout);
@@ -700,9 +724,11 @@ void Session::on_reply(Reply&& reply, TimePoint now, bool rejected) {
   }
   if (rejected) bump(counters_.rejected);
   const bool last = r->replies_seen >= r->expected_replies();
-  if (r->kind() == RequestKind::handshake || r->kind() == RequestKind::health) {
+  if (r->kind() == RequestKind::handshake || r->kind() == RequestKind::health ||
+      r->kind() == RequestKind::tracking) {
     unlink_in_flight(r);
     if (r->kind() == RequestKind::handshake) on_handshake_reply(*r, reply, rejected, now);
+    if (r->kind() == RequestKind::tracking) on_tracking_reply(*r, reply, rejected);
     r->release();
     return;
   }
@@ -741,16 +767,32 @@ void Session::unlink_in_flight(Request* r) {
   r->where = Request::Where::none;
 }
 
+// CLIENT TRACKING's answer (in a handshake or after redirect()): an event, never a link failure.
+void Session::on_tracking_reply(const Request& r, const Reply& reply, bool rejected) {
+  const long long id = std::strtoll(std::string(r.command().argument(4)).c_str(), nullptr, 10);
+  if (!rejected && reply.is_status()) {
+    tracking_event(TrackingEvent::Kind::redirecting, id);
+  } else {
+    tracking_event(TrackingEvent::Kind::refused, id,
+                   rejected ? parser_.rejection() : scrub(reply.str(), cfg_.password));
+  }
+}
+
 void Session::on_handshake_reply(const Request& r, const Reply& reply, bool rejected,
                                  TimePoint now) {
   if (handshake_left_ > 0) --handshake_left_;
-  if (handshake_failure_.empty()) {
+  const bool client = r.command().name() == "CLIENT" && r.command().argc() >= 2;
+  if (client && r.command().argument(1) == "TRACKING") {
+    on_tracking_reply(r, reply, rejected);
+  } else if (client && r.command().argument(1) == "ID" && !rejected && reply.is_integer()) {
+    client_id_ = reply.integer();
+  } else if (handshake_failure_.empty()) {
     const std::string_view name = r.command().name();
     std::string step(name);
     if (name == "AUTH" && r.command().argc() == 3)
       step = "AUTH as user '" + std::string(r.command().argument(1)) + "'";
     if (name == "SELECT") step = "SELECT " + std::string(r.command().argument(1));
-    if (name == "CLIENT") step = "CLIENT SETNAME";
+    if (name == "CLIENT") step = "CLIENT " + std::string(r.command().argument(1));
     if (rejected) {
       handshake_failure_ = step + " failed: " + parser_.rejection();
     } else if (reply.is_error()) {
@@ -775,6 +817,7 @@ void Session::on_handshake_reply(const Request& r, const Reply& reply, bool reje
 void Session::become_ready(TimePoint now) {
   set_phase(Phase::ready);
   if (subscriber_ && was_ready_) pushed_.push_back(Pushed{true, Reply{}});
+  if (identify_) tracking_event(TrackingEvent::Kind::identified, client_id_);
   was_ready_ = true;
   outage_ = false;
   ready_since_ = now;
@@ -794,6 +837,7 @@ void Session::become_ready(TimePoint now) {
 
 void Session::link_down(TimePoint now, std::string why) {
   const bool was_ready = phase_ == Phase::ready;
+  if (tracking_ || identify_) tracking_event(TrackingEvent::Kind::lost, 0, why);
   want_close_ = true;
   want_open_ = false;
   set_last_error(std::move(why));
@@ -872,6 +916,7 @@ void Session::link_down(TimePoint now, std::string why) {
 
 void Session::finish_stop(TimePoint now) {
   if (phase_ == Phase::stopped) return;
+  if (tracking_ || identify_) tracking_event(TrackingEvent::Kind::lost, 0, closed_reason_);
   if (transport_open() || phase_ == Phase::opening) want_close_ = true;
   want_open_ = false;
   set_phase(Phase::stopped);

@@ -17,11 +17,13 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
 #include "tempest/cache/codec.hpp"
 #include "tempest/cache/detail/core.hpp"
+#include "tempest/cache/detail/near_store.hpp"
 #include "tempest/cache/key.hpp"
 #include "tempest/cache/manager.hpp"
 #include "tempest/cache/options.hpp"
@@ -134,10 +136,22 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     detail::CacheCore& core = *st->core;
     if (st->skip && st->skip(args...)) co_return co_await st->fn(args...);
     const std::string key = key_of(*st, args...);
-    detail::Lookup found = co_await core.lookup(key);
+    detail::NearStore* near = core.near();
+    detail::NearStore::Ticket ticket;
+    if (near != nullptr) {
+      if (auto v = near->get(key, detail::NearStore::Clock::now(), typeid(T))) {
+        core.count_near_hit();
+        co_return *static_cast<const T*>(v.get());
+      }
+      ticket = near->begin_read(key);  // before the GET: see NearStore::put
+    }
+    detail::Lookup found = co_await core.lookup(key, near != nullptr);
     if (found.value) {
       if (auto hit = try_decode(*st, key, *found.value)) {
         core.count_hit();
+        if (near != nullptr && ticket.tracked)
+          near->put(key, ticket, std::make_shared<const T>(*hit), typeid(T), found.value->size(),
+                    found.expires);
         co_return std::move(*hit);
       }
     }

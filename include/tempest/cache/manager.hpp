@@ -10,9 +10,14 @@
 #include <optional>
 #include <string_view>
 
+#include "tempest/cache/options.hpp"
 #include "tempest/redis/client.hpp"
 
 namespace tempest::cache {
+
+namespace detail {
+class NearStore;
+}
 
 namespace asio = boost::asio;
 using Duration = std::chrono::milliseconds;
@@ -31,6 +36,8 @@ struct ManagerOptions {
   bool require_connection = false;
   // Bound of health_check()'s PING (the Python original has none and hangs with Redis).
   Duration health_timeout{1000};
+  // A near cache for this manager's cached functions (off by default).
+  NearCacheOptions near = {};
 };
 
 class RedisManager {
@@ -59,6 +66,10 @@ class RedisManager {
   // PING bounded by ManagerOptions::health_timeout. Never throws; logs a warning on failure.
   asio::awaitable<bool> health_check();
 
+  // The near cache (null unless NearCacheOptions::enabled) and its figures (zero without one).
+  detail::NearStore* near_store() const noexcept { return near_.get(); }
+  NearCacheStats near_stats() const;
+
   const redis::Config& config() const noexcept { return config_; }
   const ManagerOptions& options() const noexcept { return options_; }
   asio::any_io_executor executor() const { return executor_; }
@@ -69,6 +80,7 @@ class RedisManager {
   ManagerOptions options_;
   mutable std::mutex mutex_;
   std::optional<redis::Client> client_;  // set between connect() and disconnect()
+  std::shared_ptr<detail::NearStore> near_;
 };
 
 }  // namespace tempest::cache

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -29,6 +30,14 @@ struct LockOptions {
 
 // Build it as a named variable or directly in the cached(...) call, not inside a co_await
 // expression (g++ 12 miscompiles braced aggregates with strings there).
+// Whether a cached function keeps a near cache (decoded values in process memory, kept coherent
+// by Redis's invalidation reports; see NearCacheOptions).
+enum class NearCache : std::uint8_t {
+  manager_default,  // as the RedisManager's NearCacheOptions::default_on says
+  on,               // requires a RedisManager with NearCacheOptions::enabled
+  off,
+};
+
 struct CachedOptions {
   std::string name = {};                    // required; the Python SDK uses __qualname__
   std::chrono::seconds ttl{300};            // no_expiry: no expiry
@@ -39,6 +48,7 @@ struct CachedOptions {
   OnRedisError on_redis_error = OnRedisError::fail_open;
   bool single_flight = true;  // concurrent misses of one key share one call
   LockOptions lock = {};
+  NearCache near = NearCache::manager_default;
 };
 
 struct CacheStats {
@@ -49,6 +59,28 @@ struct CacheStats {
   std::uint64_t joins = 0;           // calls that shared another call's computation
   std::uint64_t unserializable = 0;  // results returned uncached because encoding failed
   std::uint64_t lock_waits = 0;      // calls that waited for another process's computation
+  std::uint64_t near_hits = 0;       // hits served from the near cache (counted in hits too)
+};
+
+// A RedisManager's near cache (L1): the values its cached functions read from Redis, decoded,
+// in process memory. Redis tracks the keys read (CLIENT TRACKING) and reports every change, by
+// any process, on an invalidation connection; a lost connection or a moved slot clears it all.
+struct NearCacheOptions {
+  bool enabled = false;    // the manager keeps one (and its connections track reads)
+  bool default_on = true;  // cached functions with NearCache::manager_default use it
+  std::size_t max_entries = 100000;
+  std::size_t max_bytes = std::size_t{64} << 20;  // stored JSON sizes plus keys and overhead
+};
+
+struct NearCacheStats {
+  std::uint64_t hits = 0, misses = 0;
+  std::uint64_t invalidations = 0;  // keys Redis reported changed
+  std::uint64_t evictions = 0;      // entries removed for the bounds
+  std::uint64_t flushes = 0;        // times everything went (FLUSHDB, resets, moved slots)
+  std::uint64_t resets = 0;         // times tracking broke (a lost or replaced connection)
+  std::uint64_t stale_drops = 0;    // replies not stored: their key changed while being read
+  std::uint64_t entries = 0, bytes = 0;
+  bool tracked = false;  // reads are tracked now (the near cache is in use)
 };
 
 // The stats of every cached function alive in this process (for /metrics), by name. Functions

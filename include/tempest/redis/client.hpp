@@ -33,6 +33,7 @@
 #include "tempest/redis/detail/async.hpp"
 #include "tempest/redis/error.hpp"
 #include "tempest/redis/reply.hpp"
+#include "tempest/redis/tracking.hpp"
 
 namespace tempest::redis {
 
@@ -175,6 +176,10 @@ class Client {
   }
   // Starts connecting in the background without waiting.
   void start();
+  // Client-side caching (before connect() or start(); see tempest/redis/tracking.hpp): Redis
+  // tracks the keys this client reads on its shared connection(s) and reports what changes them
+  // to `sink`, through one more connection per server. Throws std::logic_error once started.
+  void track(std::shared_ptr<InvalidationSink> sink);
   // Completes with true once connected, false when `timeout` passes (or the client stops).
   template <class Token = DefaultToken>
   auto wait_connected(Duration timeout, Token&& token = {}) {

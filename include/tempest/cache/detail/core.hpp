@@ -44,7 +44,11 @@ struct Lookup {
   std::optional<std::string> value;  // the stored payload on a hit
   bool redis_ok = false;             // false: Redis failed or is down; do not write either
   bool corrupt = false;              // the key held something unreadable (already counted)
+  // With lookup(key, true): when the Redis entry expires (max: never), counted from the send.
+  std::chrono::steady_clock::time_point expires = std::chrono::steady_clock::time_point::max();
 };
+
+class NearStore;
 
 struct Lock {
   std::string key;
@@ -72,7 +76,10 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   void finish(const std::string& key, std::exception_ptr error,
               const std::function<std::shared_ptr<const void>()>& value);
 
-  asio::awaitable<Lookup> lookup(const std::string& key);
+  // GET (and PTTL with `with_ttl`, for the near cache).
+  asio::awaitable<Lookup> lookup(const std::string& key, bool with_ttl = false);
+  // The near cache this function uses, or null.
+  NearStore* near() const noexcept { return near_; }
   asio::awaitable<void> store(const std::string& key, std::string payload,
                               std::vector<std::string> tags);
   asio::awaitable<Lock> acquire_lock(const std::string& key);
@@ -83,6 +90,10 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
 
   void count_hit() { hits_.fetch_add(1, std::memory_order_relaxed); }
   void count_miss() { misses_.fetch_add(1, std::memory_order_relaxed); }
+  void count_near_hit() {
+    hits_.fetch_add(1, std::memory_order_relaxed);
+    near_hits_.fetch_add(1, std::memory_order_relaxed);
+  }
   void corrupt_value(const std::string& key, const std::string& problem);
   void unserializable(const std::string& key, const std::string& problem);
   CacheStats stats() const;
@@ -94,7 +105,8 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   std::mutex flights_mutex_;
   std::map<std::string, std::shared_ptr<Flight>, std::less<>> flights_;
   std::atomic<std::uint64_t> hits_{0}, misses_{0}, errors_{0}, corrupt_{0}, joins_{0},
-      unserializable_{0}, lock_waits_{0};
+      unserializable_{0}, lock_waits_{0}, near_hits_{0};
+  NearStore* near_ = nullptr;
   std::atomic<std::int64_t> last_warning_ns_{0};
   std::atomic<std::uint64_t> suppressed_warnings_{0};
 };

@@ -13,18 +13,16 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 #include <unordered_map>
 #include <vector>
 
+#include "tempest/cache/options.hpp"
+#include "tempest/redis/tracking.hpp"
+
 namespace tempest::cache::detail {
 
-struct NearStats {
-  std::uint64_t hits = 0, misses = 0, invalidations = 0, evictions = 0, flushes = 0,
-                stale_drops = 0;  // replies not stored: their key was invalidated meanwhile
-  std::uint64_t entries = 0, bytes = 0;
-};
-
-class NearStore {
+class NearStore final : public redis::InvalidationSink {
  public:
   using Clock = std::chrono::steady_clock;
   using Value = std::shared_ptr<const void>;  // a decoded value, type known to its caller
@@ -33,32 +31,40 @@ class NearStore {
   // keys); the least recently used go first. Split in `shards` locks (a power of two).
   NearStore(std::size_t max_entries, std::size_t max_bytes, std::size_t shards = 16);
 
-  // The value of `key` if present and not expired (it becomes the most recently used).
-  Value get(std::string_view key, Clock::time_point now);
+  // The value of `key` if present, not expired and of `type` (it becomes the most recently used).
+  Value get(std::string_view key, Clock::time_point now, const std::type_info& type);
 
   // Before reading `key` from Redis: what put() needs to know no invalidation came meanwhile.
   struct Ticket {
     std::uint64_t epoch = 0;
     std::uint64_t generation = 0;
+    bool tracked = false;  // reads were tracked when it was taken
   };
   Ticket begin_read(std::string_view key) const;
   // Stores `value` (declared `bytes`) until `expires`, unless `key` was invalidated (or the store
   // cleared) since `ticket` was taken; returns whether it was stored. A value larger than the
   // whole byte bound is not stored.
-  bool put(std::string_view key, const Ticket& ticket, Value value, std::size_t bytes,
-           Clock::time_point expires);
+  bool put(std::string_view key, const Ticket& ticket, Value value, const std::type_info& type,
+           std::size_t bytes, Clock::time_point expires);
 
   // Redis said `key` changed: its entry goes, and reads of it under way store nothing.
-  void invalidate(std::string_view key);
-  // Everything goes (FLUSHALL, a lost invalidation connection, a reconnect).
-  void clear();
+  void invalidate(std::string_view key) noexcept override;
+  // Everything goes (FLUSHDB / FLUSHALL, slots that moved); reads under way store nothing.
+  void invalidate_all() noexcept override { clear(); }
+  // Tracking broke: everything goes and nothing is stored until armed().
+  void reset() noexcept override;
+  void armed() noexcept override { tracked_.store(true, std::memory_order_release); }
+  void clear() noexcept;
+  // Whether reads are tracked now (puts are possible).
+  bool tracked() const noexcept { return tracked_.load(std::memory_order_acquire); }
 
-  NearStats stats() const;
+  NearCacheStats stats() const;
 
  private:
   struct Entry {
     std::string key;
     Value value;
+    const std::type_info* type = nullptr;
     std::size_t bytes = 0;
     Clock::time_point expires;
   };
@@ -81,6 +87,8 @@ class NearStore {
   std::unique_ptr<std::atomic<std::uint64_t>[]> generations_;
   std::atomic<std::uint64_t> epoch_{0};
   std::atomic<std::uint64_t> flushes_{0};
+  std::atomic<std::uint64_t> resets_{0};
+  std::atomic<bool> tracked_{false};
 };
 
 }  // namespace tempest::cache::detail

@@ -40,6 +40,7 @@ enum class RequestKind : std::uint8_t {
   user,          // a caller's command or pipeline
   handshake,     // AUTH / SELECT / CLIENT SETNAME / PING after a connect (the library's own)
   health,        // the health check's PING (the library's own)
+  tracking,      // CLIENT TRACKING on REDIRECT <id> on a ready link (the library's own)
   wait_ready,    // completes when the connection is up (or stopped, or at its deadline)
   wait_stopped,  // completes when the connection has stopped
 };

@@ -190,6 +190,31 @@ class Session {
   void take_messages(std::vector<Pushed>& out);
   bool has_messages() const noexcept { return !pushed_.empty(); }
 
+  // ---- client-side caching (CLIENT TRACKING, RESP2 REDIRECT mode) -----------------------------
+  // A data connection with tracking sends `CLIENT TRACKING on REDIRECT <id>` in its handshake
+  // (when an id is set) and on redirect(); a refusal does not fail the handshake. An invalidation
+  // connection (subscriber mode with identify) runs CLIENT ID in its handshake. Both report what
+  // happened as events, taken with take_tracking_events() after the step.
+  struct TrackingEvent {
+    enum class Kind : std::uint8_t {
+      lost,         // the link is gone (or stopped): what it tracked is no longer reported
+      redirecting,  // tracking is on, reported to client `id`
+      refused,      // CLIENT TRACKING was refused (`why`): this link's reads are not tracked
+      identified,   // an invalidation link is ready (subscribed) as client `id`
+    };
+    Kind kind = Kind::lost;
+    long long id = 0;
+    std::string why;
+  };
+  void set_tracking(bool on) noexcept { tracking_ = on; }
+  // The client the next handshake redirects to (0: none).
+  void set_redirect(long long id) noexcept { redirect_ = id; }
+  // Redirects the ready link to `id` now (else the next handshake does, with set_redirect()).
+  void redirect(TimePoint now, long long id);
+  void set_identify(bool on) noexcept { identify_ = on; }
+  bool has_tracking_events() const noexcept { return !tracking_events_.empty(); }
+  void take_tracking_events(std::vector<TrackingEvent>& out);
+
   // What to do now. Call after every event (requests completed by the event are handed out
   // here, and the write buffer is filled when no write is in flight).
   Actions take_actions(TimePoint now);
@@ -230,6 +255,7 @@ class Session {
   void finish_waiters(RequestKind kind, const Reply& result, TimePoint now);
   void on_reply(Reply&& reply, TimePoint now, bool rejected);
   void on_handshake_reply(const Request& r, const Reply& reply, bool rejected, TimePoint now);
+  void on_tracking_reply(const Request& r, const Reply& reply, bool rejected);
   void unlink_in_flight(Request* r);
   void begin_open(TimePoint now);
   void become_ready(TimePoint now);
@@ -259,6 +285,12 @@ class Session {
   bool subscriber_ = false;
   bool was_ready_ = false;  // a link was ready before (a new one is a gap for a subscriber)
   std::set<std::string> channels_, patterns_;
+  bool tracking_ = false;
+  bool identify_ = false;
+  long long redirect_ = 0;
+  long long client_id_ = 0;
+  std::vector<TrackingEvent> tracking_events_;
+  void tracking_event(TrackingEvent::Kind kind, long long id, std::string why = {});
   std::vector<Pushed> pushed_;
   std::atomic<std::uint8_t> state_;  // ConnectionState, for readers on other threads
   bool stopping_ = false;
