@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/describe/class.hpp>
 #include <cstdio>
@@ -253,6 +255,53 @@ TEST_F(NearCacheTest, ARedisRestartClearsAndRearms) {
     (void)co_await writer.set(key, json("a", "w3"));
     EXPECT_TRUE(co_await eventually([&] { return near().invalidations > invalidations; }));
     EXPECT_EQ((co_await get_item("a")).v, "w3");
+    co_await redis.disconnect();
+    co_await writer.disconnect();
+  });
+}
+
+// The read race, made deterministic by the fault proxy: only the data connection's replies are
+// held back (300 ms), so a write lands after Redis ran the GET and before its reply arrives, and
+// the write's invalidation (on the other connection) arrives first. The old value goes to that
+// caller (it was current when read) but never into the near cache.
+TEST(NearCache, AWriteBetweenTheReadAndItsReplyLeavesNoStaleEntry) {
+  RedisServer server;
+  FaultProxy proxy(server.port());
+  asio::io_context io;
+  tc::RedisManager redis(io.get_executor(), proxy.url(), near_on());
+  tr::Client writer(io.get_executor(), server.url());
+  auto get_item = tc::cached(redis, tc::CachedOptions{.name = "get_item", .deadline = 2000ms},
+                             [](std::string id) -> asio::awaitable<Item> {
+                               co_return Item{id, "computed"};
+                             });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    co_await writer.connect();
+    EXPECT_TRUE(co_await eventually([&] { return redis.near_stats().tracked; }));
+    const std::string key = get_item.key("a");
+    (void)co_await writer.set(key, json("a", "w1"));
+    proxy.set_mode_of_marked("TRACKING", FaultProxy::Mode::delay_replies, 300ms);
+    const auto before = redis.near_stats();
+    std::optional<Item> first;
+    asio::co_spawn(
+        io, [&]() -> asio::awaitable<void> { first = co_await get_item("a"); }, asio::detached);
+    // Redis ran the read (GET then PTTL) when the reader's connection last ran PTTL.
+    EXPECT_TRUE(co_await eventually(
+        [&] {
+          return shell("redis-cli -p " + std::to_string(server.port()) +
+                       " CLIENT LIST TYPE normal | grep -c 'cmd=pttl'") == "1";
+        },
+        250ms));
+    (void)co_await writer.set(key, json("a", "w2"));
+    EXPECT_FALSE(first.has_value());  // its reply is still held back
+    EXPECT_TRUE(co_await eventually([&] { return first.has_value(); }, 2000ms));
+    CO_ASSERT_TRUE(first.has_value());
+    EXPECT_EQ(first->v, "w1");
+    const auto after = redis.near_stats();
+    EXPECT_EQ(after.stale_drops, before.stale_drops + 1);
+    EXPECT_EQ(after.entries, 0u);
+    proxy.set_mode_of_marked("", FaultProxy::Mode::pass);
+    EXPECT_EQ((co_await get_item("a")).v, "w2");
     co_await redis.disconnect();
     co_await writer.disconnect();
   });

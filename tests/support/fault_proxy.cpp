@@ -49,6 +49,8 @@ class FaultProxy::Session : public std::enable_shared_from_this<Session> {
     }
   }
 
+  bool marked() const { return marked_; }
+
   // Closes both sockets (reset: with SO_LINGER 0, so the peers get an RST). Idempotent.
   void close(bool reset) {
     if (closed_) return;
@@ -82,6 +84,9 @@ class FaultProxy::Session : public std::enable_shared_from_this<Session> {
     asio::steady_timer wake;                   // the writer sleeps on it; cancel() wakes it
     std::optional<Clock::time_point> drip_at;  // slow_drip: when the next byte may go
   };
+
+  bool marked_ = false;  // the client sent the proxy's needle (see set_mode_of_marked)
+  std::string seen_;     // what the client sent, until marked
 
   asio::awaitable<void> connect_and_pump() {
     auto [ec] = co_await server_.async_connect(
@@ -118,6 +123,12 @@ class FaultProxy::Session : public std::enable_shared_from_this<Session> {
         close(true);
         co_return;
       }
+      if (!p.to_client && !marked_) {
+        const std::string needle = proxy_.needle();
+        seen_.append(buf.data(), n);
+        if (!needle.empty() && seen_.find(needle) != std::string::npos) marked_ = true;
+        if (seen_.size() > 64 * 1024) seen_.erase(0, seen_.size() - 1024);
+      }
       p.queue.push_back(Chunk{std::string(buf.data(), n), 0, Clock::now(), false});
       p.wake.cancel();
     }
@@ -133,8 +144,9 @@ class FaultProxy::Session : public std::enable_shared_from_this<Session> {
         continue;
       }
       Chunk& c = p.queue.front();  // stays valid: the reader only appends to the deque
-      const Setting s = proxy_.setting();
+      const Setting s = proxy_.setting_for(marked_);
       Mode m = s.mode;
+      if (m == Mode::delay_replies) m = p.to_client ? Mode::delay : Mode::pass;
       if (!p.to_client && (m == Mode::slow_drip || m == Mode::reset_mid_reply)) m = Mode::pass;
       if (m != Mode::slow_drip) p.drip_at.reset();
 
@@ -244,6 +256,29 @@ void FaultProxy::set_mode(Mode m, std::chrono::milliseconds param) {
     for (const auto& s : sessions)
       s->on_mode_changed(m);
   });
+}
+
+void FaultProxy::set_mode_of_marked(std::string needle, Mode m, std::chrono::milliseconds param) {
+  {
+    std::lock_guard lock(mu_);
+    needle_ = std::move(needle);
+    marked_setting_ = {m, param};
+  }
+  run_on_proxy_thread([this, m] {
+    const auto sessions = sessions_;
+    for (const auto& s : sessions)
+      if (s->marked() || m != Mode::accept_then_close) s->on_mode_changed(m);
+  });
+}
+
+FaultProxy::Setting FaultProxy::setting_for(bool marked) const {
+  std::lock_guard lock(mu_);
+  return marked && !needle_.empty() ? marked_setting_ : setting_;
+}
+
+std::string FaultProxy::needle() const {
+  std::lock_guard lock(mu_);
+  return needle_;
 }
 
 FaultProxy::Mode FaultProxy::mode() const {

@@ -54,6 +54,7 @@ class FaultProxy {
     delay,              // every chunk is forwarded `param` later, both directions, order kept
     reset_mid_reply,    // half of the next server->client chunk, then RST to the client
     slow_drip,          // server->client one byte every `param`
+    delay_replies,      // server->client chunks forwarded `param` later; client->server passes
   };
 
   // Listens on 127.0.0.1 (a free port) and forwards to 127.0.0.1:upstream_port. Runs its own
@@ -73,6 +74,12 @@ class FaultProxy {
   Mode mode() const;
   std::chrono::milliseconds param() const;  // the param of the last set_mode
 
+  // Connections whose client has sent `needle` (anywhere in what it sent so far) follow this
+  // mode instead of set_mode's, from the next byte on (e.g. only the connection that sent
+  // "TRACKING" gets its replies delayed). An empty needle ends it.
+  void set_mode_of_marked(std::string needle, Mode m,
+                          std::chrono::milliseconds param = std::chrono::milliseconds(0));
+
   void drop_connections();                   // resets every current connection (RST)
   std::size_t connections_accepted() const;  // since construction, accept_then_close's included
   // Sessions not yet closed by the proxy: from accept until a reset, an error, accept_then_close,
@@ -87,6 +94,8 @@ class FaultProxy {
     std::chrono::milliseconds param;
   };
   Setting setting() const;
+  Setting setting_for(bool marked) const;
+  std::string needle() const;
   boost::asio::awaitable<void> accept_loop();
   void forget(const std::shared_ptr<Session>& session);       // proxy thread: a session closed
   void run_on_proxy_thread(const std::function<void()>& fn);  // and wait until it ran
@@ -98,6 +107,8 @@ class FaultProxy {
 
   mutable std::mutex mu_;  // guards setting_
   Setting setting_{Mode::pass, std::chrono::milliseconds(0)};
+  std::string needle_;  // set_mode_of_marked
+  Setting marked_setting_{Mode::pass, std::chrono::milliseconds(0)};
 
   std::atomic<std::size_t> accepted_{0};
   std::atomic<std::size_t> open_{0};
