@@ -22,6 +22,7 @@
 
 #include "support/redis_cluster.hpp"
 #include "support/run.hpp"
+#include "tempest/cache/cached.hpp"
 #include "tempest/cache/manager.hpp"
 #include "tempest/redis/client.hpp"
 #include "tempest/redis/detail/cluster_keys.hpp"
@@ -390,6 +391,92 @@ TEST(ClusterFaults, FailoversUnderLoadGiveOnlyTypedErrorsAndRecover) {
 // A request sent with ASKING in front whose deadline passes while the importing node does not
 // answer stays in that link's session until both replies came: the requests behind it on the
 // same connection still get their own replies.
+// The near cache while a slot moves: entries read from the old owner must not outlive the move
+// (MIGRATE deletes them there, which Redis reports; the new slot map clears the near cache), and
+// writes at the new owner reach it.
+TEST(ClusterFaults, NearCacheStaysCoherentWhenItsSlotMoves) {
+  RedisCluster cluster;
+  asio::io_context io;
+  tc::ManagerOptions o;
+  o.near.enabled = true;
+  tc::RedisManager redis(io.get_executor(), cluster.url(), o);
+  Client writer(io.get_executor(), cluster.url());
+  const auto keys = keys_in_slots("near:", 20, 0, 0);
+  auto read = tc::cached(
+                  redis, {.name = "read"},
+                  [](int) -> asio::awaitable<std::string> { co_return std::string("computed"); },
+                  tc::RawCodec{})
+                  .key_builder([&keys](std::string_view, const int& i) {
+                    return keys[static_cast<std::size_t>(i)];
+                  });
+  const int n = static_cast<int>(keys.size());
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    co_await writer.connect();
+    for (const auto& k : keys)
+      (void)co_await writer.set(k, "old");
+    for (int round = 0; round < 100 && redis.near_stats().entries < keys.size(); ++round) {
+      for (int i = 0; i < n; ++i)
+        (void)co_await read(i);
+      co_await sleep_for(2ms);
+    }
+    EXPECT_EQ(redis.near_stats().entries, keys.size());
+    const std::size_t from = cluster.master_of(0);
+    std::size_t to = from;
+    for (auto m : cluster.masters())
+      if (m != from) to = m;
+    const std::string from_id = cluster.node_id(from);
+    const std::string to_id = cluster.node_id(to);
+    cluster.node(to).cli("CLUSTER SETSLOT 0 IMPORTING " + from_id);
+    cluster.node(from).cli("CLUSTER SETSLOT 0 MIGRATING " + to_id);
+    std::string list;
+    for (const auto& k : keys)
+      list += " '" + k + "'";
+    const std::string r =
+        cluster.node(from).cli("MIGRATE 127.0.0.1 " + std::to_string(cluster.node(to).port()) +
+                               " \"\" 0 5000 KEYS" + list);
+    EXPECT_NE(r.find("OK"), std::string::npos) << r;
+    for (std::size_t m : cluster.masters())
+      cluster.node(m).cli("CLUSTER SETSLOT 0 NODE " + to_id);
+    for (const auto& k : keys)
+      (void)co_await writer.set(k, "new");
+    // From here on nothing old may be served; what is new comes within a bounded time.
+    const auto start = Clock::now();
+    int old_after = 0;
+    bool all_new = false;
+    while (!all_new && Clock::now() < start + 3s) {
+      all_new = true;
+      for (int i = 0; i < n; ++i) {
+        const std::string v = co_await read(i);
+        if (v != "new") all_new = false;
+        if (v == "old") ++old_after;
+      }
+    }
+    EXPECT_TRUE(all_new);
+    EXPECT_EQ(old_after, 0);
+    std::printf("near cache across a slot move: all %d keys new after %.1f ms\n", n,
+                ms_since(start));
+    // Cached again from the new owner, whose writes reach the near cache too.
+    for (int round = 0; round < 100 && redis.near_stats().entries < keys.size(); ++round) {
+      for (int i = 0; i < n; ++i)
+        (void)co_await read(i);
+      co_await sleep_for(2ms);
+    }
+    EXPECT_EQ(redis.near_stats().entries, keys.size());
+    const auto invalidations = redis.near_stats().invalidations;
+    for (const auto& k : keys)
+      (void)co_await writer.set(k, "newer");
+    for (int i = 0; i < 3000 && redis.near_stats().invalidations < invalidations + keys.size(); ++i)
+      co_await sleep_for(1ms);
+    int stale = 0;
+    for (int i = 0; i < n; ++i)
+      if (co_await read(i) != "newer") ++stale;
+    EXPECT_EQ(stale, 0);
+    co_await redis.disconnect();
+    co_await writer.disconnect();
+  });
+}
+
 TEST(ClusterFaults, AskThatTimesOutLeavesTheOtherRepliesInOrder) {
   RedisCluster cluster(3, 0);
   asio::io_context io;

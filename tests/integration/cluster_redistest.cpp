@@ -535,6 +535,61 @@ TEST_F(ClusterTest, CachedInvalidationAndHealthWorkUnchanged) {
   });
 }
 
+// The near cache on a cluster: one invalidation connection per master the reader uses, each
+// data connection redirected to its own node's; writes on every master reach it.
+TEST_F(ClusterTest, NearCacheIsCoherentOnEveryMaster) {
+  tc::ManagerOptions o;
+  o.near.enabled = true;
+  const std::string name = "near" + std::to_string(::getpid());
+  tc::RedisManager redis(io.get_executor(), url + "&client_name=" + name, o);
+  const std::string kp = p + "near:";
+  auto read = tc::cached(
+                  redis, {.name = "read"},
+                  [](int) -> asio::awaitable<std::string> { co_return std::string("computed"); },
+                  tc::RawCodec{})
+                  .key_builder([kp](std::string_view, const int& i) {
+                    return kp + "{" + std::to_string(i) + "}";
+                  });
+  constexpr int kKeys = 300;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    co_await redis.connect();
+    for (int i = 0; i < kKeys; ++i)
+      (void)co_await client.set(kp + "{" + std::to_string(i) + "}", "old");
+    // Every master holds some of the keys, and every master the reader reads from gets one
+    // invalidation connection of its own.
+    for (int round = 0; round < 100 && redis.near_stats().entries < kKeys; ++round) {
+      for (int i = 0; i < kKeys; ++i)
+        (void)co_await read(i);
+      co_await sleep_for(2ms);
+    }
+    EXPECT_EQ(redis.near_stats().entries, static_cast<std::size_t>(kKeys));
+    std::size_t masters = 0;
+    for (const auto& r : co_await client.for_each_master(cmd("CLIENT", "LIST", "TYPE", "pubsub"))) {
+      ++masters;
+      std::size_t ours = 0;
+      for (std::size_t at = r.str().find("name=" + name + " "); at != std::string::npos;
+           at = r.str().find("name=" + name + " ", at + 1))
+        ++ours;
+      EXPECT_EQ(ours, 1u) << r.str();
+    }
+    EXPECT_EQ(masters, 3u);
+    const auto invalidations = redis.near_stats().invalidations;
+    for (int i = 0; i < kKeys; ++i)
+      (void)co_await client.set(kp + "{" + std::to_string(i) + "}", "new");
+    const auto until = Clock::now() + 5s;
+    while (redis.near_stats().invalidations < invalidations + kKeys && Clock::now() < until)
+      co_await sleep_for(1ms);
+    EXPECT_GE(redis.near_stats().invalidations, invalidations + kKeys);
+    int stale = 0;
+    for (int i = 0; i < kKeys; ++i)
+      if (co_await read(i) == "old") ++stale;
+    EXPECT_EQ(stale, 0);
+    co_await redis.disconnect();
+    co_await client.disconnect();
+  });
+}
+
 TEST_F(ClusterTest, PythonEntriesAreHitsHereAndTheReverse) {
   tc::RedisManager redis(io.get_executor(), url);
   int calls = 0;
