@@ -75,6 +75,9 @@ int serve() {
   // uncached while readiness reports Redis down).
   tc::ManagerOptions manager_options;
   manager_options.require_connection = env("REDIS_REQUIRED", "0") == "1";
+  // NEAR_CACHE=1: hits are served from process memory, kept coherent by Redis (CLIENT TRACKING);
+  // a POST here or a write by any other process invalidates them.
+  manager_options.near.enabled = env("NEAR_CACHE", "0") == "1";
   tc::RedisManager redis(io.get_executor(), env("REDIS_URL", "redis://127.0.0.1:6379/0"),
                          manager_options);
 

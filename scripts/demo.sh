@@ -134,6 +134,20 @@ else
 fi
 check "POST /users/1 invalidates, the next GET shows the new name" \
   sh -c "curl -s -X POST -d '{\"name\":\"Zoe\"}' $BASE/users/1 >/dev/null && curl -s $BASE/users/1 | grep -q Zoe"
+if [[ ${NEAR_CACHE:-0} == 1 ]]; then
+  near_hits() { curl -s "$BASE/metrics" | awk '/^tempest_near_cache_hits_total/ {s += $2} END {print s + 0}'; }
+  before=$(near_hits)
+  for _ in 1 2 3 4 5; do curl -s -o /dev/null "$BASE/users/1"; done
+  after=$(near_hits)
+  echo "near cache hits ${before} -> ${after}"
+  check "NEAR_CACHE=1: hits are served from the near cache" test "$after" -ge $((before + 4))
+  if ((own_redis)); then
+    key=$(redis-cli -p "$REDIS_PORT" --scan --pattern 'users:get_user_profile:*' | head -1)
+    redis-cli -p "$REDIS_PORT" SET "$key" '{"id":"1","name":"Outsider"}' >/dev/null
+    check "NEAR_CACHE=1: a write by another process reaches the near cache" \
+      sh -c "for i in 1 2 3 4 5 6 7 8 9 10; do curl -s $BASE/users/1 | grep -q Outsider && exit 0; sleep 0.1; done; exit 1"
+  fi
+fi
 check "unknown route 404" test "$(status /nope)" = 404
 kill -TERM "$SERVICE_PID"
 wait "$SERVICE_PID"

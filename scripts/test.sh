@@ -58,8 +58,12 @@ echo "== make demo-smoke: users_service end to end through curl"
 env -u REDIS_URL -u REDIS_PID -u REDIS_DIR -u REDIS_PORT bash scripts/demo.sh --smoke
 record "demo-smoke" $?
 
-echo "== make demo-smoke-cluster: the same service on a Redis Cluster (a master and its replica frozen)"
-env -u REDIS_URL -u REDIS_PID -u REDIS_DIR -u REDIS_PORT -u CLUSTER_DIR CLUSTER=1 \
+echo "== make demo-smoke with NEAR_CACHE=1: the same walk-through with the near cache on"
+env -u REDIS_URL -u REDIS_PID -u REDIS_DIR -u REDIS_PORT NEAR_CACHE=1 bash scripts/demo.sh --smoke
+record "demo-smoke (near cache)" $?
+
+echo "== make demo-smoke-cluster: the same service on a Redis Cluster (a master and its replica frozen), near cache on"
+env -u REDIS_URL -u REDIS_PID -u REDIS_DIR -u REDIS_PORT -u CLUSTER_DIR CLUSTER=1 NEAR_CACHE=1 \
   bash scripts/demo.sh --smoke
 record "demo-smoke-cluster" $?
 

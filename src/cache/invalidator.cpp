@@ -2,6 +2,8 @@
 
 #include <set>
 
+#include "tempest/cache/detail/near_store.hpp"
+
 namespace tempest::cache {
 
 namespace {
@@ -70,6 +72,11 @@ asio::awaitable<std::size_t> CacheInvalidator::unlink_all(const std::vector<std:
       p.add("UNLINK", keys[j]);
     for (auto& r : co_await client.exec(p, redis::CallOptions{kTimeout}))
       removed += static_cast<std::size_t>(std::move(r).checked().as_integer());
+    // This process reads its own invalidation at once: its near cache does not wait for Redis's
+    // report (which other processes' near caches get).
+    if (auto* near = manager_->near_store())
+      for (std::size_t j = i; j < std::min(keys.size(), i + batch); ++j)
+        near->invalidate(keys[j]);
   }
   co_return removed;
 }

@@ -95,12 +95,47 @@ Router make_metrics_router(const HttpMetrics& http, MetricsOptions options) {
         {"corrupt", &cache::CacheStats::corrupt},
         {"stampede_joins", &cache::CacheStats::joins},
         {"unserializable", &cache::CacheStats::unserializable},
-        {"lock_waits", &cache::CacheStats::lock_waits}};
+        {"lock_waits", &cache::CacheStats::lock_waits},
+        {"near_hits", &cache::CacheStats::near_hits}};
     for (const auto& [what, member] : counters) {
       const std::string name = std::string("tempest_cache_") + what + "_total";
       header(out, name.c_str(), "counter", ("Cached function " + std::string(what) + ".").c_str());
       for (const auto& [fn, s] : cache)
         out += name + "{function=\"" + label(fn) + "\"} " + std::to_string(s.*member) + "\n";
+    }
+    // Near caches (managers that keep one).
+    const std::pair<const char*, std::uint64_t cache::NearCacheStats::*> near_counters[] = {
+        {"hits", &cache::NearCacheStats::hits},
+        {"misses", &cache::NearCacheStats::misses},
+        {"invalidations", &cache::NearCacheStats::invalidations},
+        {"evictions", &cache::NearCacheStats::evictions},
+        {"flushes", &cache::NearCacheStats::flushes},
+        {"resets", &cache::NearCacheStats::resets},
+        {"stale_drops", &cache::NearCacheStats::stale_drops}};
+    std::vector<std::pair<std::string, cache::NearCacheStats>> near;
+    for (auto* m : o->managers)
+      if (m->near_store() != nullptr) near.emplace_back(m->config().redacted(), m->near_stats());
+    if (!near.empty()) {
+      for (const auto& [what, member] : near_counters) {
+        const std::string name = std::string("tempest_near_cache_") + what + "_total";
+        header(out, name.c_str(), "counter", ("Near cache " + std::string(what) + ".").c_str());
+        for (const auto& [where, s] : near)
+          out += name + "{redis=\"" + label(where) + "\"} " + std::to_string(s.*member) + "\n";
+      }
+      const std::pair<const char*, const char*> gauges[] = {
+          {"entries", "Entries in the near cache."},
+          {"bytes", "Bytes the near cache holds (stored sizes, keys and overhead)."},
+          {"tracked", "1 when Redis tracks the reads (the near cache is in use)."}};
+      for (const auto& [what, help] : gauges) {
+        const std::string name = std::string("tempest_near_cache_") + what;
+        header(out, name.c_str(), "gauge", help);
+        for (const auto& [where, s] : near) {
+          const std::uint64_t v = std::string_view(what) == "entries" ? s.entries
+                                  : std::string_view(what) == "bytes" ? s.bytes
+                                                                      : (s.tracked ? 1 : 0);
+          out += name + "{redis=\"" + label(where) + "\"} " + std::to_string(v) + "\n";
+        }
+      }
     }
     // Redis connections.
     std::vector<std::pair<std::string, redis::ConnectionStats>> conns;
