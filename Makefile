@@ -1,6 +1,6 @@
 # The two commands: `make demo` and `make test`. Both install what is missing (Debian packages),
 # build, start the servers they need on free 127.0.0.1 ports, and stop them afterwards.
-.PHONY: test demo demo-smoke demo-cluster demo-smoke-cluster bench bench-cluster bench-http bench-client bench-cache format format-check build clean
+.PHONY: test demo demo-smoke demo-cluster demo-smoke-cluster bench bench-cluster bench-near bench-http bench-client bench-cache format format-check build clean
 
 test:
 	@bash scripts/test.sh
@@ -22,6 +22,9 @@ bench:
 
 bench-cluster:
 	@bash scripts/bench-cluster.sh
+
+bench-near:
+	@bash scripts/bench-near.sh
 
 bench-http:
 	@bash scripts/bench-http.sh

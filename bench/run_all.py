@@ -485,6 +485,11 @@ def main():
         cluster_md, cluster_goals = cluster_bench.section()
         md += cluster_md
         goals += cluster_goals
+    # 8. The near cache (bench/near_bench.py; make bench-near runs it alone)
+    import near_bench
+    near_md, near_goals = near_bench.section()
+    md += near_md
+    goals += near_goals
     missed = [g for g in goals if not g[3]]
     goal_md = ["## Goals", "", "| goal | target | measured | met |", "|---|---|---|---|",
                *[f"| {g[0]} | {g[2]} | {g[4]} | {'yes' if g[3] else '**no**'} |" for g in goals], ""]

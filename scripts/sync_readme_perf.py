@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # How each table's header line starts, in both files.
 TABLES = ["| C | tempest ops/s", "| client (C=1)", "| C (TLS)", "| client | instructions per GET",
           "| C | tempest calls/s", "| server | requests/s", "| benchmark | time",
-          "| C | tempest, cluster ops/s"]
+          "| C | tempest, cluster ops/s", "| C | near cache calls/s"]
 
 
 def table_at(lines, start):

@@ -1,7 +1,9 @@
 // tempest: the ops command-line tool.
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -11,7 +13,10 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <random>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -34,7 +39,9 @@ struct UsageError : std::runtime_error {
 
 constexpr const char* kUsage =
     "usage:\n"
-    "  tempest bench --url URL --mode get|cached|stampede --concurrency C --requests N\n"
+    "  tempest bench --url URL --mode get|cached|stampede|invalidation --concurrency C --requests "
+    "N\n"
+    "                [--near] [--writes-per-sec W]   (cached: the near cache; a writer meanwhile)\n"
     "                [--value-size B]\n"
     "                [--keys K]\n"
     "  tempest key --name NAME [--prefix KEY_PREFIX] [--args '<JSON array>']\n"
@@ -54,6 +61,8 @@ Flags parse_flags(int argc, char** argv, const std::vector<std::string>& known) 
     if (const auto eq = a.find('='); eq != std::string::npos) {
       value = a.substr(eq + 1);
       a = a.substr(0, eq);
+    } else if (a == "near") {
+      value = "1";  // a switch: --near
     } else {
       if (i + 1 >= argc) throw UsageError("--" + a + " needs a value");
       value = argv[++i];
@@ -143,22 +152,104 @@ asio::awaitable<double> drive(asio::io_context& io, long long concurrency, long 
 // What `--mode cached` returns: a 5-field described struct.
 using tempest::bench::Profile;
 
+// Records when each key's invalidation arrives.
+struct ArrivalSink : tr::InvalidationSink {
+  std::mutex mu;
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> seen;
+  bool is_armed = false;
+  void invalidate(std::string_view key) noexcept override {
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(mu);
+    seen.emplace(std::string(key), now);
+  }
+  void invalidate_all() noexcept override {}
+  void reset() noexcept override {
+    std::lock_guard lock(mu);
+    is_armed = false;
+  }
+  void armed() noexcept override {
+    std::lock_guard lock(mu);
+    is_armed = true;
+  }
+};
+
+int invalidation_delays(asio::io_context& io, const std::string& url, long long n) {
+  tr::Client reader(io.get_executor(), url);
+  tr::Client writer(io.get_executor(), url);
+  auto sink = std::make_shared<ArrivalSink>();
+  reader.track(sink);
+  std::vector<double> us;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await reader.connect();
+    co_await writer.connect();
+    const auto wait = [&](auto done) -> asio::awaitable<bool> {
+      for (int i = 0; i < 10000; ++i) {
+        {
+          std::lock_guard lock(sink->mu);
+          if (done()) co_return true;
+        }
+        asio::steady_timer t(io, std::chrono::milliseconds(1));
+        co_await t.async_wait(asio::use_awaitable);
+      }
+      co_return false;
+    };
+    if (!co_await wait([&] { return sink->is_armed; }))
+      throw std::runtime_error("Redis never tracked the reads (CLIENT TRACKING refused?)");
+    const auto name = [](long long i) { return "tempest:bench:inv:" + std::to_string(i); };
+    for (long long i = 0; i < n; i += 500) {
+      tr::Pipeline p;
+      for (long long j = i; j < std::min(n, i + 500); ++j)
+        p.add("GET", name(j));
+      (void)co_await reader.exec(p);
+    }
+    std::vector<std::chrono::steady_clock::time_point> returned;
+    for (long long i = 0; i < n; ++i) {
+      (void)co_await writer.set(name(i), "v");
+      returned.push_back(std::chrono::steady_clock::now());
+    }
+    (void)co_await wait([&] { return sink->seen.size() >= static_cast<std::size_t>(n); });
+    std::lock_guard lock(sink->mu);
+    for (long long i = 0; i < n; ++i)
+      if (auto it = sink->seen.find(name(i)); it != sink->seen.end())
+        us.push_back(std::max(0.0, std::chrono::duration<double, std::micro>(
+                                       it->second - returned[static_cast<std::size_t>(i)])
+                                       .count()));
+  });
+  std::sort(us.begin(), us.end());
+  const auto at = [&](double q) {
+    return us.empty() ? 0.0 : us[static_cast<std::size_t>(q * static_cast<double>(us.size() - 1))];
+  };
+  std::printf(
+      "{\"mode\":\"invalidation\",\"writes\":%lld,\"arrived\":%zu,\"p50_us\":%.1f,"
+      "\"p99_us\":%.1f,\"max_us\":%.1f}\n",
+      n, us.size(), at(0.5), at(0.99), us.empty() ? 0.0 : us.back());
+  return us.size() == static_cast<std::size_t>(n) ? 0 : 1;
+}
+
 int bench(int argc, char** argv) {
-  const auto f =
-      parse_flags(argc, argv, {"url", "mode", "concurrency", "requests", "value-size", "keys"});
+  const auto f = parse_flags(
+      argc, argv,
+      {"url", "mode", "concurrency", "requests", "value-size", "keys", "near", "writes-per-sec"});
   const std::string url = required(f, "url");
   const std::string mode = flag(f, "mode", "get");
-  if (mode != "get" && mode != "cached" && mode != "stampede")
-    throw UsageError("--mode must be 'get', 'cached' or 'stampede', got '" + mode + "'");
+  if (mode != "get" && mode != "cached" && mode != "stampede" && mode != "invalidation")
+    throw UsageError("--mode must be 'get', 'cached', 'stampede' or 'invalidation', got '" + mode +
+                     "'");
   const auto concurrency = to_count(f, "concurrency", 1, 1, 100000);
   const auto requests = to_count(f, "requests", 100000, 1, 1'000'000'000);
   const auto value_size = to_count(f, "value-size", 3, 0, 512LL << 20);
   const auto keys = to_count(f, "keys", std::min<long long>(requests, 1000), 1, 10'000'000);
+  const bool near = flag(f, "near", "0") == "1";
+  const auto writes_per_sec = to_count(f, "writes-per-sec", 0, 0, 1'000'000);
+  if ((near || writes_per_sec > 0) && mode != "cached")
+    throw UsageError("--near and --writes-per-sec go with --mode cached");
 
   asio::io_context io(1);
   double seconds = 0;
   long long errors = 0;
   tc::CacheStats stats;
+  tc::NearCacheStats near_stats;
+  long long writes = 0;
   const auto key_of = [&](long long w, long long i) { return (w + i * concurrency) % keys; };
   if (mode == "get") {
     tr::Client client(io.get_executor(), url);
@@ -184,6 +275,10 @@ int bench(int argc, char** argv) {
       seconds = co_await drive(io, concurrency, requests, worker);
       co_await client.disconnect();
     });
+  } else if (mode == "invalidation") {
+    // `requests` keys read through a tracking client, then written once each by another
+    // connection: the delay from each write's return to its invalidation's arrival.
+    return invalidation_delays(io, url, requests);
   } else if (mode == "stampede") {
     // `concurrency` concurrent calls on one cold key of a 50 ms function: how often does it run?
     tc::RedisManager redis(io.get_executor(), url);
@@ -212,7 +307,10 @@ int bench(int argc, char** argv) {
         concurrency, runs, seconds, errors);
     return errors == 0 ? 0 : 1;
   } else {
-    tc::RedisManager redis(io.get_executor(), url);
+    tc::ManagerOptions manager_options;
+    manager_options.near.enabled = near;
+    tc::RedisManager redis(io.get_executor(), url, manager_options);
+    tr::Client writer(io.get_executor(), url);
     tc::CachedOptions options;
     options.name = "tempest_bench_profile";
     options.deadline = std::chrono::seconds(10);
@@ -233,16 +331,55 @@ int bench(int argc, char** argv) {
           (void)co_await profile(w + i * warmers);
       };
       (void)co_await drive(io, warmers, keys, warm);
+      // The near cache fills from reads of what Redis holds (a value this process wrote is read
+      // back once first): warm until every key is in it.
+      for (int pass = 0; near && pass < 20 && redis.near_stats().entries < std::size_t(keys);
+           ++pass) {
+        asio::steady_timer t(io, std::chrono::milliseconds(5));
+        co_await t.async_wait(asio::use_awaitable);
+        (void)co_await drive(io, warmers, keys, warm);
+      }
+      // --writes-per-sec: another connection rewrites random keys meanwhile (the same value, so
+      // results stay checkable), each write invalidating that key in the near cache.
+      bool done = false;
+      long long written = 0;
+      if (writes_per_sec > 0) {
+        co_await writer.connect();
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+              std::minstd_rand rng(7);
+              const auto period = std::chrono::nanoseconds(1'000'000'000 / writes_per_sec);
+              auto next = std::chrono::steady_clock::now();
+              while (!done) {
+                next += period;
+                asio::steady_timer t(io, next);
+                co_await t.async_wait(asio::use_awaitable);
+                const long long id = static_cast<long long>(rng() % static_cast<unsigned>(keys));
+                const Profile p{std::to_string(id), "Ana", email, 37, 9.5};
+                (void)co_await writer.set(profile.key(id), tc::JsonCodec<Profile>::encode(p));
+                ++written;
+              }
+            },
+            asio::detached);
+      }
       Worker worker = [&](long long w, long long share) -> asio::awaitable<void> {
         for (long long i = 0; i < share; ++i) {
           const long long id = key_of(w, i);
           const Profile p = co_await profile(id);
           if (p.age != 37 || p.id != std::to_string(id)) ++errors;
+          // A near hit completes without suspending: let the connections (invalidations, the
+          // writer) run now and then, as a server's own I/O would.
+          if (near && (i & 63) == 63) co_await asio::post(io, asio::use_awaitable);
         }
       };
       seconds = co_await drive(io, concurrency, requests, worker);
+      done = true;
       stats = profile.stats();
+      near_stats = redis.near_stats();
+      writes = written;
       co_await redis.disconnect();
+      if (writes_per_sec > 0) co_await writer.disconnect();
     });
     if (stats.hits < static_cast<std::uint64_t>(requests) - stats.joins) ++errors;  // not all hits
   }
@@ -257,6 +394,10 @@ int bench(int argc, char** argv) {
                 static_cast<unsigned long long>(stats.hits),
                 static_cast<unsigned long long>(stats.misses),
                 static_cast<unsigned long long>(stats.joins));
+  if (near)
+    std::printf(",\"near\":true,\"near_hits\":%llu,\"invalidations\":%llu,\"writes\":%lld",
+                static_cast<unsigned long long>(stats.near_hits),
+                static_cast<unsigned long long>(near_stats.invalidations), writes);
   std::printf("}\n");
   return errors == 0 ? 0 : 1;
 }

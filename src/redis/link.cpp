@@ -480,8 +480,22 @@ void Link::close() noexcept {
   if (tracker_) tracker_->close();
 }
 
+void Link::set_alternates(std::vector<Endpoint> nodes) {
+  std::lock_guard lock(mu_);
+  alternates_ = std::move(nodes);
+}
+
+bool Link::started() const {
+  std::lock_guard lock(mu_);
+  return session_.phase() != Session::Phase::idle;
+}
+
 void Link::begin_open() {
   const std::uint64_t gen = link_gen_;
+  if (!alternates_.empty() && session_.failed_attempts() > 0) {
+    const Endpoint& e = alternates_[next_alternate_++ % alternates_.size()];
+    session_.set_endpoint(e.host, e.port);
+  }
   if (tracked_) {
     auto hook = tracking_.lock();
     session_.set_redirect(hook ? hook->redirect_for(*this) : 0);

@@ -76,6 +76,10 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   void routed_done(Request* r, bool inline_ok) noexcept override;
   // Sends READONLY after the handshake (a cluster reading from replicas). Before start().
   void set_readonly();
+  // Servers to try in turn after an attempt failed or the link was lost (a subscriber on a
+  // cluster, where any node hears every PUBLISH). Before start().
+  void set_alternates(std::vector<Endpoint> nodes);
+  bool started() const;
   // Writes what is queued now (the end of another link's delivery that queued requests here).
   void flush_queued();
   // A subscriber's link (before start()): messages go to `sink`, called after each step outside
@@ -157,8 +161,10 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   std::weak_ptr<TrackingHook> tracking_;  // set before start(), read after
   bool tracked_ = false;                  // tracking_ was set
   std::shared_ptr<Tracker> tracker_;      // track(): the Tracker of this single-node client
-  std::size_t write_parts_ = 8;           // a large delivery's requests go out in this many writes
-  bool burst_ = false;  // a flush is posted for requests submitted from outside a delivery
+  std::vector<Endpoint> alternates_;      // set_alternates()
+  std::size_t next_alternate_ = 0;
+  std::size_t write_parts_ = 8;  // a large delivery's requests go out in this many writes
+  bool burst_ = false;           // a flush is posted for requests submitted from outside a delivery
   TimePoint armed_ = TimePoint::max();
   std::uint64_t timer_gen_ = 0;
   std::uint64_t link_gen_ = 0;  // bumped when the transport closes: late completions are ignored

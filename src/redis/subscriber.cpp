@@ -113,6 +113,28 @@ Subscriber::~Subscriber() {
 
 asio::awaitable<void> Subscriber::connect() {
   auto s = state_;
+  if (s->link->config().cluster.enabled && !s->link->started()) {
+    // A cluster: every node hears every PUBLISH, so a lost node is replaced by another one. The
+    // masters come from the slot map (read once, here), then the seeds.
+    Config c = s->link->config();
+    std::vector<Endpoint> nodes;
+    try {
+      Client discovery(s->executor, c);
+      co_await discovery.connect();
+      for (const auto& m : discovery.masters()) {
+        const auto colon = m.rfind(':');
+        nodes.push_back(Endpoint{m.substr(0, colon),
+                                 static_cast<std::uint16_t>(std::stoi(m.substr(colon + 1)))});
+      }
+      discovery.close();
+    } catch (const Error&) {
+      // The seeds alone, then.
+    }
+    nodes.push_back(Endpoint{c.host, c.port});
+    for (const auto& seed : c.cluster.seeds)
+      nodes.push_back(seed);
+    s->link->set_alternates(std::move(nodes));
+  }
   s->link->start();
   RequestRef r = RequestRef::make();
   r->set_kind(detail::RequestKind::wait_ready);

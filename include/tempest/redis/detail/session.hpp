@@ -170,6 +170,11 @@ class Session {
   void set_reconnect(bool on) noexcept { reconnect_ = on; }
   // READONLY after the handshake: reads may be served by this node when it is a replica.
   void set_readonly(bool on) noexcept { readonly_ = on; }
+  // The server the next connect attempt goes to (a subscriber moving to another cluster node).
+  void set_endpoint(std::string host, std::uint16_t port) {
+    cfg_.host = std::move(host);
+    cfg_.port = port;
+  }
 
   // ---- subscriber mode: pub/sub on a connection of its own
   // --------------------------------------- Messages ("message" / "pmessage" arrays, and RESP3
