@@ -2,10 +2,35 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+
 #include "tempest/cache/detail/near_store.hpp"
 #include "tempest/log.hpp"
 
 namespace tempest::cache {
+
+namespace {
+// What one connection's tracking says, passed on to the manager's near cache while that
+// connection is the manager's: a client from before a disconnect() cannot arm or reset the near
+// cache of the one after it (its invalidations still pass: dropping an entry is always safe).
+class NearForwarder final : public redis::InvalidationSink {
+ public:
+  explicit NearForwarder(std::shared_ptr<detail::NearStore> store) : store_(std::move(store)) {}
+  void retire() noexcept { live_.store(false, std::memory_order_release); }
+  void invalidate(std::string_view key) noexcept override { store_->invalidate(key); }
+  void invalidate_all() noexcept override { store_->invalidate_all(); }
+  void reset() noexcept override {
+    if (live_.load(std::memory_order_acquire)) store_->reset();
+  }
+  void armed() noexcept override {
+    if (live_.load(std::memory_order_acquire)) store_->armed();
+  }
+
+ private:
+  std::shared_ptr<detail::NearStore> store_;
+  std::atomic<bool> live_{true};
+};
+}  // namespace
 
 RedisManager::RedisManager(asio::any_io_executor executor, std::string_view url,
                            ManagerOptions options)
@@ -41,7 +66,11 @@ asio::awaitable<void> RedisManager::connect() {
       client_.emplace(executor_, config_);
       // Reads are tracked from the first connection on; nothing is stored in the near cache
       // until every connection tracks.
-      if (near_) client_->track(near_);
+      if (near_) {
+        auto forwarder = std::make_shared<NearForwarder>(near_);
+        client_->track(forwarder);
+        near_forwarder_ = std::move(forwarder);
+      }
     }
     client = client_;
   }
@@ -64,8 +93,18 @@ asio::awaitable<void> RedisManager::disconnect() {
   {
     std::lock_guard lock(mutex_);
     client.swap(client_);
+    // Nothing reports changes any more: the near cache empties and stays unused until the next
+    // connect() tracks again.
+    if (near_forwarder_) {
+      static_cast<NearForwarder&>(*near_forwarder_).retire();
+      near_forwarder_.reset();
+      near_->reset();
+    }
   }
-  if (client) co_await client->disconnect();
+  if (client) {
+    co_await client->disconnect();
+    client->close();  // the invalidation connections too
+  }
 }
 
 redis::Client RedisManager::client() const {

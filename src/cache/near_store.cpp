@@ -78,11 +78,12 @@ NearStore::Value NearStore::get(std::string_view key, Clock::time_point now,
 
 NearStore::Ticket NearStore::begin_read(std::string_view key) const {
   const std::size_t g = generation_slot(hash_of(key), kGenerations);
-  // Tracked first: a reset() clears it before it moves the epoch, so a ticket that saw the old
-  // epoch saw tracked == false or fails the epoch check.
+  // The epoch first: reset() clears `tracked_` before it moves the epoch, so a ticket that saw
+  // the new epoch sees tracked == false (unless armed() came after), and one that saw the old
+  // epoch fails put()'s epoch check.
+  const std::uint64_t epoch = epoch_.load(std::memory_order_acquire);
   const bool tracked = tracked_.load(std::memory_order_acquire);
-  return Ticket{epoch_.load(std::memory_order_acquire),
-                generations_[g].load(std::memory_order_acquire), tracked};
+  return Ticket{epoch, generations_[g].load(std::memory_order_acquire), tracked};
 }
 
 bool NearStore::put(std::string_view key, const Ticket& ticket, Value value,

@@ -254,6 +254,7 @@ void Session::on_open(TimePoint now) {
   last_read_ = now;
   handshake_failure_.clear();
   handshake_left_ = 0;
+  client_id_ = 0;
   if (!cfg_.password.empty()) {
     if (cfg_.username.empty()) {
       queue_internal(RequestKind::handshake, cmd("AUTH", cfg_.password));
@@ -801,6 +802,9 @@ void Session::on_handshake_reply(const Request& r, const Reply& reply, bool reje
         handshake_failure_ +=
             " (the server requires a password: redis://:password@host, or "
             "redis://user:password@host for an ACL user)";
+    } else if (name == "CLIENT" && r.command().argument(1) == "ID") {
+      handshake_failure_ =
+          "CLIENT ID was answered with " + reply.debug_string().substr(0, 80) + ", not an integer";
     } else if (name == "PING" && !(reply.is_status() && reply.str() == "PONG")) {
       handshake_failure_ = "PING was answered with " + reply.debug_string().substr(0, 80) +
                            ", not PONG (is this a Redis server?)";

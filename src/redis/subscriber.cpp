@@ -127,8 +127,8 @@ asio::awaitable<void> Subscriber::connect() {
                                  static_cast<std::uint16_t>(std::stoi(m.substr(colon + 1)))});
       }
       discovery.close();
-    } catch (const Error&) {
-      // The seeds alone, then.
+    } catch (const std::exception&) {
+      // The seeds alone, then (the subscriber's own connect below says what is wrong).
     }
     nodes.push_back(Endpoint{c.host, c.port});
     for (const auto& seed : c.cluster.seeds)

@@ -24,22 +24,34 @@ Tracker::~Tracker() {
 }
 
 void Tracker::attach(const std::shared_ptr<Link>& data) {
+  // The links' own locks are taken before this one's (as their steps do), never under it.
+  data->set_tracking(weak_from_this(), false);
+  const std::string name = server_of(data->config());
   std::shared_ptr<Link> opened;
   {
     std::lock_guard lock(mu_);
     if (closed_) return;
-    auto& server = servers_[server_of(data->config())];
-    if (!server) {
-      server = std::make_unique<Server>();
+    if (servers_.find(name) == servers_.end()) {
       Config c = data->config();
       c.when_disconnected = Config::WhenDisconnected::queue;
-      server->invalidations = std::make_shared<Link>(executor_, std::move(c), Venue::shared);
-      server->invalidations->enroll();
-      server->invalidations->set_tracking(weak_from_this(), true);
-      by_invalidation_link_[server->invalidations.get()] = server.get();
-      opened = server->invalidations;
+      opened = std::make_shared<Link>(executor_, std::move(c), Venue::shared);
     }
-    data->set_tracking(weak_from_this(), false);
+  }
+  if (opened) {
+    opened->enroll();
+    opened->set_tracking(weak_from_this(), true);
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return;
+    auto& server = servers_[name];
+    if (!server) {
+      server = std::make_unique<Server>();
+      server->invalidations = opened;
+      by_invalidation_link_[opened.get()] = server.get();
+    } else {
+      opened.reset();  // another attach opened it meanwhile
+    }
     data_[data.get()] = Data{data, server.get(), false};
     settle_locked();  // a new link's reads are not tracked yet
   }
@@ -123,10 +135,14 @@ long long Tracker::on_data_events(Data& d, std::vector<Session::TrackingEvent>& 
         break;
       case Kind::refused:
         d.ok = false;
-        // Refused while the invalidation link it named was being replaced: the new one will
-        // redirect this link again. Any other refusal (an ACL, a server without tracking) is
-        // logged once: the near cache stays off.
-        if (e.id == d.server->id && d.server->id != 0) refused_locked(e.why);
+        if (d.server->id != 0 && e.id != d.server->id) {
+          // It named an invalidation link replaced since: redirect to the current one.
+          redirect_now = d.server->id;
+        } else if (e.why.find("does not exist") == std::string::npos) {
+          // Not a link that just died (its replacement will redirect this one again): an ACL,
+          // a server without tracking. Logged once; the near cache stays off.
+          refused_locked(e.why);
+        }
         break;
       case Kind::identified:
         break;

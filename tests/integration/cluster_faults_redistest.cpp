@@ -389,9 +389,6 @@ TEST(ClusterFaults, FailoversUnderLoadGiveOnlyTypedErrorsAndRecover) {
   EXPECT_GT(o.calls, 10'000);
 }
 
-// A request sent with ASKING in front whose deadline passes while the importing node does not
-// answer stays in that link's session until both replies came: the requests behind it on the
-// same connection still get their own replies.
 // The near cache while a slot moves: entries read from the old owner must not outlive the move
 // (MIGRATE deletes them there, which Redis reports; the new slot map clears the near cache), and
 // writes at the new owner reach it.
@@ -530,6 +527,9 @@ TEST(ClusterFaults, ASubscriberWhoseNodeDiesMovesToAnotherNode) {
   });
 }
 
+// A request sent with ASKING in front whose deadline passes while the importing node does not
+// answer stays in that link's session until both replies came: the requests behind it on the
+// same connection still get their own replies.
 TEST(ClusterFaults, AskThatTimesOutLeavesTheOtherRepliesInOrder) {
   RedisCluster cluster(3, 0);
   asio::io_context io;

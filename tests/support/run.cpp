@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/concurrent_channel.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -47,18 +48,20 @@ std::string unique_prefix(const std::string& tag) {
 
 asio::awaitable<long long> all_workers(int n, Worker worker) {
   auto ex = co_await asio::this_coro::executor;
-  int running = n;
-  long long failed = 0;
-  asio::steady_timer all_done(ex, std::chrono::steady_clock::time_point::max());
+  // The workers may end on different threads (an io_context run by several): atomics, and a
+  // thread-safe channel for the last one's signal.
+  std::atomic<int> running{n};
+  std::atomic<long long> failed{0};
+  asio::experimental::concurrent_channel<void(boost::system::error_code)> all_done(ex, 1);
   for (int w = 0; w < n; ++w) {
     asio::co_spawn(ex, worker(w), [&](std::exception_ptr e) {
-      if (e) ++failed;
-      if (--running == 0) all_done.cancel();
+      if (e) failed.fetch_add(1);
+      if (running.fetch_sub(1) == 1) (void)all_done.try_send(boost::system::error_code{});
     });
   }
   boost::system::error_code ec;
-  co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  co_return failed;
+  co_await all_done.async_receive(asio::redirect_error(asio::use_awaitable, ec));
+  co_return failed.load();
 }
 
 std::string shell(const std::string& command) {

@@ -104,7 +104,10 @@ TEST(NearStore, NothingIsStoredUntilReadsAreTrackedNorAfterAReset) {
   EXPECT_FALSE(s.tracked());
   EXPECT_FALSE(s.put("k", before, value(1), typeid(int), 4, t0 + 10s));             // read before
   EXPECT_FALSE(s.put("k", s.begin_read("k"), value(1), typeid(int), 4, t0 + 10s));  // after
+  // A read begun while tracking was off stays unstored even once it is back.
+  const auto between = s.begin_read("k");
   s.armed();
+  EXPECT_FALSE(s.put("k", between, value(1), typeid(int), 4, t0 + 10s));
   EXPECT_TRUE(s.put("k", s.begin_read("k"), value(3), typeid(int), 4, t0 + 10s));
   EXPECT_EQ(s.stats().resets, 1u);
 }

@@ -81,6 +81,7 @@ class RedisManager {
   mutable std::mutex mutex_;
   std::optional<redis::Client> client_;  // set between connect() and disconnect()
   std::shared_ptr<detail::NearStore> near_;
+  std::shared_ptr<redis::InvalidationSink> near_forwarder_;  // the current client's
 };
 
 }  // namespace tempest::cache
