@@ -85,6 +85,18 @@ const redis::Script& release_script() {
   return script;
 }
 
+const std::string& registry_script() {
+  static const std::string script =
+      "local existed = redis.call('EXISTS', KEYS[1]) "
+      "redis.call('SADD', KEYS[1], ARGV[1]) "
+      "local ttl = tonumber(ARGV[2]) "
+      "if ttl <= 0 then redis.call('PERSIST', KEYS[1]) "
+      "elseif existed == 0 then redis.call('EXPIRE', KEYS[1], ttl) "
+      "else redis.call('EXPIRE', KEYS[1], ttl, 'GT') end "
+      "return 1";
+  return script;
+}
+
 bool usable(const std::optional<redis::Client>& c) {
   return c && c->is_connected();
 }
@@ -284,9 +296,12 @@ asio::awaitable<void> CacheCore::store(const std::string& key, std::string paylo
   } else {
     p.add("SET", key, payload);
   }
+  // A registry set lives at least as long as every entry it indexes (the Python SDK's SADD +
+  // EXPIRE can shorten it under a longer-lived entry, which then escapes invalidation): a new set
+  // gets the entry's TTL, an existing one is only extended (EXPIRE GT: a set without expiry keeps
+  // none), and an entry without expiry makes its sets persistent. One key per script: cluster-safe.
   auto registry = [&](const std::string& set) {
-    p.add("SADD", set, key);
-    if (ttl > 0) p.add("EXPIRE", set, ttl);
+    p.add("EVAL", registry_script(), 1, set, key, ttl);
   };
   if (!options_.ns.empty()) registry(options_.key_prefix + "__ns__:" + options_.ns);
   for (const auto& t : options_.tags)

@@ -38,21 +38,32 @@ asio::awaitable<std::size_t> CacheInvalidator::invalidate_tags(
   return invalidate_sets(std::move(sets));
 }
 
-// SMEMBERS of each set (one key each), then UNLINK of the members and of the sets.
+// Each set is drained with SPOP (batch_size members at a time) and what comes out is unlinked,
+// until the sets are empty (and so gone). A member added while this runs is popped too, or stays
+// in its set: never lost, as it was with SMEMBERS then DEL of the set.
 asio::awaitable<std::size_t> CacheInvalidator::invalidate_sets(std::vector<std::string> sets) {
   if (sets.empty()) co_return 0;
   redis::Client client = manager_->client();
-  redis::Pipeline read;
-  for (const auto& s : sets)
-    read.add("SMEMBERS", s);
-  auto replies = co_await client.exec(read, redis::CallOptions{kTimeout});
+  const std::size_t batch = std::max<std::size_t>(1, batch_size);
   std::set<std::string> members;
-  for (auto& r : replies)
-    for (auto& m : std::move(r).checked().as_array())
-      members.insert(std::move(m).as_string());
-  std::vector<std::string> doomed(members.begin(), members.end());
-  (void)co_await unlink_all(doomed);
-  (void)co_await unlink_all(sets);
+  while (!sets.empty()) {
+    redis::Pipeline pop;
+    for (const auto& s : sets)
+      pop.add("SPOP", s, batch);
+    auto replies = co_await client.exec(pop, redis::CallOptions{kTimeout});
+    std::vector<std::string> doomed;
+    std::vector<std::string> more;
+    for (std::size_t i = 0; i < sets.size(); ++i) {
+      auto popped = std::move(replies[i]).checked().as_array();
+      for (auto& m : popped) {
+        std::string k = std::move(m).as_string();
+        if (members.insert(k).second) doomed.push_back(std::move(k));
+      }
+      if (popped.size() >= batch) more.push_back(sets[i]);  // may hold more
+    }
+    (void)co_await unlink_all(doomed);
+    sets = std::move(more);
+  }
   co_return members.size();
 }
 

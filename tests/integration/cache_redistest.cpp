@@ -12,6 +12,7 @@
 #include <memory>
 #include <thread>
 
+#include "support/fault_proxy.hpp"
 #include "support/log_capture.hpp"
 #include "support/redis_server.hpp"
 #include "support/run.hpp"
@@ -428,6 +429,106 @@ TEST_F(CacheTest, InvalidationByNamespaceTagTagsKeysWithExactCounts) {
     EXPECT_EQ(co_await client.exists("app:__ns__:users"), 0);
     EXPECT_EQ(co_await inv.invalidate_tag("nothing"), 0u);
     co_await redis.disconnect();
+  });
+}
+
+// A registry set never expires before an entry it indexes: a longer-lived entry extends it, a
+// shorter-lived one does not shorten it, an entry without expiry makes it persistent (the Python
+// SDK's SADD + EXPIRE shortened it: the long-lived entry then escaped invalidate_tag).
+TEST_F(CacheTest, ARegistrySetOutlivesEveryEntryItIndexes) {
+  auto long_lived = tc::cached(redis, {.name = "long", .ttl = 3600s, .tags = {"t"}},
+                               [](int id) -> asio::awaitable<int> { co_return id; });
+  auto short_lived = tc::cached(redis, {.name = "short", .ttl = 60s, .tags = {"t"}},
+                                [](int id) -> asio::awaitable<int> { co_return id; });
+  auto forever = tc::cached(redis, {.name = "forever", .ttl = tc::no_expiry, .tags = {"u"}},
+                            [](int id) -> asio::awaitable<int> { co_return id; });
+  auto brief = tc::cached(redis, {.name = "brief", .ttl = 60s, .tags = {"u"}},
+                          [](int id) -> asio::awaitable<int> { co_return id; });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    auto client = redis.client();
+    (void)co_await short_lived(1);
+    EXPECT_LE(co_await client.ttl("__tag__:t"), 60);  // a new set: the entry's TTL
+    (void)co_await long_lived(1);
+    EXPECT_GT(co_await client.ttl("__tag__:t"), 3500);  // extended
+    (void)co_await short_lived(2);
+    EXPECT_GT(co_await client.ttl("__tag__:t"), 3500);  // not shortened
+    (void)co_await forever(1);
+    EXPECT_EQ(co_await client.ttl("__tag__:u"), -1);  // no expiry, as its entry
+    (void)co_await brief(1);
+    EXPECT_EQ(co_await client.ttl("__tag__:u"), -1);  // still none
+    co_await redis.disconnect();
+  });
+}
+
+// A tags builder that throws: the result is returned uncached and the distributed lock is
+// released (it used to stay until its own expiry, holding back every other process).
+TEST_F(CacheTest, ATagsBuilderThatThrowsStillReleasesTheLock) {
+  tc::CachedOptions o{.name = "tagged", .lock = {.enabled = true}};
+  auto fn = tc::cached(redis, o, [](int id) -> asio::awaitable<int> {
+              co_return id * 2;
+            }).tags([](const int&) -> std::vector<std::string> {
+    throw std::runtime_error("no tags today");
+  });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    EXPECT_EQ(co_await fn(21), 42);
+    auto client = redis.client();
+    EXPECT_EQ(co_await client.exists(fn.key(21) + ":lock"), 0);
+    EXPECT_EQ(co_await client.exists(fn.key(21)), 0);  // not stored outside its registry sets
+    EXPECT_EQ(fn.stats().unserializable, 1u);
+    co_await redis.disconnect();
+  });
+  EXPECT_EQ(logs.count("the tags builder threw: no tags today"), 1u);
+}
+
+// An entry registered while invalidate_tag runs is never lost from its set: it is invalidated
+// too, or stays registered. The invalidator's replies are held back by the fault proxy while
+// another process registers a new entry (with SMEMBERS then DEL of the set, the new member went
+// with the set and its entry escaped every later invalidation).
+TEST(CacheInvalidation, AnEntryRegisteredDuringInvalidateTagIsNeverLost) {
+  RedisServer server;
+  tempest::test::FaultProxy proxy(server.port());
+  asio::io_context io;
+  tc::RedisManager redis(io.get_executor(), proxy.url());
+  tc::RedisManager other(io.get_executor(), server.url());
+  tc::CacheInvalidator inv(redis, "");
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    co_await other.connect();
+    auto c = other.client();
+    for (int i = 0; i < 5; ++i) {
+      (void)co_await c.set("entry:" + std::to_string(i), "v");
+      (void)co_await c.command(tr::cmd("SADD", "__tag__:t", "entry:" + std::to_string(i)));
+    }
+    proxy.set_mode(tempest::test::FaultProxy::Mode::delay_replies, 300ms);
+    std::optional<std::size_t> removed;
+    asio::co_spawn(
+        io, [&]() -> asio::awaitable<void> { removed = co_await inv.invalidate_tag("t"); },
+        asio::detached);
+    // The invalidator has read the set (its reply is on its way back) when another process
+    // registers a new entry.
+    for (int i = 0; i < 250; ++i) {
+      const std::string list =
+          shell("redis-cli -p " + std::to_string(server.port()) + " CLIENT LIST TYPE normal");
+      if (list.find("cmd=smembers") != std::string::npos ||
+          list.find("cmd=spop") != std::string::npos)
+        break;
+      co_await sleep_for(1ms);
+    }
+    (void)co_await c.set("entry:new", "v");
+    (void)co_await c.command(tr::cmd("SADD", "__tag__:t", "entry:new"));
+    while (!removed)
+      co_await sleep_for(5ms);
+    proxy.set_mode(tempest::test::FaultProxy::Mode::pass);
+    const bool entry_left = co_await c.exists("entry:new") == 1;
+    const bool registered =
+        (co_await c.command(tr::cmd("SISMEMBER", "__tag__:t", "entry:new"))).integer() == 1;
+    EXPECT_TRUE(!entry_left || registered) << "entry:new exists but is in no registry set";
+    for (int i = 0; i < 5; ++i)
+      EXPECT_EQ(co_await c.exists("entry:" + std::to_string(i)), 0);
+    co_await redis.disconnect();
+    co_await other.disconnect();
   });
 }
 

@@ -214,7 +214,14 @@ class Cached<F, Codec, T, std::tuple<A...>> {
         core.unserializable(key, e.what());
       }
       std::vector<std::string> call_tags;
-      if (st.tags) call_tags = st.tags(args...);
+      try {
+        if (st.tags) call_tags = st.tags(args...);
+      } catch (const std::exception& e) {
+        // Returned uncached (an entry outside its registry sets could not be invalidated), and
+        // the lock is still released below.
+        core.unserializable(key, std::string("the tags builder threw: ") + e.what());
+        payload.reset();
+      }
       if (payload && found.redis_ok)
         co_await core.store(key, std::move(*payload), std::move(call_tags));
     }
