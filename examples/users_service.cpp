@@ -44,7 +44,9 @@ std::string env(const char* name, const char* fallback) {
 
 template <class T>
 th::Response json(const T& value) {
-  return th::Response::json(200, boost::json::serialize(boost::json::value_from(value)));
+  // Numbers as a Python (or JS) service writes them: 19.9 and 5.0, not 1.99E1 and 5E0.
+  return th::Response::json(
+      200, tc::python_json(boost::json::value_from(value), tc::JsonStyle::compact));
 }
 
 asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {

@@ -148,6 +148,10 @@ if [[ ${NEAR_CACHE:-0} == 1 ]]; then
       sh -c "for i in 1 2 3 4 5 6 7 8 9 10; do curl -s $BASE/users/1 | grep -q Outsider && exit 0; sleep 0.1; done; exit 1"
   fi
 fi
+orders=$(curl -s "$BASE/users/1/orders")
+echo "GET /users/1/orders: $orders"
+check "numbers written as Python writes them (19.9, 5.0; no exponent form)" \
+  sh -c "echo '$orders' | grep -q '\"total\":19.9' && echo '$orders' | grep -q '\"total\":5.0' && ! echo '$orders' | grep -q 'E[0-9]'"
 check "unknown route 404" test "$(status /nope)" = 404
 kill -TERM "$SERVICE_PID"
 wait "$SERVICE_PID"

@@ -2,11 +2,16 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "tempest/cache/key.hpp"
 
+#include <boost/json/value.hpp>
+
 #include <openssl/sha.h>
 
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <set>
 #include <stdexcept>
 
 namespace tempest::cache {
@@ -44,6 +49,11 @@ void KeyWriter::uinteger(unsigned long long v) {
   comma();
   char buf[24];
   out_.append(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+}
+
+void KeyWriter::integer_text(std::string_view digits) {
+  comma();
+  out_ += digits;
 }
 
 void KeyWriter::number(double v) {
@@ -99,30 +109,38 @@ void append_python_string(std::string& out, std::string_view s) {
       ++i;
       continue;
     }
-    // Decode one UTF-8 sequence, strictly (no overlongs, no surrogates, <= U+10FFFF).
-    unsigned len = 0, code = 0, min = 0;
-    if ((c & 0xE0) == 0xC0) {
-      len = 2, code = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3, code = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4, code = c & 0x07, min = 0x10000;
+    // Decode one UTF-8 sequence strictly (no overlongs, no surrogates, <= U+10FFFF). What is not
+    // UTF-8 becomes U+FFFD, one per maximal ill-formed subpart, as Python's
+    // bytes.decode("utf-8", "replace") does (so "/users/%FF" has a key, and Python's for it).
+    unsigned len = 0, code = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2, code = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3, code = c & 0x0F;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4, code = c & 0x07;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
     } else {
-      throw std::invalid_argument("cache key argument is not valid UTF-8 (byte " +
-                                  std::to_string(i) + ")");
+      append_u(out, 0xFFFD);
+      ++i;
+      continue;
     }
-    if (i + len > s.size())
-      throw std::invalid_argument("cache key argument has a truncated UTF-8 sequence");
-    for (unsigned k = 1; k < len; ++k) {
+    unsigned k = 1;
+    for (; k < len && i + k < s.size(); ++k) {
       const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80)
-        throw std::invalid_argument("cache key argument is not valid UTF-8 (byte " +
-                                    std::to_string(i + k) + ")");
+      const unsigned char l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
+      if (cc < l || cc > h) break;
       code = (code << 6) | (cc & 0x3F);
     }
-    if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF))
-      throw std::invalid_argument("cache key argument is not valid UTF-8 (byte " +
-                                  std::to_string(i) + ")");
+    if (k < len) {
+      append_u(out, 0xFFFD);
+      i += k;
+      continue;
+    }
     if (code >= 0x10000) {
       code -= 0x10000;
       append_u(out, 0xD800 + (code >> 10));
@@ -164,6 +182,15 @@ void KeyWriter::key(std::string_view utf8) {
 void KeyWriter::end_object() {
   out_ += '}';
   --depth_;
+}
+
+double float_as_decimal(float v) {
+  if (!std::isfinite(v)) return static_cast<double>(v);
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);  // the float's shortest digits
+  double d = 0;
+  std::from_chars(buf, r.ptr, d);
+  return d;
 }
 
 // ---- Python float repr
@@ -319,10 +346,18 @@ class Transcoder {
         if (peek() == '}') {
           ++pos_;
         } else {
+          std::set<std::string> names;
           for (;;) {
             skip_ws();
             if (peek() != '"') fail("expected a member name");
-            w_.key(string());
+            const std::size_t at = pos_;
+            std::string name = string();
+            if (!names.insert(name).second) {
+              pos_ = at;
+              fail("member \"" + name +
+                   "\" appears twice (Python's json.loads would keep the last one silently)");
+            }
+            w_.key(name);
             skip_ws();
             if (peek() != ':') fail("expected ':'");
             ++pos_;
@@ -353,6 +388,12 @@ class Transcoder {
         return;
       case 'n':
         expect("null"), w_.null();
+        return;
+      case 'N':  // json.loads reads these three, and json.dumps writes them back
+        expect("NaN"), w_.number(std::numeric_limits<double>::quiet_NaN());
+        return;
+      case 'I':
+        expect("Infinity"), w_.number(std::numeric_limits<double>::infinity());
         return;
       default:
         number();
@@ -460,6 +501,10 @@ class Transcoder {
   void number() {
     const std::size_t start = pos_;
     if (peek() == '-') ++pos_;
+    if (peek() == 'I' && pos_ > start) {
+      expect("Infinity"), w_.number(-std::numeric_limits<double>::infinity());
+      return;
+    }
     if (!(peek() >= '0' && peek() <= '9')) fail("unexpected character");
     while (peek() >= '0' && peek() <= '9')
       ++pos_;
@@ -482,18 +527,16 @@ class Transcoder {
     const char* first = s_.data() + start;
     const char* last = s_.data() + pos_;
     if (is_float) {
-      double d = 0;
-      const auto r = std::from_chars(first, last, d);
-      if (r.ec != std::errc{}) fail("number out of range");
+      // As Python's float(): the nearest double, 1e400 is inf and 1e-400 is 0.0 (with the sign).
+      const std::string text(first, last);
+      const double d = std::strtod(text.c_str(), nullptr);
       w_.number(d);
-    } else if (*first == '-') {
-      long long v = 0;
-      if (std::from_chars(first, last, v).ec != std::errc{}) fail("integer out of 64-bit range");
-      w_.integer(v);
     } else {
-      unsigned long long v = 0;
-      if (std::from_chars(first, last, v).ec != std::errc{}) fail("integer out of 64-bit range");
-      w_.uinteger(v);
+      // Python's ints have no bound: the digits go as they are ("-0" is 0).
+      std::string_view digits(first, static_cast<std::size_t>(last - first));
+      if (digits.size() > 1 && digits[0] == '0') fail("leading zero");
+      if (digits.size() > 2 && digits[0] == '-' && digits[1] == '0') fail("leading zero");
+      w_.integer_text(digits == "-0" ? std::string_view("0") : digits);
     }
   }
 
@@ -508,6 +551,72 @@ std::string key_from_json_args(std::string_view key_prefix, std::string_view nam
   KeyWriter w;
   Transcoder(json_array, w).document();
   return make_key(key_prefix, name, w.str());
+}
+
+// ---- JSON values as Python's json.dumps writes them
+// ------------------------------------------------
+
+namespace {
+void write_python_json(std::string& out, const boost::json::value& v, JsonStyle style, int depth) {
+  if (depth > 256) throw std::invalid_argument("JSON value nests deeper than 256");
+  const char* comma = style == JsonStyle::python_default ? ", " : ",";
+  const char* colon = style == JsonStyle::python_default ? ": " : ":";
+  switch (v.kind()) {
+    case boost::json::kind::null:
+      out += "null";
+      break;
+    case boost::json::kind::bool_:
+      out += v.get_bool() ? "true" : "false";
+      break;
+    case boost::json::kind::int64: {
+      char buf[24];
+      out.append(buf, std::to_chars(buf, buf + sizeof buf, v.get_int64()).ptr);
+      break;
+    }
+    case boost::json::kind::uint64: {
+      char buf[24];
+      out.append(buf, std::to_chars(buf, buf + sizeof buf, v.get_uint64()).ptr);
+      break;
+    }
+    case boost::json::kind::double_:
+      // repr(): 19.9, 5.0, 1e+16; NaN and Infinity as json.dumps writes them (allow_nan).
+      out += python_float_repr(v.get_double());
+      break;
+    case boost::json::kind::string:
+      append_python_string(out, std::string_view(v.get_string()));
+      break;
+    case boost::json::kind::array: {
+      out += '[';
+      bool first = true;
+      for (const auto& e : v.get_array()) {
+        if (!first) out += comma;
+        first = false;
+        write_python_json(out, e, style, depth + 1);
+      }
+      out += ']';
+      break;
+    }
+    case boost::json::kind::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& m : v.get_object()) {
+        if (!first) out += comma;
+        first = false;
+        append_python_string(out, std::string_view(m.key()));
+        out += colon;
+        write_python_json(out, m.value(), style, depth + 1);
+      }
+      out += '}';
+      break;
+    }
+  }
+}
+}  // namespace
+
+std::string python_json(const boost::json::value& v, JsonStyle style) {
+  std::string out;
+  write_python_json(out, v, style, 0);
+  return out;
 }
 
 }  // namespace tempest::cache

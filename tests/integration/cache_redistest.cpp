@@ -84,7 +84,7 @@ TEST_F(CacheTest, GetUserProfileMissThenHitWithThePythonKey) {
     EXPECT_EQ(s.misses, 2u);
     auto client = redis.client();
     auto stored = co_await client.get("users:get_user_profile:5f11deb66da1aa69390b0572cc7a6b39");
-    EXPECT_EQ(stored.value_or(""), "{\"id\":\"123\",\"name\":\"Ana\"}");
+    EXPECT_EQ(stored.value_or(""), "{\"id\": \"123\", \"name\": \"Ana\"}");
     co_await redis.disconnect();
   });
 }
@@ -160,6 +160,37 @@ TEST_F(CacheTest, InteropWithThePythonOriginal) {
             "{\"id\": \"8\", \"name\": \"Ana\"}");
 }
 
+// With no option that needs metadata, a stored value is byte for byte what the Python SDK's
+// json.dumps stores for the same data: its separators, repr() floats (19.9 and 5.0, not 1.99E1
+// and 5E0), ensure_ascii escapes.
+TEST_F(CacheTest, StoredValuesAreByteIdenticalToPythons) {
+  auto order = tc::cached(redis, {.name = "order"}, [](std::string id) -> asio::awaitable<Order> {
+    co_return Order{id, id == "a" ? 19.9 : 5.0};
+  });
+  auto profile =
+      tc::cached(redis, {.name = "profile"}, [](std::string id) -> asio::awaitable<UserProfile> {
+        co_return UserProfile{id, "Zo\xc3\xab \"Q\"\n"};
+      });
+  std::vector<std::string> stored;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    auto c = redis.client();
+    (void)co_await order("a");
+    (void)co_await order("b");
+    (void)co_await profile("p");
+    stored.push_back(*co_await c.get(order.key("a")));
+    stored.push_back(*co_await c.get(order.key("b")));
+    stored.push_back(*co_await c.get(profile.key("p")));
+    co_await redis.disconnect();
+  });
+  const std::string python = shell(
+      "/usr/bin/python3 -c 'import json; print(json.dumps({\"id\": \"a\", \"total\": 19.9})); "
+      "print(json.dumps({\"id\": \"b\", \"total\": 5.0})); "
+      "print(json.dumps({\"id\": \"p\", \"name\": \"Zo\\u00eb \\\"Q\\\"\\n\"}))'");
+  EXPECT_EQ(stored[0] + "\n" + stored[1] + "\n" + stored[2], python);
+  EXPECT_EQ(stored[0], R"({"id": "a", "total": 19.9})");
+}
+
 TEST_F(CacheTest, TenKindsOfCorruptValueFallBackWarnAndOverwrite) {
   auto get_user_profile = make_get_user_profile();
   const std::vector<std::string> corrupt = {
@@ -191,7 +222,7 @@ TEST_F(CacheTest, TenKindsOfCorruptValueFallBackWarnAndOverwrite) {
       EXPECT_EQ(p.name, "Ana") << i;
       EXPECT_EQ(profile_calls, expected_calls) << "case " << i << " did not fall back";
       auto now = co_await client.get(key);
-      EXPECT_EQ(now.value_or(""), "{\"id\":\"1\",\"name\":\"Ana\"}")
+      EXPECT_EQ(now.value_or(""), "{\"id\": \"1\", \"name\": \"Ana\"}")
           << "case " << i << " not overwritten";
       (void)co_await get_user_profile("1");  // and it is a hit again
       EXPECT_EQ(profile_calls, expected_calls) << i;

@@ -174,16 +174,28 @@ TEST(Key, PythonFloatRepr) {
   EXPECT_EQ(python_float_repr(-std::numeric_limits<double>::infinity()), "-Infinity");
 }
 
-TEST(Key, InvalidUtf8IsAClearError) {
-  EXPECT_THROW(encode_args(std::string("\xff")), std::invalid_argument);
-  EXPECT_THROW(encode_args(std::string("\xc3")), std::invalid_argument);
-  EXPECT_THROW(encode_args(std::string("\xed\xa0\x80")), std::invalid_argument);  // surrogate
-  EXPECT_THROW(encode_args(std::string("\xc0\xaf")), std::invalid_argument);      // overlong
+// Bytes that are not UTF-8 never make a call throw: they read as Python's
+// bytes.decode("utf-8", "replace") reads them (one U+FFFD per maximal ill-formed subpart); the
+// expected texts are what Python's json.dumps([b.decode("utf-8", "replace")]) printed.
+TEST(Key, InvalidUtf8ReadsAsPythonsReplacementDecoding) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"\xff", R"(["\ufffd"])"},
+      {"\xc3", R"(["\ufffd"])"},
+      {"\xed\xa0\x80", R"(["\ufffd\ufffd\ufffd"])"},  // a surrogate
+      {"\xc0\xaf", R"(["\ufffd\ufffd"])"},            // overlong
+      {"a\xe2\x82"
+       "b",
+       R"(["a\ufffdb"])"},                                      // truncated, then more
+      {"\xf0\x9f\x98", R"(["\ufffd"])"},                        // truncated at the end
+      {"\xf4\x90\x80\x80", R"(["\ufffd\ufffd\ufffd\ufffd"])"},  // above U+10FFFF
+      {"ok\xe2\x82\xacz", R"(["ok\u20acz"])"}};                 // valid
+  for (const auto& [bytes, python] : cases)
+    EXPECT_EQ(encode_args(bytes), python) << python;
 }
 
 TEST(Key, JsonArgsErrorsNameTheProblem) {
-  for (const char* bad : {"", "{}", "[1,", "[1 2]", "[\"x]", "[tru]", "[1]x",
-                          "[18446744073709551616]", "[\"\\ud800\"]", "[01.]"}) {
+  for (const char* bad :
+       {"", "{}", "[1,", "[1 2]", "[\"x]", "[tru]", "[1]x", "[\"\\ud800\"]", "[01.]"}) {
     try {
       (void)key_from_json_args("", "f", bad);
       ADD_FAILURE() << "accepted " << bad;
@@ -217,4 +229,46 @@ TEST(Key, KeyTextIsPythonJsonDumps) {
   EXPECT_EQ(encode_args("a", 1, 2.5, true, nullptr, std::vector<int>{1, 2}),
             "[\"a\",1,2.5,true,null,[1,2]]");
   EXPECT_EQ(encode_args(std::string("\xc3\xa9\xf0\x9f\x98\x80")), "[\"\\u00e9\\ud83d\\ude00\"]");
+}
+
+// What Python's json.loads reads, read the same way by the CLI's --args: NaN, Infinity, a
+// decimal out of double range, integers of any size; duplicate members are refused (json.loads
+// would keep the last one silently). Expected keys computed by Python's own key builder.
+TEST(Key, JsonArgsReadLikePythonsJsonLoads) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"[NaN]", "f:f59f1c89a8c1df940ce79ee4ff914142"},
+      {"[Infinity, -Infinity]", "f:68ce46b788d774463c23e02665ef183c"},
+      {"[1e400]", "f:8b351f3835406427ffce1f33b0de3f61"},
+      {"[1.0]", "f:f73998a21f13788a7d344776fbd2ac61"},
+      {"[-0.0]", "f:bf7556ac5f656f7075fbd52630f63308"},
+      {"[123456789012345678901234567890]", "f:c1f71984118a1b9611a1afbe7e7a1a63"},
+      {"[-0]", "f:1c2855d53b47e6a93250255db57a1a89"},
+      {"[18446744073709551616]", "f:fde39e3c476b6009f1a458090110437e"}};
+  for (const auto& [args, key] : cases)
+    EXPECT_EQ(key_from_json_args("", "f", args), key) << args;
+  try {
+    (void)key_from_json_args("", "f", R"([{"a":1,"a":2}])");
+    ADD_FAILURE() << "a duplicate member was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("member \"a\" appears twice"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW((void)key_from_json_args("", "f", "[01]"), std::invalid_argument);
+}
+
+__extension__ typedef __int128 Int128;
+__extension__ typedef unsigned __int128 UInt128;
+
+// Argument encodings that used to differ from Python's: a float is its own shortest decimal,
+// 128-bit integers are exact, and a std::map and a std::unordered_map with the same int keys give
+// the same key (numeric order). Python printed json.dumps([0.1, 2**100, -2**100]) and
+// json.dumps([{1: "x", 2: "y", 10: "z"}]).
+TEST(Key, FloatsInt128AndIntKeyedMapsEncodeAsPythonWould) {
+  const Int128 big = static_cast<Int128>(1) << 100;
+  EXPECT_EQ(encode_args(0.1f, static_cast<UInt128>(big), -big),
+            "[0.1,1267650600228229401496703205376,-1267650600228229401496703205376]");
+  const std::map<int, std::string> ordered{{10, "z"}, {1, "x"}, {2, "y"}};
+  const std::unordered_map<int, std::string> unordered{{10, "z"}, {2, "y"}, {1, "x"}};
+  EXPECT_EQ(encode_args(ordered), R"([{"1":"x","2":"y","10":"z"}])");
+  EXPECT_EQ(encode_args(unordered), encode_args(ordered));
 }

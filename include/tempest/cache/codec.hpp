@@ -13,18 +13,21 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_to.hpp>
+
 #include <functional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
+#include "tempest/cache/key.hpp"
 
 namespace tempest::cache {
 
 template <class T>
 struct JsonCodec {
+  // What the Python SDK's json.dumps would store for the same value, byte for byte.
   static std::string encode(const T& value) {
-    return boost::json::serialize(boost::json::value_from(value));
+    return python_json(boost::json::value_from(value), JsonStyle::python_default);
   }
   static T decode(std::string_view bytes) {
     // A parser per thread keeps its internal stacks, and the document goes into a stack arena:

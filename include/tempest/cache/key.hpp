@@ -23,6 +23,10 @@
 #include <utility>
 #include <vector>
 
+namespace boost::json {
+class value;
+}
+
 namespace tempest::cache {
 
 // Writes JSON exactly as Python's json.dumps(value, separators=(",", ":")) does.
@@ -38,8 +42,9 @@ class KeyWriter {
   }
   void integer(long long v);
   void uinteger(unsigned long long v);
+  void integer_text(std::string_view digits);  // an integer of any size, as decimal digits
   void number(double v);  // Python float repr: 0.1, 1.0, 1e+16, 1e-05, -0.0, NaN, Infinity
-  // UTF-8 text; throws std::invalid_argument for bytes that are not UTF-8.
+  // UTF-8 text; bytes that are not UTF-8 become U+FFFD as Python's decode(errors="replace").
   void string(std::string_view utf8);
   void begin_array();
   void end_array();
@@ -62,6 +67,12 @@ class KeyWriter {
 
 // Python's repr() of a float.
 std::string python_float_repr(double v);
+
+// A JSON value written as Python writes it: floats by repr() (19.9, 5.0, never 1.99E1),
+// ensure_ascii escapes, members in their order. python_default: json.dumps's own separators
+// (", " and ": "), what the Python SDK stores; compact: (",", ":"), what FastAPI answers.
+enum class JsonStyle : std::uint8_t { python_default, compact };
+std::string python_json(const boost::json::value& v, JsonStyle style = JsonStyle::python_default);
 
 // SHA-256 of `{"args":<args_json>,"kwargs":{}}`, first 32 lowercase hex characters.
 std::string args_digest(std::string_view args_json);
@@ -121,7 +132,20 @@ template <class T>
 struct KeyEncoder<T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool> &&
                                       !std::is_same_v<T, char>>> {
   static void encode(KeyWriter& w, T v) {
-    if constexpr (std::is_signed_v<T>) {
+    if constexpr (sizeof(T) > sizeof(long long)) {
+      // 128-bit integers: exactly, as Python's int would be written (never truncated).
+      using U = std::make_unsigned_t<T>;
+      const bool negative = v < 0;
+      U m = negative ? static_cast<U>(U(0) - static_cast<U>(v)) : static_cast<U>(v);
+      char buf[48];
+      char* p = buf + sizeof buf;
+      do {
+        *--p = static_cast<char>('0' + static_cast<int>(m % 10));
+        m /= 10;
+      } while (m != 0);
+      if (negative) *--p = '-';
+      w.integer_text(std::string_view(p, static_cast<std::size_t>(buf + sizeof buf - p)));
+    } else if constexpr (std::is_signed_v<T>) {
       w.integer(static_cast<long long>(v));
     } else {
       w.uinteger(static_cast<unsigned long long>(v));
@@ -129,9 +153,19 @@ struct KeyEncoder<T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T
   }
 };
 
+// A float is written as its own shortest decimal (0.1f as 0.1, what the caller wrote and what
+// Python's float would hold), not as the double it widens to (0.10000000149011612).
+double float_as_decimal(float v);
+
 template <class T>
 struct KeyEncoder<T, std::enable_if_t<std::is_floating_point_v<T>>> {
-  static void encode(KeyWriter& w, T v) { w.number(static_cast<double>(v)); }
+  static void encode(KeyWriter& w, T v) {
+    if constexpr (std::is_same_v<T, float>) {
+      w.number(float_as_decimal(v));
+    } else {
+      w.number(static_cast<double>(v));
+    }
+  }
 };
 
 template <>
@@ -176,12 +210,26 @@ std::string member_name(const K& k) {
 }
 template <class M>
 void encode_map(KeyWriter& w, const M& m, bool sort) {
+  using K = typename M::key_type;
   std::vector<std::pair<std::string, const typename M::mapped_type*>> members;
-  for (const auto& [k, v] : m)
-    members.emplace_back(member_name(k), &v);
-  if (sort)
-    std::sort(members.begin(), members.end(),
-              [](const auto& a, const auto& b) { return a.first < b.first; });
+  if constexpr (std::is_arithmetic_v<K>) {
+    // Numeric keys in numeric order (as std::map holds them), so that a std::map and a
+    // std::unordered_map with the same contents give the same key.
+    std::vector<std::pair<K, const typename M::mapped_type*>> by_value;
+    for (const auto& [k, v] : m)
+      by_value.emplace_back(k, &v);
+    if (sort)
+      std::sort(by_value.begin(), by_value.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (const auto& [k, v] : by_value)
+      members.emplace_back(member_name(k), v);
+  } else {
+    for (const auto& [k, v] : m)
+      members.emplace_back(member_name(k), &v);
+    if (sort)
+      std::sort(members.begin(), members.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+  }
   w.begin_object();
   for (const auto& [k, v] : members) {
     w.key(k);
