@@ -235,25 +235,36 @@ void CacheCore::unserializable(const std::string& key, const std::string& proble
 }
 
 CacheStats CacheCore::stats() const {
-  return CacheStats{hits_.load(),  misses_.load(),         errors_.load(),     corrupt_.load(),
-                    joins_.load(), unserializable_.load(), lock_waits_.load(), near_hits_.load()};
+  return CacheStats{hits_.load(),       misses_.load(),    errors_.load(),
+                    corrupt_.load(),    joins_.load(),     unserializable_.load(),
+                    lock_waits_.load(), near_hits_.load(), breaker_skips_.load()};
 }
 
 asio::awaitable<Lookup> CacheCore::lookup(const std::string& key, bool with_ttl) {
   auto client = manager_->client_dependency();
   std::exception_ptr failure;
   std::string what;
-  if (!usable(client)) {
-    // Known to be down: do not wait for Redis at all, and make the exception only for callers
-    // that asked for it (fail-open calls pay nothing but the rate-limited warning).
-    what = client ? "not connected" : "RedisManager::connect() was not called";
+  CircuitBreaker* breaker = manager_->breaker();
+  const bool skip = breaker != nullptr && !breaker->allow();
+  if (skip || !usable(client)) {
+    // Known to be down (or the breaker is open): do not wait for Redis at all, and make the
+    // exception only for callers that asked for it (fail-open calls pay nothing but the
+    // rate-limited warning).
+    if (skip) {
+      breaker_skips_.fetch_add(1, std::memory_order_relaxed);
+      what = "the circuit breaker is open (" +
+             std::to_string(manager_->options().breaker.failures) + " Redis failures in a row)";
+    } else {
+      what = client ? "not connected" : "RedisManager::connect() was not called";
+    }
     if (options_.on_redis_error == OnRedisError::propagate)
       failure = std::make_exception_ptr(redis::ConnectionError(
-          "Redis " + (client ? what + " to " + manager_->config().redacted() : what)));
+          "Redis " + (client && !skip ? what + " to " + manager_->config().redacted() : what)));
   } else {
     try {
       if (!with_ttl) {
         auto value = co_await client->get(key, redis::CallOptions{options_.deadline});
+        if (breaker != nullptr) breaker->record(true);
         co_return Lookup{std::move(value), true};
       }
       // The near cache keeps an entry no longer than Redis does: PTTL with the GET.
@@ -270,12 +281,15 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key, bool with_ttl)
       } else if (pttl == -2) {
         found.expires = sent;  // gone by the time PTTL ran: not for the near cache
       }
+      if (breaker != nullptr) breaker->record(true);
       co_return found;
     } catch (const redis::ServerError& e) {
       // The key holds something GET cannot read (another type): a corrupt entry to overwrite.
+      if (breaker != nullptr) breaker->record(true);  // Redis answered
       corrupt_value(key, e.what());
       co_return Lookup{std::nullopt, true, true};
     } catch (const redis::Error& e) {
+      if (breaker != nullptr) breaker->record(false);
       what = e.what();
       failure = std::current_exception();
     }
@@ -288,7 +302,8 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key, bool with_ttl)
 asio::awaitable<void> CacheCore::store(const std::string& key, std::string payload,
                                        std::vector<std::string> tags) {
   auto client = manager_->client_dependency();
-  if (!usable(client)) co_return;
+  CircuitBreaker* breaker = manager_->breaker();
+  if (!usable(client) || (breaker != nullptr && breaker->open())) co_return;
   const auto ttl = options_.ttl.count();
   redis::Pipeline p;
   if (ttl > 0) {
@@ -312,10 +327,15 @@ asio::awaitable<void> CacheCore::store(const std::string& key, std::string paylo
   std::string what;
   try {
     auto replies = co_await client->exec(p, redis::CallOptions{options_.deadline});
+    if (breaker != nullptr) breaker->record(true);
     for (const auto& r : replies)
       if (r.is_error()) throw redis::ServerError(r.str());
     co_return;
+  } catch (const redis::ServerError& e) {
+    what = e.what();
+    failure = std::current_exception();
   } catch (const redis::Error& e) {
+    if (breaker != nullptr) breaker->record(false);
     what = e.what();
     failure = std::current_exception();
   }
@@ -396,6 +416,7 @@ std::vector<std::pair<std::string, CacheStats>> all_cache_stats() {
       t.unserializable += s.unserializable;
       t.lock_waits += s.lock_waits;
       t.near_hits += s.near_hits;
+      t.breaker_skips += s.breaker_skips;
     }
   }
   return {by_name.begin(), by_name.end()};

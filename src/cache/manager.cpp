@@ -39,6 +39,14 @@ RedisManager::RedisManager(asio::any_io_executor executor, std::string_view url,
 RedisManager::RedisManager(asio::any_io_executor executor, redis::Config config,
                            ManagerOptions options)
     : executor_(std::move(executor)), config_(std::move(config)), options_(std::move(options)) {
+  const auto& b = options_.breaker;
+  if (b.enabled) {
+    if (b.failures <= 0 || b.cool_down.count() <= 0)
+      throw std::invalid_argument("BreakerOptions: failures and cool_down must be positive (got " +
+                                  std::to_string(b.failures) + " and " +
+                                  std::to_string(b.cool_down.count()) + " ms)");
+    breaker_ = std::make_unique<detail::CircuitBreaker>(b);
+  }
   const auto& n = options_.near;
   if (n.enabled) {
     if (n.max_entries == 0 || n.max_bytes == 0)
@@ -48,6 +56,49 @@ RedisManager::RedisManager(asio::any_io_executor executor, redis::Config config,
     near_ = std::make_shared<detail::NearStore>(n.max_entries, n.max_bytes);
   }
 }
+
+namespace detail {
+namespace {
+std::int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+bool CircuitBreaker::allow() noexcept {
+  std::int64_t until = open_until_.load(std::memory_order_relaxed);
+  if (until == 0) return true;
+  const std::int64_t now = now_ns();
+  if (now < until) return false;
+  // Past the cool-down: one caller moves the deadline on and probes; the others stay out.
+  const std::int64_t next =
+      now + std::chrono::duration_cast<std::chrono::nanoseconds>(options_.cool_down).count();
+  return open_until_.compare_exchange_strong(until, next, std::memory_order_acq_rel);
+}
+
+void CircuitBreaker::record(bool ok) noexcept {
+  if (ok) {
+    if (failures_.load(std::memory_order_relaxed) != 0)
+      failures_.store(0, std::memory_order_relaxed);
+    if (open_until_.load(std::memory_order_relaxed) != 0)
+      open_until_.store(0, std::memory_order_release);
+    return;
+  }
+  if (failures_.fetch_add(1, std::memory_order_relaxed) + 1 >= options_.failures) {
+    const std::int64_t until =
+        now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(options_.cool_down).count();
+    if (open_until_.exchange(until, std::memory_order_acq_rel) == 0) {
+      opened_.fetch_add(1, std::memory_order_relaxed);
+      tempest::logger("tempest.cache")
+          ->warn(
+              "circuit breaker open: {} Redis failures in a row; cached calls skip Redis for "
+              "{} ms, then one probes",
+              options_.failures, options_.cool_down.count());
+    }
+  }
+}
+}  // namespace detail
 
 NearCacheStats RedisManager::near_stats() const {
   return near_ ? near_->stats() : NearCacheStats{};

@@ -96,7 +96,8 @@ Router make_metrics_router(const HttpMetrics& http, MetricsOptions options) {
         {"stampede_joins", &cache::CacheStats::joins},
         {"unserializable", &cache::CacheStats::unserializable},
         {"lock_waits", &cache::CacheStats::lock_waits},
-        {"near_hits", &cache::CacheStats::near_hits}};
+        {"near_hits", &cache::CacheStats::near_hits},
+        {"breaker_skips", &cache::CacheStats::breaker_skips}};
     for (const auto& [what, member] : counters) {
       const std::string name = std::string("tempest_cache_") + what + "_total";
       header(out, name.c_str(), "counter", ("Cached function " + std::string(what) + ".").c_str());

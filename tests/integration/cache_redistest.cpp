@@ -298,6 +298,72 @@ TEST_F(CacheTest, RedisFrozenCostsAtMostTheCacheDeadlineThenHitsResume) {
   });
 }
 
+// The circuit breaker with Redis frozen (SIGSTOP; health checks far off, so the link still looks
+// up): after `failures` calls that paid the cache deadline, calls skip Redis until the cool-down
+// ends, then one probes. Without it every call pays the deadline.
+TEST(CacheBreaker, RedisFrozenCallsStopPayingTheDeadline) {
+  RedisServer server;
+  asio::io_context io;
+  tc::ManagerOptions o;
+  o.breaker.enabled = true;
+  o.breaker.failures = 5;
+  o.breaker.cool_down = 500ms;
+  tc::RedisManager redis(io.get_executor(), server.url("?health_interval=60s"), o);
+  auto twice =
+      tc::cached(redis, {.name = "twice"}, [](int x) -> asio::awaitable<int> { co_return 2 * x; });
+  constexpr int kCalls = 10000;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    (void)co_await twice(1);
+    server.pause();
+    std::vector<double> ms;
+    const auto start = Clock::now();
+    for (int i = 0; i < kCalls; ++i) {
+      const auto t = Clock::now();
+      EXPECT_EQ(co_await twice(i), 2 * i);
+      ms.push_back(ms_since(t));
+      if (i % 10 == 0) co_await sleep_for(1ms);  // spread over a few cool-downs
+    }
+    const double elapsed = ms_since(start);
+    server.resume();
+    const auto paid = std::count_if(ms.begin(), ms.end(), [](double m) { return m >= 50; });
+    std::sort(ms.begin(), ms.end());
+    const double cool_downs = elapsed / 500.0;
+    std::printf(
+        "redis frozen, breaker 5 failures / 500 ms: %d calls in %.0f ms, %ld paid the 100 ms "
+        "deadline (at most 5 + one probe per cool-down: %.0f), p99 %.3f ms, p50 %.3f ms\n",
+        kCalls, elapsed, static_cast<long>(paid), 5 + cool_downs + 1, ms[ms.size() * 99 / 100],
+        ms[ms.size() / 2]);
+    EXPECT_LE(paid, 5 + static_cast<long>(cool_downs) + 1);
+    EXPECT_GE(paid, 5);
+    EXPECT_GT(twice.stats().breaker_skips, static_cast<std::uint64_t>(kCalls) - 100);
+    // Redis back: the next probe closes the breaker and hits resume.
+    bool hit = false;
+    for (int i = 0; i < 200 && !hit; ++i) {
+      const auto hits = twice.stats().hits;
+      (void)co_await twice(1);
+      hit = twice.stats().hits > hits;
+      if (!hit) co_await sleep_for(10ms);
+    }
+    EXPECT_TRUE(hit);
+    EXPECT_FALSE(redis.breaker()->open());
+    co_await redis.disconnect();
+  });
+}
+
+TEST(CacheBreaker, BadOptionsAreNamed) {
+  asio::io_context io;
+  tc::ManagerOptions o;
+  o.breaker.enabled = true;
+  o.breaker.failures = 0;
+  try {
+    tc::RedisManager m(io.get_executor(), "redis://127.0.0.1:1", o);
+    ADD_FAILURE() << "accepted failures = 0";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("BreakerOptions"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(CacheTest, ThousandConcurrentCallsOnAColdKeyRunTheFunctionOnce) {
   int calls = 0;
   auto slow = tc::cached(redis, {.name = "stampede"}, [&calls](int x) -> asio::awaitable<int> {

@@ -2,6 +2,7 @@
 // (connect / disconnect), the live client for handlers, and a bounded health check.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
@@ -29,6 +30,15 @@ class NotConnectedError : public redis::Error {
       : redis::Error("RedisManager::connect() must be called before accessing the client.") {}
 };
 
+// The cache's circuit breaker for Redis (opt-in): after `failures` Redis failures or timeouts in
+// a row, cached calls skip Redis entirely (they run their function, as when Redis is down) for
+// `cool_down`; then one call probes Redis, and its success closes the breaker again.
+struct BreakerOptions {
+  bool enabled = false;
+  int failures = 5;
+  Duration cool_down{1000};
+};
+
 struct ManagerOptions {
   ManagerOptions() = default;  // not an aggregate: see tempest::redis::ScanOptions
   // false (default): connect() with Redis unreachable logs a warning and returns; the connection
@@ -38,7 +48,28 @@ struct ManagerOptions {
   Duration health_timeout{1000};
   // A near cache for this manager's cached functions (off by default).
   NearCacheOptions near = {};
+  BreakerOptions breaker = {};
 };
+
+namespace detail {
+// The breaker's state, lock-free: a hit pays two relaxed loads.
+class CircuitBreaker {
+ public:
+  explicit CircuitBreaker(BreakerOptions o) : options_(o) {}
+  // Whether this call may use Redis now (false: the breaker is open). After the cool-down one
+  // caller gets true (the probe) and the others keep false until it reported.
+  bool allow() noexcept;
+  void record(bool ok) noexcept;
+  bool open() const noexcept { return open_until_.load(std::memory_order_relaxed) != 0; }
+  std::uint64_t opened() const noexcept { return opened_.load(std::memory_order_relaxed); }
+
+ private:
+  BreakerOptions options_;
+  std::atomic<int> failures_{0};
+  std::atomic<std::int64_t> open_until_{0};  // steady_clock ns; 0: closed
+  std::atomic<std::uint64_t> opened_{0};
+};
+}  // namespace detail
 
 class RedisManager {
  public:
@@ -66,6 +97,8 @@ class RedisManager {
   // PING bounded by ManagerOptions::health_timeout. Never throws; logs a warning on failure.
   asio::awaitable<bool> health_check();
 
+  // The circuit breaker (null unless BreakerOptions::enabled).
+  detail::CircuitBreaker* breaker() const noexcept { return breaker_.get(); }
   // The near cache (null unless NearCacheOptions::enabled) and its figures (zero without one).
   detail::NearStore* near_store() const noexcept { return near_.get(); }
   NearCacheStats near_stats() const;
@@ -81,6 +114,7 @@ class RedisManager {
   mutable std::mutex mutex_;
   std::optional<redis::Client> client_;  // set between connect() and disconnect()
   std::shared_ptr<detail::NearStore> near_;
+  std::unique_ptr<detail::CircuitBreaker> breaker_;
   std::shared_ptr<redis::InvalidationSink> near_forwarder_;  // the current client's
 };
 

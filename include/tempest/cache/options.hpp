@@ -60,6 +60,7 @@ struct CacheStats {
   std::uint64_t unserializable = 0;  // results returned uncached because encoding failed
   std::uint64_t lock_waits = 0;      // calls that waited for another process's computation
   std::uint64_t near_hits = 0;       // hits served from the near cache (counted in hits too)
+  std::uint64_t breaker_skips = 0;   // calls that skipped Redis: the circuit breaker was open
 };
 
 // A RedisManager's near cache (L1): the values its cached functions read from Redis, decoded,

@@ -49,6 +49,7 @@ struct Lookup {
 };
 
 class NearStore;
+class CircuitBreaker;
 
 struct Lock {
   std::string key;
@@ -105,7 +106,7 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   std::mutex flights_mutex_;
   std::map<std::string, std::shared_ptr<Flight>, std::less<>> flights_;
   std::atomic<std::uint64_t> hits_{0}, misses_{0}, errors_{0}, corrupt_{0}, joins_{0},
-      unserializable_{0}, lock_waits_{0}, near_hits_{0};
+      unserializable_{0}, lock_waits_{0}, near_hits_{0}, breaker_skips_{0};
   NearStore* near_ = nullptr;
   std::atomic<std::int64_t> last_warning_ns_{0};
   std::atomic<std::uint64_t> suppressed_warnings_{0};
