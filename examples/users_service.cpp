@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <tempest/cache/cached.hpp>
 #include <tempest/cache/invalidator.hpp>
 #include <tempest/http/app.hpp>
@@ -99,14 +100,20 @@ int serve() {
           .tags([](const std::string& user_id) {
             return std::vector<std::string>{"user:" + user_id};
           });
+  // Python: async def list_orders(user_id: str, *, fresh: bool = False). `fresh` is a keyword
+  // argument; left out (nullopt) it is not in the key, so both languages share the entry.
   auto list_orders =
-      tc::cached(redis, {.name = "list_orders", .ttl = 60s},
-                 [](std::string user_id, bool) -> asio::awaitable<std::vector<Order>> {
-                   co_await sleep_for(20ms);
-                   std::vector<Order> orders{{user_id + "-1", 19.9}, {user_id + "-2", 5.0}};
-                   co_return orders;
-                 })
-          .skip_cache([](const std::string&, const bool& fresh) { return fresh; });
+      tc::cached(
+          redis, {.name = "list_orders", .ttl = 60s},
+          [](std::string user_id, std::optional<bool>) -> asio::awaitable<std::vector<Order>> {
+            co_await sleep_for(20ms);
+            std::vector<Order> orders{{user_id + "-1", 19.9}, {user_id + "-2", 5.0}};
+            co_return orders;
+          })
+          .kwargs({"fresh"})
+          .skip_cache([](const std::string&, const std::optional<bool>& fresh) {
+            return fresh.value_or(false);
+          });
   tc::CacheInvalidator invalidator(redis, "users:");
 
   auto& r = app.router();
@@ -130,7 +137,8 @@ int serve() {
     co_return json(co_await get_user_profile(req.param("id")));
   });
   r.get("/users/{id}/orders", [&](th::Request& req) -> asio::awaitable<th::Response> {
-    const bool fresh = req.query_param("fresh").value_or("false") == "true";
+    std::optional<bool> fresh;
+    if (req.query_param("fresh").value_or("false") == "true") fresh = true;
     co_return json(co_await list_orders(req.param("id"), fresh));
   });
   r.post("/users/{id}", [&](th::Request& req) -> asio::awaitable<th::Response> {

@@ -44,7 +44,8 @@ constexpr const char* kUsage =
     "                [--near] [--writes-per-sec W]   (cached: the near cache; a writer meanwhile)\n"
     "                [--value-size B]\n"
     "                [--keys K]\n"
-    "  tempest key --name NAME [--prefix KEY_PREFIX] [--args '<JSON array>']\n"
+    "  tempest key --name NAME [--prefix KEY_PREFIX] [--args '<JSON array>'] [--kwargs '<JSON "
+    "object>']\n"
     "  tempest invalidate --url URL (--prefix P | --namespace NS | --tag T | --key K)\n"
     "                [--key-prefix KEY_PREFIX]   (the cached functions' key_prefix, for NS/T)\n";
 
@@ -403,12 +404,13 @@ int bench(int argc, char** argv) {
 }
 
 int key(int argc, char** argv) {
-  const auto f = parse_flags(argc, argv, {"name", "prefix", "args"});
+  const auto f = parse_flags(argc, argv, {"name", "prefix", "args", "kwargs"});
   const std::string name = required(f, "name");
   if (name.empty()) throw UsageError("--name must not be empty");
   try {
-    std::printf("%s\n",
-                tc::key_from_json_args(flag(f, "prefix", ""), name, flag(f, "args", "[]")).c_str());
+    std::printf("%s\n", tc::key_from_json_args(flag(f, "prefix", ""), name, flag(f, "args", "[]"),
+                                               flag(f, "kwargs", "{}"))
+                            .c_str());
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());
   }

@@ -166,8 +166,9 @@ CacheCore::~CacheCore() {
   registry().cores.erase(this);
 }
 
-std::string CacheCore::key_for_args(std::string_view args_json) const {
-  return make_key(options_.key_prefix, options_.name, args_json);
+std::string CacheCore::key_for_args(std::string_view args_json,
+                                    std::string_view kwargs_json) const {
+  return make_key(options_.key_prefix, options_.name, args_json, kwargs_json);
 }
 
 std::string CacheCore::key_with_prefix(std::string_view built) const {

@@ -6,6 +6,7 @@
 
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -252,9 +253,9 @@ std::string python_float_repr(double v) {
 // ---- digest and key
 // -------------------------------------------------------------------------------
 
-std::string args_digest(std::string_view args_json) {
+std::string args_digest(std::string_view args_json, std::string_view kwargs_json) {
   static constexpr std::string_view head = "{\"args\":";
-  static constexpr std::string_view tail = ",\"kwargs\":{}}";
+  static constexpr std::string_view middle = ",\"kwargs\":";
   // The low-level SHA-256 calls the block function directly; the EVP interface of OpenSSL 3
   // spends several times the hashing itself on provider dispatch for inputs this small.
   SHA256_CTX ctx;
@@ -262,7 +263,9 @@ std::string args_digest(std::string_view args_json) {
   SHA256_Init(&ctx);
   SHA256_Update(&ctx, head.data(), head.size());
   SHA256_Update(&ctx, args_json.data(), args_json.size());
-  SHA256_Update(&ctx, tail.data(), tail.size());
+  SHA256_Update(&ctx, middle.data(), middle.size());
+  SHA256_Update(&ctx, kwargs_json.data(), kwargs_json.size());
+  SHA256_Update(&ctx, "}", 1);
   SHA256_Final(md, &ctx);
   static constexpr char hex[] = "0123456789abcdef";
   std::string out(32, '0');
@@ -273,11 +276,11 @@ std::string args_digest(std::string_view args_json) {
   return out;
 }
 
-std::string make_key(std::string_view key_prefix, std::string_view name,
-                     std::string_view args_json) {
+std::string make_key(std::string_view key_prefix, std::string_view name, std::string_view args_json,
+                     std::string_view kwargs_json) {
   std::string key;
   key.reserve(key_prefix.size() + name.size() + 33);
-  key.append(key_prefix).append(name).append(":").append(args_digest(args_json));
+  key.append(key_prefix).append(name).append(":").append(args_digest(args_json, kwargs_json));
   return key;
 }
 
@@ -294,6 +297,59 @@ class Transcoder {
     value(0);
     skip_ws();
     if (pos_ != s_.size()) fail("unexpected text after the JSON array");
+  }
+
+  // A JSON object of keyword arguments, written with its members sorted by name (as the Python
+  // SDK's key builder sorts kwargs).
+  void kwargs_document() {
+    skip_ws();
+    if (peek() != '{') fail("expected a JSON object of keyword arguments");
+    ++pos_;
+    std::vector<std::pair<std::string, std::string>> members;
+    skip_ws();
+    if (peek() == '}') {
+      ++pos_;
+    } else {
+      for (;;) {
+        skip_ws();
+        if (peek() != '"') fail("expected a keyword argument's name");
+        const std::size_t at = pos_;
+        std::string name = string();
+        for (const auto& m : members)
+          if (m.first == name) {
+            pos_ = at;
+            fail("keyword argument \"" + name + "\" appears twice");
+          }
+        skip_ws();
+        if (peek() != ':') fail("expected ':'");
+        ++pos_;
+        KeyWriter one;
+        Transcoder inner(s_, one);
+        inner.pos_ = pos_;
+        inner.value(1);
+        pos_ = inner.pos_;
+        members.emplace_back(std::move(name), one.take());
+        skip_ws();
+        if (peek() == ',') {
+          ++pos_;
+          continue;
+        }
+        if (peek() == '}') {
+          ++pos_;
+          break;
+        }
+        fail("expected ',' or '}'");
+      }
+    }
+    skip_ws();
+    if (pos_ != s_.size()) fail("unexpected text after the JSON object");
+    std::sort(members.begin(), members.end());
+    w_.begin_object();
+    for (const auto& [name, text] : members) {
+      w_.key(name);
+      w_.raw(text);
+    }
+    w_.end_object();
   }
 
  private:
@@ -547,10 +603,17 @@ class Transcoder {
 }  // namespace
 
 std::string key_from_json_args(std::string_view key_prefix, std::string_view name,
-                               std::string_view json_array) {
+                               std::string_view json_array, std::string_view json_kwargs) {
   KeyWriter w;
   Transcoder(json_array, w).document();
-  return make_key(key_prefix, name, w.str());
+  KeyWriter kw;
+  Transcoder(json_kwargs, kw).kwargs_document();
+  return make_key(key_prefix, name, w.str(), kw.str());
+}
+
+void KeyWriter::raw(std::string_view json) {
+  comma();
+  out_ += json;
 }
 
 // ---- JSON values as Python's json.dumps writes them

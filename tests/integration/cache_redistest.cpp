@@ -191,6 +191,43 @@ TEST_F(CacheTest, StoredValuesAreByteIdenticalToPythons) {
   EXPECT_EQ(stored[0], R"({"id": "a", "total": 19.9})");
 }
 
+// The seed page's list_orders(user_id, *, fresh=False) in both languages: the C++ function
+// declares `fresh` a keyword argument, so list_orders("u-1") and list_orders("u-1",
+// fresh=False) each share their entry with Python, both ways.
+TEST_F(CacheTest, KeywordArgumentsShareEntriesWithPython) {
+  int calls = 0;
+  auto list_orders =
+      tc::cached(redis, {.name = "list_orders", .ttl = 60s},
+                 [&calls](std::string user_id,
+                          std::optional<bool>) -> asio::awaitable<std::vector<Order>> {
+                   ++calls;
+                   co_return std::vector<Order>{{user_id + "-cpp", 1.5}};
+                 })
+          .kwargs({"fresh"});
+  const std::string peer =
+      std::string("/usr/bin/python3 ") + TEMPEST_SOURCE_DIR "/tests/interop/python_peer.py ";
+  // Python's list_orders("u-1") and list_orders("u-2", fresh=False) stored these.
+  EXPECT_EQ(shell(peer + "write " + server.url() +
+                  " list_orders '' '[\"u-1\"]' '[{\"id\": \"py-1\", \"total\": 2.5}]'"),
+            list_orders.key("u-1", std::nullopt));
+  EXPECT_EQ(shell(peer + "write " + server.url() +
+                  " list_orders '' '[\"u-2\"]' '[{\"id\": \"py-2\", \"total\": 3.5}]'"
+                  " '{\"fresh\": false}'"),
+            list_orders.key("u-2", false));
+  EXPECT_NE(list_orders.key("u-1", std::nullopt), list_orders.key("u-1", false));
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    EXPECT_EQ((co_await list_orders("u-1", std::nullopt)).front().id, "py-1");
+    EXPECT_EQ((co_await list_orders("u-2", false)).front().id, "py-2");
+    EXPECT_EQ(calls, 0);
+    (void)co_await list_orders("u-3", std::nullopt);  // computed here, read by Python below
+    EXPECT_EQ(calls, 1);
+    co_await redis.disconnect();
+  });
+  EXPECT_EQ(shell(peer + "read " + server.url() + " " + list_orders.key("u-3", std::nullopt)),
+            R"([{"id": "u-3-cpp", "total": 1.5}])");
+}
+
 TEST_F(CacheTest, TenKindsOfCorruptValueFallBackWarnAndOverwrite) {
   auto get_user_profile = make_get_user_profile();
   const std::vector<std::string> corrupt = {

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The Python side of the interop tests, on Debian's python3-redis.
 
-  python_peer.py write URL NAME PREFIX ARGS_JSON VALUE_JSON   -> prints the key it wrote
+  python_peer.py write URL NAME PREFIX ARGS_JSON VALUE_JSON [KWARGS_JSON]
+                                                               -> prints the key it wrote
   python_peer.py read URL KEY                                  -> prints json.loads(value), sorted
 
 The key is computed exactly as the Python SDK's default key builder does.
@@ -33,7 +34,8 @@ def main():
         client = redis.Redis.from_url(url)
     if command == "write":
         name, prefix, args, value = sys.argv[3], sys.argv[4], json.loads(sys.argv[5]), json.loads(sys.argv[6])
-        key = sdk_key(name, prefix, args)
+        kwargs = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
+        key = sdk_key(name, prefix, args, kwargs)
         client.set(key, json.dumps(value), ex=300)  # the SDK's default serializer and ttl
         print(key)
     elif command == "read":

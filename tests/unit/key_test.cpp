@@ -272,3 +272,43 @@ TEST(Key, FloatsInt128AndIntKeyedMapsEncodeAsPythonWould) {
   EXPECT_EQ(encode_args(ordered), R"([{"1":"x","2":"y","10":"z"}])");
   EXPECT_EQ(encode_args(unordered), encode_args(ordered));
 }
+
+// Keyword arguments: every vector the Python original computed with kwargs, from JSON text (the
+// CLI's --args / --kwargs) and from typed C++ calls through encode_call (as cached(...).kwargs()
+// builds keys).
+TEST(Key, EveryKwargsVectorMatches) {
+  const auto doc = boost::json::parse(read_file(TEMPEST_TEST_DATA "/key-vectors-kwargs.json"));
+  ASSERT_EQ(doc.as_array().size(), 6u);
+  for (const auto& v : doc.as_array()) {
+    const auto& o = v.as_object();
+    EXPECT_EQ(key_from_json_args(std::string(o.at("key_prefix").as_string()),
+                                 std::string(o.at("name").as_string()),
+                                 boost::json::serialize(o.at("args")),
+                                 boost::json::serialize(o.at("kwargs"))),
+              std::string(o.at("key").as_string()))
+        << boost::json::serialize(v);
+  }
+  const auto key = [](std::string_view prefix, std::string_view name,
+                      const std::pair<std::string, std::string>& call) {
+    return make_key(prefix, name, call.first, call.second);
+  };
+  const std::vector<std::string> fresh{"fresh"};
+  // list_orders(user_id, *, fresh=False): not passed, passed False, passed True.
+  EXPECT_EQ(key("", "list_orders", encode_call(fresh, std::string("u-1"), std::optional<bool>())),
+            "list_orders:6ff74ed3fcc49000382e95635e372e29");
+  EXPECT_EQ(key("", "list_orders", encode_call(fresh, std::string("u-1"), std::optional(false))),
+            "list_orders:2df40db3efc60d319deaae3cc2a02ded");
+  EXPECT_EQ(key("orders:", "list_orders", encode_call(fresh, std::string("u-1"), true)),
+            "orders:list_orders:9d2c5399516d8925ce22c7ea4afe8380");
+  EXPECT_EQ(key("users:", "get_profile", encode_call({"user_id"}, 42)),
+            "users:get_profile:52b15f6681352b05605f5a7cfea8cf5d");
+  EXPECT_EQ(key("", "search", encode_call({"limit", "offset"}, std::string("q"), 10, 0)),
+            "search:9fb7a6fb780c6e797d931ac09c9cff88");
+  // report(x, *, b, a): sorted by name in the key, whatever the parameter order.
+  const std::map<std::string, std::nullptr_t> a{{"k", nullptr}};
+  EXPECT_EQ(
+      key("r:", "report", encode_call({"b", "a"}, std::string("x"), std::vector<int>{1, 2}, a)),
+      "r:report:c9f158801ede893274e74e20327a454a");
+  EXPECT_THROW((void)key_from_json_args("", "f", "[]", R"({"a":1,"a":2})"), std::invalid_argument);
+  EXPECT_THROW((void)key_from_json_args("", "f", "[]", "[1]"), std::invalid_argument);
+}

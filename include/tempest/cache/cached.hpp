@@ -71,6 +71,7 @@ class Cached<F, Codec, T, std::tuple<A...>> {
                   std::move(codec),
                   {},
                   {},
+                  {},
                   {}})) {}
 
   // Same parameters as the wrapped function (taken by value: they live across suspensions).
@@ -89,6 +90,26 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     return with([&](State& s) { s.key_builder = std::move(fn); });
   }
 
+  // The last names.size() parameters are keyword arguments with these names (in parameter
+  // order), as in the Python original's `def f(user_id, *, fresh=False)`: a call's key then holds
+  // them under "kwargs", and an empty std::optional among them counts as not passed. Throws
+  // std::invalid_argument for more names than parameters, or an empty or repeated name.
+  Cached kwargs(std::vector<std::string> names) const {
+    if (names.size() > sizeof...(A))
+      throw std::invalid_argument("cached(" + options().name +
+                                  ").kwargs(): " + std::to_string(names.size()) + " names for " +
+                                  std::to_string(sizeof...(A)) + " parameters");
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      if (names[i].empty())
+        throw std::invalid_argument("cached(" + options().name + ").kwargs(): an empty name");
+      for (std::size_t j = 0; j < i; ++j)
+        if (names[j] == names[i])
+          throw std::invalid_argument("cached(" + options().name + ").kwargs(): \"" + names[i] +
+                                      "\" given twice");
+    }
+    return with([&](State& s) { s.keyword_names = std::move(names); });
+  }
+
   // The Redis key of a call with these arguments.
   std::string key(const A&... args) const { return key_of(*state_, args...); }
   CacheStats stats() const { return state_->core->stats(); }
@@ -103,6 +124,7 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     std::function<bool(const A&...)> skip;
     std::function<std::vector<std::string>(const A&...)> tags;
     std::function<std::string(std::string_view, const A&...)> key_builder;
+    std::vector<std::string> keyword_names;
   };
 
   template <class Change>
@@ -117,6 +139,10 @@ class Cached<F, Codec, T, std::tuple<A...>> {
   static std::string key_of(const State& s, const A&... args) {
     if (s.key_builder)
       return s.core->key_with_prefix(s.key_builder(s.core->options().name, args...));
+    if (!s.keyword_names.empty()) {
+      const auto [a, kw] = encode_call(s.keyword_names, args...);
+      return s.core->key_for_args(a, kw);
+    }
     return s.core->key_for_args(encode_args(args...));
   }
 

@@ -43,6 +43,7 @@ class KeyWriter {
   void integer(long long v);
   void uinteger(unsigned long long v);
   void integer_text(std::string_view digits);  // an integer of any size, as decimal digits
+  void raw(std::string_view json);             // a value already written by another KeyWriter
   void number(double v);  // Python float repr: 0.1, 1.0, 1e+16, 1e-05, -0.0, NaN, Infinity
   // UTF-8 text; bytes that are not UTF-8 become U+FFFD as Python's decode(errors="replace").
   void string(std::string_view utf8);
@@ -75,15 +76,15 @@ enum class JsonStyle : std::uint8_t { python_default, compact };
 std::string python_json(const boost::json::value& v, JsonStyle style = JsonStyle::python_default);
 
 // SHA-256 of `{"args":<args_json>,"kwargs":{}}`, first 32 lowercase hex characters.
-std::string args_digest(std::string_view args_json);
-// key_prefix + name + ":" + args_digest(args_json)
-std::string make_key(std::string_view key_prefix, std::string_view name,
-                     std::string_view args_json);
+std::string args_digest(std::string_view args_json, std::string_view kwargs_json = "{}");
+// key_prefix + name + ":" + args_digest(args_json, kwargs_json)
+std::string make_key(std::string_view key_prefix, std::string_view name, std::string_view args_json,
+                     std::string_view kwargs_json = "{}");
 // The key for arguments given as JSON text (a JSON array), as the CLI takes them. Integers stay
 // integers, decimals become the nearest double, objects keep their member order. Throws
 // std::invalid_argument naming what is wrong with the text.
 std::string key_from_json_args(std::string_view key_prefix, std::string_view name,
-                               std::string_view json_array);
+                               std::string_view json_array, std::string_view json_kwargs = "{}");
 
 template <class T, class Enable = void>
 struct KeyEncoder;  // specialize: static void encode(KeyWriter&, const T&)
@@ -110,6 +111,50 @@ std::string encode_args(const A&... args) {
   (encode_key_value(w, args), ...);
   w.end_array();
   return w.take();
+}
+
+template <class T>
+struct is_std_optional : std::false_type {};
+template <class T>
+struct is_std_optional<std::optional<T>> : std::true_type {};
+
+// A call with keyword arguments: the last keyword_names.size() arguments are passed by keyword,
+// under those names (sorted, as Python's key builder sorts them); a keyword argument that is an
+// empty std::optional is left out, as a Python caller leaves out a parameter with a default.
+// Returns the JSON texts of args and kwargs.
+template <class... A>
+std::pair<std::string, std::string> encode_call(const std::vector<std::string>& keyword_names,
+                                                const A&... args) {
+  const std::size_t positional = sizeof...(A) - keyword_names.size();
+  KeyWriter pos;
+  pos.begin_array();
+  std::vector<std::pair<std::string_view, std::string>> kw;
+  std::size_t i = 0;
+  const auto one = [&](const auto& a) {
+    if (i < positional) {
+      encode_key_value(pos, a);
+    } else {
+      bool omitted = false;
+      if constexpr (is_std_optional<std::decay_t<decltype(a)>>::value) omitted = !a.has_value();
+      if (!omitted) {
+        KeyWriter w;
+        encode_key_value(w, a);
+        kw.emplace_back(keyword_names[i - positional], w.take());
+      }
+    }
+    ++i;
+  };
+  (one(args), ...);
+  pos.end_array();
+  std::sort(kw.begin(), kw.end());
+  KeyWriter obj;
+  obj.begin_object();
+  for (const auto& [name, text] : kw) {
+    obj.key(name);
+    obj.raw(text);
+  }
+  obj.end_object();
+  return {pos.take(), obj.take()};
 }
 
 // ---- encoders for the standard vocabulary ------------------------------------------------------
