@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <random>
 #include <set>
 
 #include "tempest/cache/key.hpp"
@@ -140,6 +141,8 @@ CacheCore::CacheCore(RedisManager& manager, CachedOptions options)
     throw std::invalid_argument("cached(): options.name is required (C++ has no __qualname__)");
   if (options_.ttl.count() < 0)
     throw std::invalid_argument("cached(" + options_.name + "): ttl must be >= 0 (0 = no expiry)");
+  if (options_.ttl_jitter.count() < 0)
+    throw std::invalid_argument("cached(" + options_.name + "): ttl_jitter must be >= 0");
   if (options_.deadline.count() <= 0)
     throw std::invalid_argument("cached(" + options_.name + "): deadline must be positive");
   const bool manager_has = manager.near_store() != nullptr;
@@ -301,11 +304,18 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key, bool with_ttl)
 }
 
 asio::awaitable<void> CacheCore::store(const std::string& key, std::string payload,
-                                       std::vector<std::string> tags) {
+                                       std::vector<std::string> tags,
+                                       std::optional<std::chrono::seconds> ttl_for_this) {
   auto client = manager_->client_dependency();
   CircuitBreaker* breaker = manager_->breaker();
   if (!usable(client) || (breaker != nullptr && breaker->open())) co_return;
-  const auto ttl = options_.ttl.count();
+  auto ttl = ttl_for_this.value_or(options_.ttl).count();
+  if (ttl > 0 && options_.ttl_jitter.count() > 0) {
+    // Spread expiries: + a uniform 0..ttl_jitter seconds, per entry.
+    thread_local std::minstd_rand rng(std::random_device{}());
+    std::uniform_int_distribution<long long> extra(0, options_.ttl_jitter.count());
+    ttl += extra(rng);
+  }
   redis::Pipeline p;
   if (ttl > 0) {
     p.add("SET", key, payload, "EX", ttl);

@@ -72,6 +72,8 @@ class Cached<F, Codec, T, std::tuple<A...>> {
                   {},
                   {},
                   {},
+                  {},
+                  {},
                   {}})) {}
 
   // Same parameters as the wrapped function (taken by value: they live across suspensions).
@@ -110,6 +112,16 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     return with([&](State& s) { s.keyword_names = std::move(names); });
   }
 
+  // Whether a result is stored (false: returned uncached), e.g. not an empty list.
+  Cached cache_if(std::function<bool(const T&)> predicate) const {
+    return with([&](State& s) { s.cache_if = std::move(predicate); });
+  }
+  // The TTL of a result's entry (instead of CachedOptions::ttl; no_expiry: none; negative: the
+  // result is not stored), e.g. from a token's own expiry.
+  Cached ttl_for(std::function<std::chrono::seconds(const T&)> fn) const {
+    return with([&](State& s) { s.ttl_for = std::move(fn); });
+  }
+
   // The Redis key of a call with these arguments.
   std::string key(const A&... args) const { return key_of(*state_, args...); }
   CacheStats stats() const { return state_->core->stats(); }
@@ -125,6 +137,8 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     std::function<std::vector<std::string>(const A&...)> tags;
     std::function<std::string(std::string_view, const A&...)> key_builder;
     std::vector<std::string> keyword_names;
+    std::function<bool(const T&)> cache_if;
+    std::function<std::chrono::seconds(const T&)> ttl_for;
   };
 
   template <class Change>
@@ -240,16 +254,23 @@ class Cached<F, Codec, T, std::tuple<A...>> {
         core.unserializable(key, e.what());
       }
       std::vector<std::string> call_tags;
+      std::optional<std::chrono::seconds> ttl;
       try {
+        if (payload && st.cache_if && !st.cache_if(*value)) payload.reset();
+        if (payload && st.ttl_for) {
+          ttl = st.ttl_for(*value);
+          if (ttl->count() < 0) payload.reset();
+        }
         if (st.tags) call_tags = st.tags(args...);
       } catch (const std::exception& e) {
         // Returned uncached (an entry outside its registry sets could not be invalidated), and
         // the lock is still released below.
-        core.unserializable(key, std::string("the tags builder threw: ") + e.what());
+        core.unserializable(key,
+                            std::string("a cache_if / ttl_for / tags callback threw: ") + e.what());
         payload.reset();
       }
       if (payload && found.redis_ok)
-        co_await core.store(key, std::move(*payload), std::move(call_tags));
+        co_await core.store(key, std::move(*payload), std::move(call_tags), ttl);
     }
     co_await core.release_lock(lock);
     if (error) std::rethrow_exception(error);

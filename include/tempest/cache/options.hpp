@@ -41,6 +41,7 @@ enum class NearCache : std::uint8_t {
 struct CachedOptions {
   std::string name = {};                    // required; the Python SDK uses __qualname__
   std::chrono::seconds ttl{300};            // no_expiry: no expiry
+  std::chrono::seconds ttl_jitter{0};       // each entry lives ttl + a random 0..ttl_jitter
   std::string key_prefix = {};              // e.g. "users:"; prefix invalidation works on it
   std::string ns = {};                      // namespace: registry set {prefix}__ns__:{ns}
   std::vector<std::string> tags = {};       // static tags: registry sets {prefix}__tag__:{tag}

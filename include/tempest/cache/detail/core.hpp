@@ -81,8 +81,10 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   asio::awaitable<Lookup> lookup(const std::string& key, bool with_ttl = false);
   // The near cache this function uses, or null.
   NearStore* near() const noexcept { return near_; }
+  // SET (EX ttl, the options' unless `ttl` says otherwise, plus the jitter) and the registry sets.
   asio::awaitable<void> store(const std::string& key, std::string payload,
-                              std::vector<std::string> tags);
+                              std::vector<std::string> tags,
+                              std::optional<std::chrono::seconds> ttl = std::nullopt);
   asio::awaitable<Lock> acquire_lock(const std::string& key);
   // After losing the lock race: polls for the winner's value up to LockOptions::wait.
   asio::awaitable<std::optional<std::string>> wait_for_value(const std::string& key,
