@@ -90,10 +90,9 @@ const std::string& registry_script() {
   static const std::string script =
       "local existed = redis.call('EXISTS', KEYS[1]) "
       "redis.call('SADD', KEYS[1], ARGV[1]) "
-      "local ttl = tonumber(ARGV[2]) "
-      "if ttl <= 0 then redis.call('PERSIST', KEYS[1]) "
-      "elseif existed == 0 then redis.call('EXPIRE', KEYS[1], ttl) "
-      "else redis.call('EXPIRE', KEYS[1], ttl, 'GT') end "
+      "if tonumber(ARGV[2]) <= 0 then redis.call('PERSIST', KEYS[1]) "
+      "elseif existed == 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) "
+      "else redis.call('EXPIRE', KEYS[1], ARGV[2], 'GT') end "
       "return 1";
   return script;
 }
@@ -102,6 +101,16 @@ bool usable(const std::optional<redis::Client>& c) {
   return c && c->is_connected();
 }
 }  // namespace
+
+std::string what_of(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(std::move(e));
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "an exception of unknown type";
+  }
+}
 
 Flight::Flight() : state_(std::make_shared<State>()) {}
 
@@ -288,10 +297,18 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key, bool with_ttl)
       if (breaker != nullptr) breaker->record(true);
       co_return found;
     } catch (const redis::ServerError& e) {
-      // The key holds something GET cannot read (another type): a corrupt entry to overwrite.
-      if (breaker != nullptr) breaker->record(true);  // Redis answered
-      corrupt_value(key, e.what());
-      co_return Lookup{std::nullopt, true, true};
+      const std::string_view m = e.what();
+      if (!(m.starts_with("LOADING") || m.starts_with("MASTERDOWN") ||
+            m.starts_with("CLUSTERDOWN") || m.starts_with("TRYAGAIN") || m.starts_with("BUSY"))) {
+        // The key holds something GET cannot read (another type): a corrupt entry to overwrite.
+        if (breaker != nullptr) breaker->record(true);  // Redis answered
+        corrupt_value(key, e.what());
+        co_return Lookup{std::nullopt, true, true};
+      }
+      // Redis cannot serve now (loading, no master, busy script): a failure, not a corrupt entry.
+      if (breaker != nullptr) breaker->record(false);
+      what = e.what();
+      failure = std::current_exception();
     } catch (const redis::Error& e) {
       if (breaker != nullptr) breaker->record(false);
       what = e.what();
@@ -310,7 +327,8 @@ asio::awaitable<void> CacheCore::store(const std::string& key, std::string paylo
   CircuitBreaker* breaker = manager_->breaker();
   if (!usable(client) || (breaker != nullptr && breaker->open())) co_return;
   auto ttl = ttl_for_this.value_or(options_.ttl).count();
-  if (ttl > 0 && options_.ttl_jitter.count() > 0) {
+  // A TTL from ttl_for (a token's own expiry) is kept exact; the configured one is spread.
+  if (ttl > 0 && !ttl_for_this && options_.ttl_jitter.count() > 0) {
     // Spread expiries: + a uniform 0..ttl_jitter seconds, per entry.
     thread_local std::minstd_rand rng(std::random_device{}());
     std::uniform_int_distribution<long long> extra(0, options_.ttl_jitter.count());

@@ -40,31 +40,63 @@ asio::awaitable<std::size_t> CacheInvalidator::invalidate_tags(
 
 // Each set is drained with SPOP (batch_size members at a time) and what comes out is unlinked,
 // until the sets are empty (and so gone). A member added while this runs is popped too, or stays
-// in its set: never lost, as it was with SMEMBERS then DEL of the set.
+// in its set: never lost, as it was with SMEMBERS then DEL of the set. If unlinking fails, what
+// was popped goes back into its set. Bounded: at most what the sets held at the start plus two
+// batches are popped (writers adding meanwhile leave their members registered).
 asio::awaitable<std::size_t> CacheInvalidator::invalidate_sets(std::vector<std::string> sets) {
   if (sets.empty()) co_return 0;
   redis::Client client = manager_->client();
   const std::size_t batch = std::max<std::size_t>(1, batch_size);
+  std::size_t budget = 2 * batch;
+  {
+    redis::Pipeline count;
+    for (const auto& s : sets)
+      count.add("SCARD", s);
+    for (auto& r : co_await client.exec(count, redis::CallOptions{kTimeout}))
+      budget += static_cast<std::size_t>(std::move(r).checked().as_integer());
+  }
   std::set<std::string> members;
-  while (!sets.empty()) {
+  std::size_t popped_total = 0;
+  while (!sets.empty() && popped_total < budget) {
     redis::Pipeline pop;
     for (const auto& s : sets)
       pop.add("SPOP", s, batch);
     auto replies = co_await client.exec(pop, redis::CallOptions{kTimeout});
-    std::vector<std::string> doomed;
+    std::vector<std::pair<std::string, std::string>> popped;  // set, member
     std::vector<std::string> more;
     for (std::size_t i = 0; i < sets.size(); ++i) {
-      auto popped = std::move(replies[i]).checked().as_array();
-      for (auto& m : popped) {
-        std::string k = std::move(m).as_string();
-        if (members.insert(k).second) doomed.push_back(std::move(k));
-      }
-      if (popped.size() >= batch) more.push_back(sets[i]);  // may hold more
+      auto got = std::move(replies[i]).checked().as_array();
+      for (auto& m : got)
+        popped.emplace_back(sets[i], std::move(m).as_string());
+      if (got.size() >= batch) more.push_back(sets[i]);  // may hold more
     }
-    (void)co_await unlink_all(doomed);
+    popped_total += popped.size();
+    // Every member popped in this round is unlinked, even one unlinked in an earlier round (its
+    // entry may have been written again since).
+    std::set<std::string> round;
+    for (const auto& [set, member] : popped)
+      round.insert(member);
+    std::vector<std::string> doomed(round.begin(), round.end());
+    try {
+      (void)co_await unlink_all(doomed);
+    } catch (const redis::Error&) {
+      restore(client, popped);
+      throw;
+    }
+    members.insert(round.begin(), round.end());
     sets = std::move(more);
   }
   co_return members.size();
+}
+
+// Best effort, not awaited by anyone: the members go back into their sets.
+void CacheInvalidator::restore(redis::Client& client,
+                               const std::vector<std::pair<std::string, std::string>>& popped) {
+  redis::Pipeline back;
+  for (const auto& [set, member] : popped)
+    back.add("SADD", set, member);
+  client.exec(back, redis::CallOptions{kTimeout},
+              [](std::exception_ptr, std::vector<redis::Reply>) {});
 }
 
 asio::awaitable<std::size_t> CacheInvalidator::invalidate_keys(

@@ -562,8 +562,10 @@ class Transcoder {
       return;
     }
     if (!(peek() >= '0' && peek() <= '9')) fail("unexpected character");
+    const std::size_t int_start = pos_;
     while (peek() >= '0' && peek() <= '9')
       ++pos_;
+    if (pos_ - int_start > 1 && s_[int_start] == '0') fail("leading zero");
     bool is_float = false;
     if (peek() == '.') {
       is_float = true;
@@ -584,14 +586,23 @@ class Transcoder {
     const char* last = s_.data() + pos_;
     if (is_float) {
       // As Python's float(): the nearest double, 1e400 is inf and 1e-400 is 0.0 (with the sign).
-      const std::string text(first, last);
-      const double d = std::strtod(text.c_str(), nullptr);
+      double d = 0;
+      const auto r = std::from_chars(first, last, d);
+      if (r.ec == std::errc::result_out_of_range) {
+        const std::string_view text(first, static_cast<std::size_t>(last - first));
+        const auto e = text.find_first_of("eE");
+        const bool tiny = e != std::string_view::npos && text.substr(e + 1).starts_with('-');
+        const bool negative = *first == '-';
+        d = tiny ? (negative ? -0.0 : 0.0)
+                 : (negative ? -std::numeric_limits<double>::infinity()
+                             : std::numeric_limits<double>::infinity());
+      } else if (r.ec != std::errc{}) {
+        fail("bad number");
+      }
       w_.number(d);
     } else {
       // Python's ints have no bound: the digits go as they are ("-0" is 0).
       std::string_view digits(first, static_cast<std::size_t>(last - first));
-      if (digits.size() > 1 && digits[0] == '0') fail("leading zero");
-      if (digits.size() > 2 && digits[0] == '-' && digits[1] == '0') fail("leading zero");
       w_.integer_text(digits == "-0" ? std::string_view("0") : digits);
     }
   }

@@ -239,9 +239,11 @@ TEST_F(CacheTest, JitterConditionAndTtlFromTheResult) {
         ++calls;
         co_return x == 0 ? std::vector<int>{} : std::vector<int>{x};
       }).cache_if([](const std::vector<int>& v) { return !v.empty(); });
-  auto timed = tc::cached(redis, {.name = "t"}, [](int x) -> asio::awaitable<int> {
-                 co_return x;
-               }).ttl_for([](const int& x) { return std::chrono::seconds(x); });
+  // ttl_for's TTL is exact: no jitter on it.
+  auto timed =
+      tc::cached(redis, {.name = "t", .ttl_jitter = 20s}, [](int x) -> asio::awaitable<int> {
+        co_return x;
+      }).ttl_for([](const int& x) { return std::chrono::seconds(x); });
   run(io, [&]() -> asio::awaitable<void> {
     co_await redis.connect();
     auto c = redis.client();
@@ -409,7 +411,9 @@ TEST(CacheBreaker, RedisFrozenCallsStopPayingTheDeadline) {
     }
     const double elapsed = ms_since(start);
     server.resume();
-    const auto paid = std::count_if(ms.begin(), ms.end(), [](double m) { return m >= 50; });
+    // A call that paid the deadline took 100 ms; a skipped one microseconds (a stalled thread
+    // on a loaded machine may add a few ms, never 90).
+    const auto paid = std::count_if(ms.begin(), ms.end(), [](double m) { return m >= 90; });
     std::sort(ms.begin(), ms.end());
     const double cool_downs = elapsed / 500.0;
     std::printf(
@@ -628,7 +632,9 @@ TEST_F(CacheTest, ARegistrySetOutlivesEveryEntryItIndexes) {
     co_await redis.connect();
     auto client = redis.client();
     (void)co_await short_lived(1);
-    EXPECT_LE(co_await client.ttl("__tag__:t"), 60);  // a new set: the entry's TTL
+    const long long first = co_await client.ttl("__tag__:t");
+    EXPECT_GT(first, 0);  // a new set: the entry's TTL
+    EXPECT_LE(first, 60);
     (void)co_await long_lived(1);
     EXPECT_GT(co_await client.ttl("__tag__:t"), 3500);  // extended
     (void)co_await short_lived(2);
@@ -683,9 +689,13 @@ TEST(CacheInvalidation, AnEntryRegisteredDuringInvalidateTagIsNeverLost) {
     }
     proxy.set_mode(tempest::test::FaultProxy::Mode::delay_replies, 300ms);
     std::optional<std::size_t> removed;
+    bool ended = false;
     asio::co_spawn(
         io, [&]() -> asio::awaitable<void> { removed = co_await inv.invalidate_tag("t"); },
-        asio::detached);
+        [&](std::exception_ptr e) {
+          ended = true;
+          if (e) ADD_FAILURE() << "invalidate_tag threw";
+        });
     // The invalidator has read the set (its reply is on its way back) when another process
     // registers a new entry.
     for (int i = 0; i < 250; ++i) {
@@ -698,8 +708,9 @@ TEST(CacheInvalidation, AnEntryRegisteredDuringInvalidateTagIsNeverLost) {
     }
     (void)co_await c.set("entry:new", "v");
     (void)co_await c.command(tr::cmd("SADD", "__tag__:t", "entry:new"));
-    while (!removed)
+    for (int i = 0; i < 2000 && !ended; ++i)
       co_await sleep_for(5ms);
+    CO_ASSERT_TRUE(removed.has_value());
     proxy.set_mode(tempest::test::FaultProxy::Mode::pass);
     const bool entry_left = co_await c.exists("entry:new") == 1;
     const bool registered =

@@ -194,8 +194,8 @@ TEST(Key, InvalidUtf8ReadsAsPythonsReplacementDecoding) {
 }
 
 TEST(Key, JsonArgsErrorsNameTheProblem) {
-  for (const char* bad :
-       {"", "{}", "[1,", "[1 2]", "[\"x]", "[tru]", "[1]x", "[\"\\ud800\"]", "[01.]"}) {
+  for (const char* bad : {"", "{}", "[1,", "[1 2]", "[\"x]", "[tru]", "[1]x", "[\"\\ud800\"]",
+                          "[01.]", "[01.5]", "[-00.1]", "[01e2]"}) {
     try {
       (void)key_from_json_args("", "f", bad);
       ADD_FAILURE() << "accepted " << bad;

@@ -31,6 +31,9 @@
 namespace tempest::cache {
 
 namespace detail {
+// The message of an exception of any type.
+std::string what_of(std::exception_ptr e);
+
 template <class T>
 struct awaitable_value;
 template <class T, class E>
@@ -262,11 +265,11 @@ class Cached<F, Codec, T, std::tuple<A...>> {
           if (ttl->count() < 0) payload.reset();
         }
         if (st.tags) call_tags = st.tags(args...);
-      } catch (const std::exception& e) {
+      } catch (...) {
         // Returned uncached (an entry outside its registry sets could not be invalidated), and
         // the lock is still released below.
-        core.unserializable(key,
-                            std::string("a cache_if / ttl_for / tags callback threw: ") + e.what());
+        core.unserializable(key, std::string("a cache_if / ttl_for / tags callback threw: ") +
+                                     detail::what_of(std::current_exception()));
         payload.reset();
       }
       if (payload && found.redis_ok)

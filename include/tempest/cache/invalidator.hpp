@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "tempest/cache/manager.hpp"
@@ -34,6 +35,8 @@ class CacheInvalidator {
  private:
   asio::awaitable<std::size_t> invalidate_sets(std::vector<std::string> sets);
   asio::awaitable<std::size_t> unlink_all(const std::vector<std::string>& keys);
+  static void restore(redis::Client& client,
+                      const std::vector<std::pair<std::string, std::string>>& popped);
 
   RedisManager* manager_;
   std::string key_prefix_;

@@ -14,6 +14,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -71,7 +72,8 @@ std::string python_float_repr(double v);
 
 // A JSON value written as Python writes it: floats by repr() (19.9, 5.0, never 1.99E1),
 // ensure_ascii escapes, members in their order. python_default: json.dumps's own separators
-// (", " and ": "), what the Python SDK stores; compact: (",", ":"), what FastAPI answers.
+// (", " and ": "), what the Python SDK stores; compact: (",", ":"), FastAPI's separators (FastAPI
+// writes non-ASCII characters as UTF-8 where this escapes them: the same JSON, other bytes).
 enum class JsonStyle : std::uint8_t { python_default, compact };
 std::string python_json(const boost::json::value& v, JsonStyle style = JsonStyle::python_default);
 
@@ -125,6 +127,8 @@ struct is_std_optional<std::optional<T>> : std::true_type {};
 template <class... A>
 std::pair<std::string, std::string> encode_call(const std::vector<std::string>& keyword_names,
                                                 const A&... args) {
+  if (keyword_names.size() > sizeof...(A))
+    throw std::invalid_argument("encode_call: more keyword names than arguments");
   const std::size_t positional = sizeof...(A) - keyword_names.size();
   KeyWriter pos;
   pos.begin_array();
