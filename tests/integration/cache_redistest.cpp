@@ -9,6 +9,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/describe/class.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <thread>
 
@@ -274,6 +275,49 @@ TEST_F(CacheTest, JitterConditionAndTtlFromTheResult) {
     EXPECT_EQ(co_await c.ttl(timed.key(0)), -1);  // no_expiry
     co_await redis.disconnect();
   });
+}
+
+// The same with the Python original's own @cached (the reference SDK's source, outside this
+// repository: TEMPEST_PYTHON_SDK, or ../shared/reference/sdk beside the checkout; skipped when
+// neither is there): list_orders(user_id, *, fresh=False) shares its entries both ways.
+TEST_F(CacheTest, KeywordArgumentsShareEntriesWithThePythonSdksOwnCached) {
+  const char* env = std::getenv("TEMPEST_PYTHON_SDK");
+  const std::string sdk = env != nullptr
+                              ? std::string(env)
+                              : std::string(TEMPEST_SOURCE_DIR "/../shared/reference/sdk");
+  if (shell("test -f '" + sdk + "/load_sdk.py' && echo yes") != "yes")
+    GTEST_SKIP() << "the Python SDK's source is not at " << sdk;
+  int calls = 0;
+  auto list_orders =
+      tc::cached(redis, {.name = "list_orders", .ttl = 60s},
+                 [&calls](std::string user_id,
+                          std::optional<bool>) -> asio::awaitable<std::vector<Order>> {
+                   ++calls;
+                   co_return std::vector<Order>{{user_id + "-cpp", 1.5}};
+                 })
+          .kwargs({"fresh"});
+  const std::string python = "/usr/bin/python3 " TEMPEST_SOURCE_DIR
+                             "/tests/interop/python_sdk_orders.py '" +
+                             sdk + "' " + server.url() + " ";
+  // Python first: list_orders("p-1") and list_orders("p-2", fresh=False) ran there.
+  EXPECT_EQ(shell(python + "p-1"), R"({"ran": true, "result": [{"id": "p-1-py", "total": 2.5}]})");
+  EXPECT_EQ(shell(python + "p-2 fresh=false"),
+            R"({"ran": true, "result": [{"id": "p-2-py", "total": 2.5}]})");
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    EXPECT_EQ((co_await list_orders("p-1", std::nullopt)).front().id, "p-1-py");
+    EXPECT_EQ((co_await list_orders("p-2", false)).front().id, "p-2-py");
+    EXPECT_EQ(calls, 0);
+    // C++ first: Python's calls are hits.
+    (void)co_await list_orders("c-1", std::nullopt);
+    (void)co_await list_orders("c-2", false);
+    EXPECT_EQ(calls, 2);
+    co_await redis.disconnect();
+  });
+  EXPECT_EQ(shell(python + "c-1"),
+            R"({"ran": false, "result": [{"id": "c-1-cpp", "total": 1.5}]})");
+  EXPECT_EQ(shell(python + "c-2 fresh=false"),
+            R"({"ran": false, "result": [{"id": "c-2-cpp", "total": 1.5}]})");
 }
 
 TEST_F(CacheTest, TenKindsOfCorruptValueFallBackWarnAndOverwrite) {
