@@ -160,17 +160,7 @@ def section():
 def main():
     os.makedirs(ra.PLOTS, exist_ok=True)
     md, _ = section()
-    path = os.path.join(ra.ROOT, "BENCHMARKS.md")
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
-    block = "\n".join(md)
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block.rstrip("\n") + text[text.index(END) + len(END):]
-    elif "## Spread" in text:
-        text = text.replace("## Spread", block + "\n## Spread", 1)
-    else:
-        text += "\n" + block
-    with open(path, "w") as f:
-        f.write(text)
+    ra.write_section(md, BEGIN, END)
     print("\n".join(md))
     print("wrote the cluster section of BENCHMARKS.md and docs/bench/cluster_throughput.png")
 

@@ -88,20 +88,8 @@ def section():
 def main():
     os.makedirs(ra.PLOTS, exist_ok=True)
     md, _ = section()
-    path = os.path.join(ra.ROOT, "BENCHMARKS.md")
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
-    block = "\n".join(md)
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block.rstrip("\n") + text[text.index(END) + len(END):]
-    elif "<!-- cluster:end -->" in text:
-        at = text.index("<!-- cluster:end -->") + len("<!-- cluster:end -->")
-        text = text[:at] + "\n\n" + block.rstrip("\n") + text[at:]
-    elif "## Where the time goes" in text:
-        text = text.replace("## Where the time goes", block + "\n## Where the time goes", 1)
-    else:
-        text += "\n" + block
-    with open(path, "w") as f:
-        f.write(text)
+    ra.write_section(md, BEGIN, END, after=("<!-- cluster:end -->",),
+                     before=("## Where the time goes", "## Spread"))
     print("\n".join(md))
     print("wrote the near cache section of BENCHMARKS.md and docs/bench/near_throughput.png")
 

@@ -193,6 +193,28 @@ def wrk_server(cmd, env_extra):
         proc.wait(timeout=15)
 
 
+def write_section(md, begin, end, after=(), before=("## Spread",)):
+    """A section run on its own (make bench-cluster, make bench-near): its lines (between its
+    markers `begin` and `end`) replace its last version in BENCHMARKS.md, or go after the first of
+    `after` (markers) present, or before the first of `before` (headings) present, or at the end."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
+    block = "\n".join(md).rstrip("\n")
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    elif any(a in text for a in after):
+        a = next(a for a in after if a in text)
+        at = text.index(a) + len(a)
+        text = text[:at] + "\n\n" + block + text[at:]
+    elif any(b in text for b in before):
+        b = next(b for b in before if b in text)
+        text = text.replace(b, block + "\n\n" + b, 1)
+    else:
+        text += "\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def plot(name, title, xlabel, ylabel, series, logx=True, y2=None):
     """series: [(label, [(x, y)...])]; writes docs/bench/<name>.png with gnuplot."""
     data = os.path.join(PLOTS, f"{name}.dat")

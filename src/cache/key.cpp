@@ -299,53 +299,63 @@ class Transcoder {
     if (pos_ != s_.size()) fail("unexpected text after the JSON array");
   }
 
+  // An object's members, from its '{' to its '}': each name (refused when repeated, where
+  // Python's json.loads would keep the last one silently) goes to `member`, which reads the value.
+  template <class F>
+  void members(F member) {
+    ++pos_;  // '{'
+    skip_ws();
+    if (peek() == '}') {
+      ++pos_;
+      return;
+    }
+    std::set<std::string> names;
+    for (;;) {
+      skip_ws();
+      if (peek() != '"') fail("expected a member name");
+      const std::size_t at = pos_;
+      std::string name = string();
+      if (!names.insert(name).second) {
+        pos_ = at;
+        fail("member \"" + name +
+             "\" appears twice (Python's json.loads would keep the last one silently)");
+      }
+      skip_ws();
+      if (peek() != ':') fail("expected ':'");
+      ++pos_;
+      member(name);
+      skip_ws();
+      if (peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      if (peek() == '}') {
+        ++pos_;
+        return;
+      }
+      fail("expected ',' or '}'");
+    }
+  }
+
   // A JSON object of keyword arguments, written with its members sorted by name (as the Python
   // SDK's key builder sorts kwargs).
   void kwargs_document() {
     skip_ws();
     if (peek() != '{') fail("expected a JSON object of keyword arguments");
-    ++pos_;
-    std::vector<std::pair<std::string, std::string>> members;
-    skip_ws();
-    if (peek() == '}') {
-      ++pos_;
-    } else {
-      for (;;) {
-        skip_ws();
-        if (peek() != '"') fail("expected a keyword argument's name");
-        const std::size_t at = pos_;
-        std::string name = string();
-        for (const auto& m : members)
-          if (m.first == name) {
-            pos_ = at;
-            fail("keyword argument \"" + name + "\" appears twice");
-          }
-        skip_ws();
-        if (peek() != ':') fail("expected ':'");
-        ++pos_;
-        KeyWriter one;
-        Transcoder inner(s_, one);
-        inner.pos_ = pos_;
-        inner.value(1);
-        pos_ = inner.pos_;
-        members.emplace_back(std::move(name), one.take());
-        skip_ws();
-        if (peek() == ',') {
-          ++pos_;
-          continue;
-        }
-        if (peek() == '}') {
-          ++pos_;
-          break;
-        }
-        fail("expected ',' or '}'");
-      }
-    }
+    std::vector<std::pair<std::string, std::string>> kwargs;
+    members([&](const std::string& name) {
+      KeyWriter one;
+      Transcoder inner(s_, one);
+      inner.pos_ = pos_;
+      inner.value(1);
+      pos_ = inner.pos_;
+      kwargs.emplace_back(name, one.take());
+    });
     skip_ws();
     if (pos_ != s_.size()) fail("unexpected text after the JSON object");
-    std::sort(members.begin(), members.end());
+    std::sort(kwargs.begin(), kwargs.end());
     w_.begin_object();
-    for (const auto& [name, text] : members) {
+    for (const auto& [name, text] : kwargs) {
       w_.key(name);
       w_.raw(text);
     }
@@ -395,44 +405,14 @@ class Transcoder {
         w_.end_array();
         return;
       }
-      case '{': {
-        ++pos_;
+      case '{':
         w_.begin_object();
-        skip_ws();
-        if (peek() == '}') {
-          ++pos_;
-        } else {
-          std::set<std::string> names;
-          for (;;) {
-            skip_ws();
-            if (peek() != '"') fail("expected a member name");
-            const std::size_t at = pos_;
-            std::string name = string();
-            if (!names.insert(name).second) {
-              pos_ = at;
-              fail("member \"" + name +
-                   "\" appears twice (Python's json.loads would keep the last one silently)");
-            }
-            w_.key(name);
-            skip_ws();
-            if (peek() != ':') fail("expected ':'");
-            ++pos_;
-            value(depth + 1);
-            skip_ws();
-            if (peek() == ',') {
-              ++pos_;
-              continue;
-            }
-            if (peek() == '}') {
-              ++pos_;
-              break;
-            }
-            fail("expected ',' or '}'");
-          }
-        }
+        members([&](const std::string& name) {
+          w_.key(name);
+          value(depth + 1);
+        });
         w_.end_object();
         return;
-      }
       case '"':
         w_.string(string());
         return;

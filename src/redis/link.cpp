@@ -78,12 +78,12 @@ Config validated(Config c) {
   return c;
 }
 
+}  // namespace
+
 std::string where_of(const Config& c) {
   if (c.transport == Config::Transport::unix_socket) return c.path;
   return c.host + ":" + std::to_string(c.port);
 }
-
-}  // namespace
 
 // A delivery of completed requests on this thread. Callers it resumes submit their next
 // requests into the session at once, but the write waits (see Link::submit) until kFlushEvery

@@ -36,6 +36,9 @@ class LinkRegistry;
 class Link;
 class Tracker;
 
+// "host:port", or the Unix socket's path: the server a config names.
+std::string where_of(const Config& c);
+
 // What follows a link's client-side caching (CLIENT TRACKING): the Tracker. Called under the
 // link's lock, so it must be quick and never call into that link.
 class TrackingHook {

@@ -8,13 +8,6 @@
 
 namespace tempest::redis::detail {
 
-namespace {
-std::string server_of(const Config& c) {
-  if (c.transport == Config::Transport::unix_socket) return c.path;
-  return c.host + ":" + std::to_string(c.port);
-}
-}  // namespace
-
 Tracker::Tracker(asio::any_io_executor executor, Config config,
                  std::shared_ptr<InvalidationSink> sink)
     : executor_(std::move(executor)), config_(std::move(config)), sink_(std::move(sink)) {}
@@ -26,7 +19,7 @@ Tracker::~Tracker() {
 void Tracker::attach(const std::shared_ptr<Link>& data) {
   // The links' own locks are taken before this one's (as their steps do), never under it.
   data->set_tracking(weak_from_this(), false);
-  const std::string name = server_of(data->config());
+  const std::string name = where_of(data->config());
   std::shared_ptr<Link> opened;
   {
     std::lock_guard lock(mu_);
@@ -84,11 +77,6 @@ void Tracker::close() noexcept {
   }
   for (auto& l : links)
     l->close();
-}
-
-bool Tracker::armed() const {
-  std::lock_guard lock(mu_);
-  return armed_;
 }
 
 long long Tracker::redirect_for(const Link& link) {

@@ -35,7 +35,6 @@ class Tracker final : public TrackingHook, public std::enable_shared_from_this<T
   void topology_changed();
   // Closes the invalidation links; reads are no longer trusted.
   void close() noexcept;
-  bool armed() const;
 
   long long on_link_events(const Link& link, std::vector<Session::TrackingEvent>& events,
                            std::vector<Session::Pushed>& messages) override;
@@ -62,7 +61,7 @@ class Tracker final : public TrackingHook, public std::enable_shared_from_this<T
   asio::any_io_executor executor_;
   Config config_;
   std::shared_ptr<InvalidationSink> sink_;
-  mutable std::mutex mu_;
+  std::mutex mu_;
   std::map<std::string, std::unique_ptr<Server>> servers_;
   std::unordered_map<const Link*, Data> data_;
   std::unordered_map<const Link*, Server*> by_invalidation_link_;

@@ -64,6 +64,18 @@ class CacheTest : public ::testing::Test {
                         co_return p;
                       });
   }
+
+  // The seed page's list_orders(user_id, *, fresh=False): `fresh` a keyword argument.
+  int orders_calls = 0;
+  auto make_kwargs_list_orders() {
+    return tc::cached(redis, {.name = "list_orders", .ttl = 60s},
+                      [this](std::string user_id,
+                             std::optional<bool>) -> asio::awaitable<std::vector<Order>> {
+                        ++orders_calls;
+                        co_return std::vector<Order>{{user_id + "-cpp", 1.5}};
+                      })
+        .kwargs({"fresh"});
+  }
 };
 
 }  // namespace
@@ -196,15 +208,8 @@ TEST_F(CacheTest, StoredValuesAreByteIdenticalToPythons) {
 // declares `fresh` a keyword argument, so list_orders("u-1") and list_orders("u-1",
 // fresh=False) each share their entry with Python, both ways.
 TEST_F(CacheTest, KeywordArgumentsShareEntriesWithPython) {
-  int calls = 0;
-  auto list_orders =
-      tc::cached(redis, {.name = "list_orders", .ttl = 60s},
-                 [&calls](std::string user_id,
-                          std::optional<bool>) -> asio::awaitable<std::vector<Order>> {
-                   ++calls;
-                   co_return std::vector<Order>{{user_id + "-cpp", 1.5}};
-                 })
-          .kwargs({"fresh"});
+  int& calls = orders_calls;
+  auto list_orders = make_kwargs_list_orders();
   const std::string peer =
       std::string("/usr/bin/python3 ") + TEMPEST_SOURCE_DIR "/tests/interop/python_peer.py ";
   // Python's list_orders("u-1") and list_orders("u-2", fresh=False) stored these.
@@ -287,15 +292,8 @@ TEST_F(CacheTest, KeywordArgumentsShareEntriesWithThePythonSdksOwnCached) {
                               : std::string(TEMPEST_SOURCE_DIR "/../shared/reference/sdk");
   if (shell("test -f '" + sdk + "/load_sdk.py' && echo yes") != "yes")
     GTEST_SKIP() << "the Python SDK's source is not at " << sdk;
-  int calls = 0;
-  auto list_orders =
-      tc::cached(redis, {.name = "list_orders", .ttl = 60s},
-                 [&calls](std::string user_id,
-                          std::optional<bool>) -> asio::awaitable<std::vector<Order>> {
-                   ++calls;
-                   co_return std::vector<Order>{{user_id + "-cpp", 1.5}};
-                 })
-          .kwargs({"fresh"});
+  int& calls = orders_calls;
+  auto list_orders = make_kwargs_list_orders();
   const std::string python = "/usr/bin/python3 " TEMPEST_SOURCE_DIR
                              "/tests/interop/python_sdk_orders.py '" +
                              sdk + "' " + server.url() + " ";

@@ -109,6 +109,25 @@ class NearCacheTest : public ::testing::Test {
                   << " from the near cache (last: " << got << ")";
     co_return got;
   }
+
+  // After a break in tracking (resets counted before it): the near cache was reset, and every
+  // connection tracks again.
+  asio::awaitable<void> expect_reset_and_rearmed(std::uint64_t resets) {
+    EXPECT_TRUE(co_await eventually([&] { return near().resets > resets; }));
+    EXPECT_TRUE(co_await eventually([&] { return near().tracked; }));
+  }
+
+  // "a" was set to w2 during or after the break: it is read (never the old w1), cached again,
+  // and the next write (w3) reaches the near cache.
+  asio::awaitable<void> expect_coherent_again() {
+    const std::string key = get_item.key("a");
+    EXPECT_EQ((co_await get_item("a")).v, "w2");
+    EXPECT_EQ(co_await warm("a", "w2"), "w2");
+    const auto invalidations = near().invalidations;
+    (void)co_await writer.set(key, json("a", "w3"));
+    EXPECT_TRUE(co_await eventually([&] { return near().invalidations > invalidations; }));
+    EXPECT_EQ((co_await get_item("a")).v, "w3");
+  }
 };
 
 TEST_F(NearCacheTest, HitsComeFromMemoryAndEveryKindOfWriteInvalidatesThem) {
@@ -204,15 +223,8 @@ TEST_F(NearCacheTest, KillingTheInvalidationConnectionClearsAndRearms) {
     const auto resets = near().resets;
     EXPECT_EQ((co_await writer.command(tr::cmd("CLIENT", "KILL", "TYPE", "pubsub"))).integer(), 1);
     (void)co_await writer.set(key, json("a", "w2"));  // its invalidation has nowhere to go
-    EXPECT_TRUE(co_await eventually([&] { return near().resets > resets; }));
-    EXPECT_TRUE(co_await eventually([&] { return near().tracked; }));
-    EXPECT_EQ((co_await get_item("a")).v, "w2");
-    // Coherent again: the new invalidation connection hears the next write.
-    EXPECT_EQ(co_await warm("a", "w2"), "w2");
-    const auto invalidations = near().invalidations;
-    (void)co_await writer.set(key, json("a", "w3"));
-    EXPECT_TRUE(co_await eventually([&] { return near().invalidations > invalidations; }));
-    EXPECT_EQ((co_await get_item("a")).v, "w3");
+    co_await expect_reset_and_rearmed(resets);
+    co_await expect_coherent_again();  // the new invalidation connection hears the next write
     co_await redis.disconnect();
     co_await writer.disconnect();
   });
@@ -231,14 +243,8 @@ TEST_F(NearCacheTest, KillingTheDataConnectionClearsAndRearms) {
             .integer(),
         1);
     (void)co_await writer.set(key, json("a", "w2"));  // the killed client tracked the key
-    EXPECT_TRUE(co_await eventually([&] { return near().resets > resets; }));
-    EXPECT_TRUE(co_await eventually([&] { return near().tracked; }));
-    EXPECT_EQ((co_await get_item("a")).v, "w2");
-    EXPECT_EQ(co_await warm("a", "w2"), "w2");
-    const auto invalidations = near().invalidations;
-    (void)co_await writer.set(key, json("a", "w3"));
-    EXPECT_TRUE(co_await eventually([&] { return near().invalidations > invalidations; }));
-    EXPECT_EQ((co_await get_item("a")).v, "w3");
+    co_await expect_reset_and_rearmed(resets);
+    co_await expect_coherent_again();
     co_await redis.disconnect();
     co_await writer.disconnect();
   });
@@ -253,16 +259,10 @@ TEST_F(NearCacheTest, ARedisRestartClearsAndRearms) {
     const auto resets = near().resets;
     server.stop();
     server.start();
-    EXPECT_TRUE(co_await eventually([&] { return near().resets > resets; }));
-    EXPECT_TRUE(co_await eventually([&] { return near().tracked; }));
+    co_await expect_reset_and_rearmed(resets);
     EXPECT_TRUE(co_await writer.wait_connected(5000ms));
     (void)co_await writer.set(key, json("a", "w2"));
-    EXPECT_EQ((co_await get_item("a")).v, "w2");
-    EXPECT_EQ(co_await warm("a", "w2"), "w2");
-    const auto invalidations = near().invalidations;
-    (void)co_await writer.set(key, json("a", "w3"));
-    EXPECT_TRUE(co_await eventually([&] { return near().invalidations > invalidations; }));
-    EXPECT_EQ((co_await get_item("a")).v, "w3");
+    co_await expect_coherent_again();
     co_await redis.disconnect();
     co_await writer.disconnect();
   });
