@@ -6,6 +6,7 @@
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -13,6 +14,7 @@
 #include <random>
 #include <set>
 
+#include "tempest/cache/detail/manager_state.hpp"
 #include "tempest/cache/key.hpp"
 #include "tempest/cache/manager.hpp"
 #include "tempest/log.hpp"
@@ -120,6 +122,68 @@ asio::awaitable<std::shared_ptr<const void>> Flight::wait() {
       WaitInitiation{state_}, asio::use_awaitable);
 }
 
+namespace {
+using TimedHandler =
+    asio::any_completion_handler<void(std::exception_ptr, bool, std::shared_ptr<const void>)>;
+
+// A wait with a limit: whichever of the flight and the timer comes first completes the handler.
+struct TimedWait {
+  explicit TimedWait(asio::any_io_executor ex) : executor(ex), timer(ex) {}
+  std::mutex mutex;
+  std::optional<TimedHandler> handler;
+  asio::any_io_executor executor;
+  asio::steady_timer timer;  // not cancelled when the flight wins: it ends on its own
+
+  void finish(std::exception_ptr e, bool timed_out, std::shared_ptr<const void> v) {
+    std::optional<TimedHandler> h;
+    {
+      std::lock_guard lock(mutex);
+      h.swap(handler);
+    }
+    if (!h) return;
+    asio::post(executor, [h = std::move(*h), e = std::move(e), timed_out,
+                          v = std::move(v)]() mutable { std::move(h)(e, timed_out, v); });
+  }
+};
+
+struct TimedWaitInitiation {
+  Flight* flight;
+  std::chrono::milliseconds limit;
+  template <class H>
+  void operator()(H&& h) const {
+    asio::any_io_executor ex = asio::get_associated_executor(h);
+    auto wait = std::make_shared<TimedWait>(ex);
+    wait->handler.emplace(std::forward<H>(h));
+    wait->timer.expires_after(limit);
+    wait->timer.async_wait([wait](boost::system::error_code ec) {
+      if (!ec) wait->finish(nullptr, true, nullptr);
+    });
+    flight->on_done(ex, [wait](std::exception_ptr e, std::shared_ptr<const void> v) {
+      wait->finish(std::move(e), false, std::move(v));
+    });
+  }
+};
+}  // namespace
+
+void Flight::on_done(asio::any_io_executor ex,
+                     std::function<void(std::exception_ptr, std::shared_ptr<const void>)> fn) {
+  WaitInitiation{state_}(asio::bind_executor(
+      ex, [fn = std::move(fn)](std::exception_ptr e, std::shared_ptr<const void> v) {
+        fn(std::move(e), std::move(v));
+      }));
+}
+
+asio::awaitable<std::optional<std::shared_ptr<const void>>> Flight::wait_for(
+    std::chrono::milliseconds limit) {
+  // The flight's exception is rethrown here.
+  auto [timed_out, value] =
+      co_await asio::async_initiate<const asio::use_awaitable_t<>&,
+                                    void(std::exception_ptr, bool, std::shared_ptr<const void>)>(
+          TimedWaitInitiation{this, limit}, asio::use_awaitable);
+  if (timed_out) co_return std::nullopt;
+  co_return std::optional<std::shared_ptr<const void>>(std::move(value));
+}
+
 void Flight::complete(std::exception_ptr error, std::shared_ptr<const void> value) {
   std::vector<Waiter> waiters;
   {
@@ -145,7 +209,7 @@ Registry& registry() {
 }  // namespace
 
 CacheCore::CacheCore(RedisManager& manager, CachedOptions options)
-    : manager_(&manager), options_(std::move(options)) {
+    : manager_(manager.state()), options_(std::move(options)) {
   if (options_.name.empty())
     throw std::invalid_argument("cached(): options.name is required (C++ has no __qualname__)");
   if (options_.ttl.count() < 0)
@@ -154,6 +218,25 @@ CacheCore::CacheCore(RedisManager& manager, CachedOptions options)
     throw std::invalid_argument("cached(" + options_.name + "): ttl_jitter must be >= 0");
   if (options_.deadline.count() <= 0)
     throw std::invalid_argument("cached(" + options_.name + "): deadline must be positive");
+  const auto bad = [this](const std::string& what) {
+    return std::invalid_argument("cached(" + options_.name + "): " + what);
+  };
+  const double r = options_.early_refresh;
+  if (!(r >= 0 && r < 1))  // NaN too
+    throw bad("early_refresh must be 0 (off) or a fraction of the TTL in (0, 1), got " +
+              std::to_string(r));
+  if (options_.fail_safe_max.count() < 0) throw bad("fail_safe_max must be >= 0");
+  if (options_.fail_safe_throttle.count() < 0) throw bad("fail_safe_throttle must be >= 0");
+  if (options_.soft_timeout.count() < 0 || options_.hard_timeout.count() < 0)
+    throw bad("soft_timeout and hard_timeout must be >= 0 (0: none)");
+  if ((r > 0 || options_.fail_safe_max.count() > 0) && options_.ttl == no_expiry)
+    throw bad("early_refresh and fail_safe_max need a TTL (ttl is no_expiry)");
+  if (options_.soft_timeout.count() > 0 && options_.fail_safe_max.count() == 0)
+    throw bad(
+        "soft_timeout needs fail_safe_max > 0 (without it there is no stale value to return)");
+  if (options_.soft_timeout.count() > 0 && options_.hard_timeout.count() > 0 &&
+      options_.soft_timeout >= options_.hard_timeout)
+    throw bad("soft_timeout must be shorter than hard_timeout");
   const bool manager_has = manager.near_store() != nullptr;
   switch (options_.near) {
     case NearCache::on:
@@ -169,6 +252,7 @@ CacheCore::CacheCore(RedisManager& manager, CachedOptions options)
     case NearCache::off:
       break;
   }
+  wants_ttl_ = near_ != nullptr || r > 0 || options_.fail_safe_max.count() > 0;
   std::lock_guard lock(registry().mutex);
   registry().cores.insert(this);
 }
@@ -232,6 +316,53 @@ void CacheCore::redis_error(const std::string& what) {
              held_back ? " (" + std::to_string(held_back) + " similar warnings held back)" : "");
 }
 
+void CacheCore::serve_stale(const std::string& key, const std::string& why) {
+  stale_served_.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(freshness_mutex_);
+    const auto now = Clock::now();
+    if (throttled_.size() >= 10000)  // keep the map bounded: forget expired throttles
+      std::erase_if(throttled_, [now](const auto& kv) { return kv.second <= now; });
+    throttled_.insert_or_assign(key, now + options_.fail_safe_throttle);
+  }
+  tempest::logger("tempest.cache")
+      ->warn("cached({}) key={}: serving the stale value ({}); trying again in {} ms",
+             options_.name, key, why, options_.fail_safe_throttle.count());
+}
+
+bool CacheCore::throttled(const std::string& key) {
+  std::lock_guard lock(freshness_mutex_);
+  auto it = throttled_.find(key);
+  if (it == throttled_.end()) return false;
+  if (it->second > Clock::now()) return true;
+  throttled_.erase(it);
+  return false;
+}
+
+bool CacheCore::claim_refresh(const std::string& key) {
+  {
+    std::lock_guard lock(freshness_mutex_);
+    if (auto it = throttled_.find(key); it != throttled_.end() && it->second > Clock::now())
+      return false;  // it failed a moment ago
+    if (!refreshing_.insert(key).second) return false;
+  }
+  refreshes_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void CacheCore::end_refresh(const std::string& key, std::exception_ptr error) {
+  std::lock_guard lock(freshness_mutex_);
+  refreshing_.erase(key);
+  if (!error) return;
+  refresh_failures_.fetch_add(1, std::memory_order_relaxed);
+  throttled_.insert_or_assign(key, Clock::now() + options_.fail_safe_throttle);
+  tempest::logger("tempest.cache")
+      ->warn(
+          "cached({}) key={}: the early refresh failed ({}); the current value stays, "
+          "trying again in {} ms",
+          options_.name, key, what_of(error), options_.fail_safe_throttle.count());
+}
+
 void CacheCore::corrupt_value(const std::string& key, const std::string& problem) {
   corrupt_.fetch_add(1, std::memory_order_relaxed);
   tempest::logger("tempest.cache")
@@ -248,16 +379,41 @@ void CacheCore::unserializable(const std::string& key, const std::string& proble
 }
 
 CacheStats CacheCore::stats() const {
-  return CacheStats{hits_.load(),       misses_.load(),    errors_.load(),
-                    corrupt_.load(),    joins_.load(),     unserializable_.load(),
-                    lock_waits_.load(), near_hits_.load(), breaker_skips_.load()};
+  return CacheStats{hits_.load(),         misses_.load(),    errors_.load(),
+                    corrupt_.load(),      joins_.load(),     unserializable_.load(),
+                    lock_waits_.load(),   near_hits_.load(), breaker_skips_.load(),
+                    stale_served_.load(), refreshes_.load(), refresh_failures_.load(),
+                    timeouts_.load()};
 }
 
-asio::awaitable<Lookup> CacheCore::lookup(const std::string& key, bool with_ttl) {
-  auto client = manager_->client_dependency();
+// An entry's physical TTL is its TTL plus fail_safe_max: the last fail_safe_max of it is its
+// stale time, and early refresh is due (1 - early_refresh) * ttl before that. Sets the lookup's
+// freshness and returns for how many more ms the value is fresh and not due for a refresh.
+long long CacheCore::classify(Lookup& found, long long pttl) const {
+  const long long logical =
+      pttl - std::chrono::duration_cast<std::chrono::milliseconds>(options_.fail_safe_max).count();
+  if (options_.fail_safe_max.count() > 0 && logical <= 0) {
+    found.freshness = Freshness::stale;
+    return 0;
+  }
+  long long until_refresh = logical;
+  if (options_.early_refresh > 0) {
+    const auto ttl_ms = std::chrono::duration_cast<std::chrono::milliseconds>(options_.ttl).count();
+    until_refresh -=
+        static_cast<long long>((1 - options_.early_refresh) * static_cast<double>(ttl_ms));
+    if (until_refresh <= 0) {
+      found.freshness = Freshness::refresh_due;
+      return 0;
+    }
+  }
+  return until_refresh;
+}
+
+asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
+  auto client = manager_->client();
   std::exception_ptr failure;
   std::string what;
-  CircuitBreaker* breaker = manager_->breaker();
+  CircuitBreaker* breaker = manager_->breaker.get();
   const bool skip = breaker != nullptr && !breaker->allow();
   if (skip || !usable(client)) {
     // Known to be down (or the breaker is open): do not wait for Redis at all, and make the
@@ -265,22 +421,23 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key, bool with_ttl)
     // rate-limited warning).
     if (skip) {
       breaker_skips_.fetch_add(1, std::memory_order_relaxed);
-      what = "the circuit breaker is open (" +
-             std::to_string(manager_->options().breaker.failures) + " Redis failures in a row)";
+      what = "the circuit breaker is open (" + std::to_string(manager_->options.breaker.failures) +
+             " Redis failures in a row)";
     } else {
       what = client ? "not connected" : "RedisManager::connect() was not called";
     }
     if (options_.on_redis_error == OnRedisError::propagate)
       failure = std::make_exception_ptr(redis::ConnectionError(
-          "Redis " + (client && !skip ? what + " to " + manager_->config().redacted() : what)));
+          "Redis " + (client && !skip ? what + " to " + manager_->config.redacted() : what)));
   } else {
     try {
-      if (!with_ttl) {
+      if (!wants_ttl_) {
         auto value = co_await client->get(key, redis::CallOptions{options_.deadline});
         if (breaker != nullptr) breaker->record(true);
         co_return Lookup{std::move(value), true};
       }
-      // The near cache keeps an entry no longer than Redis does: PTTL with the GET.
+      // The near cache keeps an entry no longer than Redis does, and the freshness options read
+      // the entry's age from it: PTTL with the GET.
       const auto sent = std::chrono::steady_clock::now();
       redis::Pipeline p;
       p.add("GET", key).add("PTTL", key);
@@ -290,7 +447,7 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key, bool with_ttl)
       if (r[0].is_string()) found.value = std::move(r[0].str());
       const long long pttl = r[1].is_integer() ? r[1].integer() : -2;
       if (pttl >= 0) {
-        found.expires = sent + std::chrono::milliseconds(pttl);
+        found.expires = sent + std::chrono::milliseconds(classify(found, pttl));
       } else if (pttl == -2) {
         found.expires = sent;  // gone by the time PTTL ran: not for the near cache
       }
@@ -323,8 +480,8 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key, bool with_ttl)
 asio::awaitable<void> CacheCore::store(const std::string& key, std::string payload,
                                        std::vector<std::string> tags,
                                        std::optional<std::chrono::seconds> ttl_for_this) {
-  auto client = manager_->client_dependency();
-  CircuitBreaker* breaker = manager_->breaker();
+  auto client = manager_->client();
+  CircuitBreaker* breaker = manager_->breaker.get();
   if (!usable(client) || (breaker != nullptr && breaker->open())) co_return;
   auto ttl = ttl_for_this.value_or(options_.ttl).count();
   // A TTL from ttl_for (a token's own expiry) is kept exact; the configured one is spread.
@@ -334,6 +491,8 @@ asio::awaitable<void> CacheCore::store(const std::string& key, std::string paylo
     std::uniform_int_distribution<long long> extra(0, options_.ttl_jitter.count());
     ttl += extra(rng);
   }
+  // Fail-safe: the entry stays this much longer, stale (see classify()).
+  if (ttl > 0) ttl += options_.fail_safe_max.count();
   redis::Pipeline p;
   if (ttl > 0) {
     p.add("SET", key, payload, "EX", ttl);
@@ -374,7 +533,7 @@ asio::awaitable<void> CacheCore::store(const std::string& key, std::string paylo
 
 asio::awaitable<Lock> CacheCore::acquire_lock(const std::string& key) {
   Lock lock{key + ":lock", random_token(), false};
-  auto client = manager_->client_dependency();
+  auto client = manager_->client();
   if (!usable(client)) co_return lock;
   redis::SetOptions nx;
   nx.expire_millis = options_.lock.ttl;
@@ -397,7 +556,7 @@ asio::awaitable<std::optional<std::string>> CacheCore::wait_for_value(const std:
   const auto until = Clock::now() + options_.lock.wait;
   while (Clock::now() < until) {
     co_await sleep_for(options_.lock.poll);
-    auto client = manager_->client_dependency();
+    auto client = manager_->client();
     if (!usable(client)) co_return std::nullopt;
     try {
       redis::Pipeline p;
@@ -415,7 +574,7 @@ asio::awaitable<std::optional<std::string>> CacheCore::wait_for_value(const std:
 
 asio::awaitable<void> CacheCore::release_lock(const Lock& lock) {
   if (!lock.acquired) co_return;
-  auto client = manager_->client_dependency();
+  auto client = manager_->client();
   if (!usable(client)) co_return;
   const redis::Keys keys{lock.key};
   const redis::Keys args{lock.token};
@@ -446,6 +605,10 @@ std::vector<std::pair<std::string, CacheStats>> all_cache_stats() {
       t.lock_waits += s.lock_waits;
       t.near_hits += s.near_hits;
       t.breaker_skips += s.breaker_skips;
+      t.stale_served += s.stale_served;
+      t.refreshes += s.refreshes;
+      t.refresh_failures += s.refresh_failures;
+      t.timeouts += s.timeouts;
     }
   }
   return {by_name.begin(), by_name.end()};

@@ -4,6 +4,7 @@
 
 #include <atomic>
 
+#include "tempest/cache/detail/manager_state.hpp"
 #include "tempest/cache/detail/near_store.hpp"
 #include "tempest/log.hpp"
 
@@ -38,24 +39,34 @@ RedisManager::RedisManager(asio::any_io_executor executor, std::string_view url,
 
 RedisManager::RedisManager(asio::any_io_executor executor, redis::Config config,
                            ManagerOptions options)
-    : executor_(std::move(executor)), config_(std::move(config)), options_(std::move(options)) {
-  const auto& b = options_.breaker;
-  if (b.enabled) {
-    if (b.failures <= 0 || b.cool_down.count() <= 0)
-      throw std::invalid_argument("BreakerOptions: failures and cool_down must be positive (got " +
-                                  std::to_string(b.failures) + " and " +
-                                  std::to_string(b.cool_down.count()) + " ms)");
-    breaker_ = std::make_unique<detail::CircuitBreaker>(b);
-  }
-  const auto& n = options_.near;
-  if (n.enabled) {
-    if (n.max_entries == 0 || n.max_bytes == 0)
-      throw std::invalid_argument(
-          "NearCacheOptions: max_entries and max_bytes must be positive (got " +
-          std::to_string(n.max_entries) + " and " + std::to_string(n.max_bytes) + ")");
-    near_ = std::make_shared<detail::NearStore>(n.max_entries, n.max_bytes);
-  }
+    : executor_(std::move(executor)),
+      state_(std::make_shared<detail::ManagerState>(std::move(config), std::move(options))) {}
+
+namespace {
+std::unique_ptr<detail::CircuitBreaker> make_breaker(const BreakerOptions& b) {
+  if (!b.enabled) return nullptr;
+  if (b.failures <= 0 || b.cool_down.count() <= 0)
+    throw std::invalid_argument("BreakerOptions: failures and cool_down must be positive (got " +
+                                std::to_string(b.failures) + " and " +
+                                std::to_string(b.cool_down.count()) + " ms)");
+  return std::make_unique<detail::CircuitBreaker>(b);
 }
+
+std::shared_ptr<detail::NearStore> make_near(const NearCacheOptions& n) {
+  if (!n.enabled) return nullptr;
+  if (n.max_entries == 0 || n.max_bytes == 0)
+    throw std::invalid_argument(
+        "NearCacheOptions: max_entries and max_bytes must be positive (got " +
+        std::to_string(n.max_entries) + " and " + std::to_string(n.max_bytes) + ")");
+  return std::make_shared<detail::NearStore>(n.max_entries, n.max_bytes);
+}
+}  // namespace
+
+detail::ManagerState::ManagerState(redis::Config c, ManagerOptions o)
+    : config(std::move(c)),
+      options(std::move(o)),
+      breaker(make_breaker(options.breaker)),
+      near(make_near(options.near)) {}
 
 namespace detail {
 namespace {
@@ -101,37 +112,60 @@ void CircuitBreaker::record(bool ok) noexcept {
 }  // namespace detail
 
 NearCacheStats RedisManager::near_stats() const {
-  return near_ ? near_->stats() : NearCacheStats{};
+  return state_->near ? state_->near->stats() : NearCacheStats{};
+}
+detail::CircuitBreaker* RedisManager::breaker() const noexcept {
+  return state_->breaker.get();
+}
+detail::NearStore* RedisManager::near_store() const noexcept {
+  return state_->near.get();
+}
+const redis::Config& RedisManager::config() const noexcept {
+  return state_->config;
+}
+const ManagerOptions& RedisManager::options() const noexcept {
+  return state_->options;
 }
 
 RedisManager::~RedisManager() {
-  std::lock_guard lock(mutex_);
-  if (client_) client_->close();
+  // Cached functions may outlive the manager (they share its state): they find no client.
+  std::optional<redis::Client> client;
+  {
+    std::lock_guard lock(state_->mutex);
+    client.swap(state_->client_);
+    if (state_->near_forwarder_) {
+      static_cast<NearForwarder&>(*state_->near_forwarder_).retire();
+      state_->near_forwarder_.reset();
+      state_->near->reset();
+    }
+  }
+  if (client) client->close();
 }
 
 asio::awaitable<void> RedisManager::connect() {
   std::optional<redis::Client> client;
   {
-    std::lock_guard lock(mutex_);
-    if (!client_) {
-      client_.emplace(executor_, config_);
+    auto& s = *state_;
+    std::lock_guard lock(s.mutex);
+    if (!s.client_) {
+      s.client_.emplace(executor_, s.config);
       // Reads are tracked from the first connection on; nothing is stored in the near cache
       // until every connection tracks.
-      if (near_) {
-        auto forwarder = std::make_shared<NearForwarder>(near_);
-        client_->track(forwarder);
-        near_forwarder_ = std::move(forwarder);
+      if (s.near) {
+        auto forwarder = std::make_shared<NearForwarder>(s.near);
+        s.client_->track(forwarder);
+        s.near_forwarder_ = std::move(forwarder);
       }
     }
-    client = client_;
+    client = s.client_;
   }
   client->start();
-  const bool up = co_await client->wait_connected(config_.connect_timeout);
+  const bool up = co_await client->wait_connected(config().connect_timeout);
   if (up) co_return;
   const std::string why = client->last_error();
-  const std::string message = "Redis at " + config_.redacted() + " is unreachable" +
+  const std::string message = "Redis at " + config().redacted() + " is unreachable" +
                               (why.empty() ? std::string() : " (" + why + ")");
-  if (options_.require_connection) throw redis::ConnectionError(message);
+  if (options().require_connection) throw redis::ConnectionError(message);
   tempest::logger("tempest.cache")
       ->warn(
           "{}; starting anyway, the connection keeps retrying and health checks fail until it is "
@@ -142,14 +176,15 @@ asio::awaitable<void> RedisManager::connect() {
 asio::awaitable<void> RedisManager::disconnect() {
   std::optional<redis::Client> client;
   {
-    std::lock_guard lock(mutex_);
-    client.swap(client_);
+    auto& s = *state_;
+    std::lock_guard lock(s.mutex);
+    client.swap(s.client_);
     // Nothing reports changes any more: the near cache empties and stays unused until the next
     // connect() tracks again.
-    if (near_forwarder_) {
-      static_cast<NearForwarder&>(*near_forwarder_).retire();
-      near_forwarder_.reset();
-      near_->reset();
+    if (s.near_forwarder_) {
+      static_cast<NearForwarder&>(*s.near_forwarder_).retire();
+      s.near_forwarder_.reset();
+      s.near->reset();
     }
   }
   if (client) {
@@ -159,19 +194,18 @@ asio::awaitable<void> RedisManager::disconnect() {
 }
 
 redis::Client RedisManager::client() const {
-  std::lock_guard lock(mutex_);
-  if (!client_) throw NotConnectedError();
-  return *client_;
+  auto client = state_->client();
+  if (!client) throw NotConnectedError();
+  return *std::move(client);
 }
 
 std::optional<redis::Client> RedisManager::client_dependency() const {
-  std::lock_guard lock(mutex_);
-  return client_;
+  return state_->client();
 }
 
 bool RedisManager::is_up() const {
-  std::lock_guard lock(mutex_);
-  return client_ && client_->is_connected();
+  auto client = state_->client();
+  return client && client->is_connected();
 }
 
 asio::awaitable<bool> RedisManager::health_check() {
@@ -185,14 +219,14 @@ asio::awaitable<bool> RedisManager::health_check() {
     failure = "not connected" + (why.empty() ? std::string() : " (" + why + ")");
   } else {
     try {
-      (void)co_await client->ping(redis::CallOptions{options_.health_timeout});
+      (void)co_await client->ping(redis::CallOptions{options().health_timeout});
       co_return true;
     } catch (const std::exception& e) {
       failure = e.what();
     }
   }
   tempest::logger("tempest.cache")
-      ->warn("Redis health check failed: {} ({})", failure, config_.redacted());
+      ->warn("Redis health check failed: {} ({})", failure, config().redacted());
   co_return false;
 }
 

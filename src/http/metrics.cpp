@@ -97,7 +97,11 @@ Router make_metrics_router(const HttpMetrics& http, MetricsOptions options) {
         {"unserializable", &cache::CacheStats::unserializable},
         {"lock_waits", &cache::CacheStats::lock_waits},
         {"near_hits", &cache::CacheStats::near_hits},
-        {"breaker_skips", &cache::CacheStats::breaker_skips}};
+        {"breaker_skips", &cache::CacheStats::breaker_skips},
+        {"stale_served", &cache::CacheStats::stale_served},
+        {"refreshes", &cache::CacheStats::refreshes},
+        {"refresh_failures", &cache::CacheStats::refresh_failures},
+        {"timeouts", &cache::CacheStats::timeouts}};
     for (const auto& [what, member] : counters) {
       const std::string name = std::string("tempest_cache_") + what + "_total";
       header(out, name.c_str(), "counter", ("Cached function " + std::string(what) + ".").c_str());

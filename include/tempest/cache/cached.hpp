@@ -11,9 +11,13 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -29,6 +33,12 @@
 #include "tempest/cache/options.hpp"
 
 namespace tempest::cache {
+
+// A cached function ran longer than CachedOptions::hard_timeout (and no stale value could answer).
+class FactoryTimeout : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 namespace detail {
 // The message of an exception of any type.
@@ -77,7 +87,15 @@ class Cached<F, Codec, T, std::tuple<A...>> {
                   {},
                   {},
                   {},
-                  {}})) {}
+                  {}})) {
+    const CachedOptions& o = state_->core->options();
+    if (!copyable_args &&
+        (o.early_refresh > 0 || o.soft_timeout.count() > 0 || o.hard_timeout.count() > 0))
+      throw std::invalid_argument("cached(" + o.name +
+                                  "): early_refresh and timeouts run the function in the "
+                                  "background, with copies of its arguments: these are not "
+                                  "copyable");
+  }
 
   // Same parameters as the wrapped function (taken by value: they live across suspensions).
   asio::awaitable<T> operator()(A... args) const { return call(state_, std::move(args)...); }
@@ -173,6 +191,10 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     return std::nullopt;
   }
 
+  // Background work (early refresh, a computation that outlives its timeout) takes copies of
+  // the arguments.
+  static constexpr bool copyable_args = (std::is_copy_constructible_v<A> && ...);
+
   // A hit costs one GET and no coordination. A miss joins the key's flight: the first caller
   // computes (after one more GET, in case a flight just ended), the others wait for its result.
   static asio::awaitable<T> call(std::shared_ptr<const State> st, A... args) {
@@ -188,14 +210,30 @@ class Cached<F, Codec, T, std::tuple<A...>> {
       }
       ticket = near->begin_read(key);  // before the GET: see NearStore::put
     }
-    detail::Lookup found = co_await core.lookup(key, near != nullptr);
+    detail::Lookup found = co_await core.lookup(key);
+    std::optional<T> stale;  // fail-safe: an expired value, the answer if recomputing fails
     if (found.value) {
       if (auto hit = try_decode(*st, key, *found.value)) {
-        core.count_hit();
-        if (near != nullptr && ticket.tracked)
-          near->put(key, ticket, std::make_shared<const T>(*hit), typeid(T), found.value->size(),
-                    found.expires);
-        co_return std::move(*hit);
+        if (found.freshness != detail::Freshness::stale) {
+          core.count_hit();
+          if (near != nullptr && ticket.tracked)
+            near->put(key, ticket, std::make_shared<const T>(*hit), typeid(T), found.value->size(),
+                      found.expires);
+          if (found.freshness == detail::Freshness::refresh_due) {
+            if constexpr (copyable_args) {
+              if (core.claim_refresh(key)) {
+                auto ex = co_await asio::this_coro::executor;
+                asio::co_spawn(ex, refresh(st, key, args...), asio::detached);
+              }
+            }
+          }
+          co_return std::move(*hit);
+        }
+        if (core.throttled(key)) {  // the function failed a moment ago
+          core.count_stale();
+          co_return std::move(*hit);
+        }
+        stale = std::move(hit);
       }
     }
     const auto joined = core.join(key);
@@ -206,7 +244,7 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     std::optional<T> result;
     std::exception_ptr error;
     try {
-      result.emplace(co_await lead(*st, key, found, args...));
+      result.emplace(co_await lead(st, key, std::move(found), std::move(stale), args...));
     } catch (...) {
       error = std::current_exception();
     }
@@ -216,32 +254,131 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     co_return std::move(*result);
   }
 
-  // The leader of a miss; `st` and `key` outlive it (they live in call()'s frame).
-  static asio::awaitable<T> lead(const State& st, const std::string& key, detail::Lookup found,
-                                 const A&... args) {
+  // The leader of a miss (or of an expired entry's recomputation); `key` outlives it.
+  static asio::awaitable<T> lead(const std::shared_ptr<const State>& sp, const std::string& key,
+                                 detail::Lookup found, std::optional<T> stale, const A&... args) {
+    const State& st = *sp;
     detail::CacheCore& core = *st.core;
-    if (found.redis_ok && !found.value && !found.corrupt && core.options().single_flight) {
+    if (found.redis_ok && !found.corrupt && (!found.value || stale) &&
+        core.options().single_flight) {
       // Another flight may have stored the value since our GET.
       detail::Lookup again = co_await core.lookup(key);
       if (again.value) {
         if (auto hit = try_decode(st, key, *again.value)) {
-          core.count_hit();
-          co_return std::move(*hit);
+          if (again.freshness != detail::Freshness::stale) {
+            core.count_hit();
+            co_return std::move(*hit);
+          }
+          stale = std::move(hit);
         }
+      } else if (again.redis_ok) {
+        stale.reset();  // gone (invalidated): not to be served
       }
-      found = std::move(again);
+      if (again.redis_ok) found = std::move(again);
     }
     if (found.redis_ok && !found.value && !found.corrupt) core.count_miss();
     detail::Lock lock;
     if (found.redis_ok && core.options().lock.enabled) {
       lock = co_await core.acquire_lock(key);
       if (!lock.acquired) {
+        if (stale && !lock.token.empty()) {  // another process recomputes it
+          core.count_stale();
+          co_return std::move(*stale);
+        }
         auto theirs = co_await core.wait_for_value(key, lock);
         if (theirs) {
           if (auto value = try_decode(st, key, *theirs)) co_return std::move(*value);
         }
       }
     }
+    std::optional<T> value;
+    std::exception_ptr error;
+    try {
+      value = co_await run(sp, key, found.redis_ok, std::move(lock), stale.has_value(), args...);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    if (stale && (error || !value)) {  // fail-safe: it threw or took too long
+      core.serve_stale(key, error ? detail::what_of(error) : std::string("a timeout"));
+      co_return std::move(*stale);
+    }
+    if (error) std::rethrow_exception(error);
+    co_return std::move(*value);
+  }
+
+  // Runs the function under the timeouts, if any: nullopt when it gave up waiting and a stale
+  // value can answer (the computation goes on in the background and stores its result).
+  static asio::awaitable<std::optional<T>> run(const std::shared_ptr<const State>& sp,
+                                               const std::string& key, bool store,
+                                               detail::Lock lock, bool has_stale,
+                                               const A&... args) {
+    const CachedOptions& o = sp->core->options();
+    const auto limit = has_stale && o.soft_timeout.count() > 0 ? o.soft_timeout : o.hard_timeout;
+    if constexpr (copyable_args) {
+      if (limit.count() > 0) {
+        auto outcome = std::make_shared<detail::Flight>();
+        auto ex = co_await asio::this_coro::executor;
+        asio::co_spawn(ex, compute_to(sp, key, store, std::move(lock), outcome, args...),
+                       asio::detached);
+        auto done = co_await outcome->wait_for(limit);
+        if (done) co_return *std::static_pointer_cast<const T>(*done);
+        sp->core->count_timeout();
+        if (has_stale) co_return std::nullopt;
+        throw FactoryTimeout("cached(" + o.name + "): the function took longer than " +
+                             std::to_string(o.hard_timeout.count()) +
+                             " ms (hard_timeout); its result is stored when it finishes");
+      }
+    }
+    co_return co_await compute(*sp, key, store, std::move(lock), args...);
+  }
+
+  static asio::awaitable<void> compute_to(std::shared_ptr<const State> sp, std::string key,
+                                          bool store, detail::Lock lock,
+                                          std::shared_ptr<detail::Flight> outcome, A... args) {
+    std::shared_ptr<const void> value;
+    std::exception_ptr error;
+    try {
+      T result = co_await compute(*sp, key, store, std::move(lock), args...);
+      value = std::make_shared<const T>(std::move(result));
+    } catch (...) {
+      error = std::current_exception();
+    }
+    outcome->complete(error, std::move(value));
+  }
+
+  // Early refresh, in the background: recomputes and stores the key unless it turns out fresh
+  // (another caller or process refreshed it) or, with the lock, another process holds it.
+  static asio::awaitable<void> refresh(std::shared_ptr<const State> sp, std::string key,
+                                       A... args) {
+    detail::CacheCore& core = *sp->core;
+    std::exception_ptr error;
+    try {
+      detail::Lock lock;
+      bool go = true;
+      if (core.options().lock.enabled) {
+        lock = co_await core.acquire_lock(key);
+        go = lock.acquired;
+      }
+      if (go) {
+        const detail::Lookup now = co_await core.lookup(key);
+        go = now.redis_ok && (!now.value || now.freshness != detail::Freshness::fresh);
+      }
+      if (go) {
+        (void)co_await compute(*sp, key, true, std::move(lock), args...);
+      } else {
+        co_await core.release_lock(lock);
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
+    core.end_refresh(key, error);
+  }
+
+  // Runs the function and stores its result (unless the codec or a callback refuses, or `store`
+  // is false: Redis failed), then releases the lock. The result, or the function's exception.
+  static asio::awaitable<T> compute(const State& st, const std::string& key, bool store,
+                                    detail::Lock lock, const A&... args) {
+    detail::CacheCore& core = *st.core;
     std::optional<T> value;
     std::exception_ptr error;
     try {
@@ -272,7 +409,7 @@ class Cached<F, Codec, T, std::tuple<A...>> {
                                      detail::what_of(std::current_exception()));
         payload.reset();
       }
-      if (payload && found.redis_ok)
+      if (payload && store)
         co_await core.store(key, std::move(*payload), std::move(call_tags), ttl);
     }
     co_await core.release_lock(lock);

@@ -7,7 +7,6 @@
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string_view>
 
@@ -69,6 +68,8 @@ class CircuitBreaker {
   std::atomic<std::int64_t> open_until_{0};  // steady_clock ns; 0: closed
   std::atomic<std::uint64_t> opened_{0};
 };
+
+class ManagerState;
 }  // namespace detail
 
 class RedisManager {
@@ -98,24 +99,23 @@ class RedisManager {
   asio::awaitable<bool> health_check();
 
   // The circuit breaker (null unless BreakerOptions::enabled).
-  detail::CircuitBreaker* breaker() const noexcept { return breaker_.get(); }
+  detail::CircuitBreaker* breaker() const noexcept;
   // The near cache (null unless NearCacheOptions::enabled) and its figures (zero without one).
-  detail::NearStore* near_store() const noexcept { return near_.get(); }
+  detail::NearStore* near_store() const noexcept;
   NearCacheStats near_stats() const;
 
-  const redis::Config& config() const noexcept { return config_; }
-  const ManagerOptions& options() const noexcept { return options_; }
+  const redis::Config& config() const noexcept;
+  const ManagerOptions& options() const noexcept;
   asio::any_io_executor executor() const { return executor_; }
+
+  // What cached functions keep of their manager: shared, so that work of theirs still running
+  // when the manager is destroyed (a background refresh) finds no client instead of a dangling
+  // manager.
+  std::shared_ptr<const detail::ManagerState> state() const noexcept { return state_; }
 
  private:
   asio::any_io_executor executor_;
-  redis::Config config_;
-  ManagerOptions options_;
-  mutable std::mutex mutex_;
-  std::optional<redis::Client> client_;  // set between connect() and disconnect()
-  std::shared_ptr<detail::NearStore> near_;
-  std::unique_ptr<detail::CircuitBreaker> breaker_;
-  std::shared_ptr<redis::InvalidationSink> near_forwarder_;  // the current client's
+  std::shared_ptr<detail::ManagerState> state_;
 };
 
 }  // namespace tempest::cache

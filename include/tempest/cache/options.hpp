@@ -50,18 +50,39 @@ struct CachedOptions {
   bool single_flight = true;  // concurrent misses of one key share one call
   LockOptions lock = {};
   NearCache near = NearCache::manager_default;
+
+  // Freshness and failure handling (all off by default; see the README's "Freshness" section).
+  // Early refresh: once an entry is past this fraction of its TTL (e.g. 0.8), the first call
+  // that reads it starts one recomputation in the background (with lock.enabled: in one process
+  // only) and every call, that one too, gets the current value at once. 0: off; else 0 < x < 1.
+  double early_refresh = 0;
+  // Fail-safe: entries stay in Redis this long past their TTL (stale). When recomputing an
+  // expired entry throws or exceeds a timeout, the stale value is returned instead (logged and
+  // counted), and the function is tried again no sooner than fail_safe_throttle later.
+  std::chrono::seconds fail_safe_max{0};
+  std::chrono::milliseconds fail_safe_throttle{30000};
+  // Factory timeouts (0: none). Past soft_timeout a call that has a stale value returns it and
+  // the computation finishes in the background (its result is stored); past hard_timeout a call
+  // throws FactoryTimeout (or returns the stale value, if it has one) and the computation still
+  // finishes and stores its result. soft_timeout needs fail_safe_max > 0.
+  std::chrono::milliseconds soft_timeout{0};
+  std::chrono::milliseconds hard_timeout{0};
 };
 
 struct CacheStats {
   std::uint64_t hits = 0;
   std::uint64_t misses = 0;
-  std::uint64_t errors = 0;          // Redis unreachable, slow or failing (fail-open events)
-  std::uint64_t corrupt = 0;         // stored values that could not be decoded (then recomputed)
-  std::uint64_t joins = 0;           // calls that shared another call's computation
-  std::uint64_t unserializable = 0;  // results returned uncached because encoding failed
-  std::uint64_t lock_waits = 0;      // calls that waited for another process's computation
-  std::uint64_t near_hits = 0;       // hits served from the near cache (counted in hits too)
-  std::uint64_t breaker_skips = 0;   // calls that skipped Redis: the circuit breaker was open
+  std::uint64_t errors = 0;            // Redis unreachable, slow or failing (fail-open events)
+  std::uint64_t corrupt = 0;           // stored values that could not be decoded (then recomputed)
+  std::uint64_t joins = 0;             // calls that shared another call's computation
+  std::uint64_t unserializable = 0;    // results returned uncached because encoding failed
+  std::uint64_t lock_waits = 0;        // calls that waited for another process's computation
+  std::uint64_t near_hits = 0;         // hits served from the near cache (counted in hits too)
+  std::uint64_t breaker_skips = 0;     // calls that skipped Redis: the circuit breaker was open
+  std::uint64_t stale_served = 0;      // calls answered with a stale value (fail-safe)
+  std::uint64_t refreshes = 0;         // early refreshes started in the background
+  std::uint64_t refresh_failures = 0;  // early refreshes whose function threw
+  std::uint64_t timeouts = 0;          // calls that stopped waiting for their function
 };
 
 // A RedisManager's near cache (L1): the values its cached functions read from Redis, decoded,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <exception>
@@ -12,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,24 +34,40 @@ class Flight {
   Flight();
   // Waits for the leader; returns its result or rethrows its exception.
   asio::awaitable<std::shared_ptr<const void>> wait();
+  // The same for at most `limit`: nullopt when it ran out.
+  asio::awaitable<std::optional<std::shared_ptr<const void>>> wait_for(
+      std::chrono::milliseconds limit);
   void complete(std::exception_ptr error, std::shared_ptr<const void> value);
   struct State;
+  // Calls fn on `ex` once the flight is done.
+  void on_done(asio::any_io_executor ex,
+               std::function<void(std::exception_ptr, std::shared_ptr<const void>)> fn);
 
  private:
   friend class CacheCore;
   std::shared_ptr<State> state_;
 };
 
+// Where a stored entry stands, from its remaining TTL (with early_refresh / fail_safe_max).
+enum class Freshness : std::uint8_t {
+  fresh,
+  refresh_due,  // past early_refresh: serve it and recompute in the background
+  stale,        // past its TTL, kept by fail_safe_max: served only when recomputing fails
+};
+
 struct Lookup {
   std::optional<std::string> value;  // the stored payload on a hit
   bool redis_ok = false;             // false: Redis failed or is down; do not write either
   bool corrupt = false;              // the key held something unreadable (already counted)
-  // With lookup(key, true): when the Redis entry expires (max: never), counted from the send.
+  Freshness freshness = Freshness::fresh;
+  // When the entry's TTL is read (near cache, early refresh, fail-safe): until when the value
+  // may be served without asking Redis again (max: never), counted from the send.
   std::chrono::steady_clock::time_point expires = std::chrono::steady_clock::time_point::max();
 };
 
 class NearStore;
 class CircuitBreaker;
+class ManagerState;
 
 struct Lock {
   std::string key;
@@ -77,8 +95,8 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   void finish(const std::string& key, std::exception_ptr error,
               const std::function<std::shared_ptr<const void>()>& value);
 
-  // GET (and PTTL with `with_ttl`, for the near cache).
-  asio::awaitable<Lookup> lookup(const std::string& key, bool with_ttl = false);
+  // GET, and PTTL when the near cache or the freshness options need the remaining TTL.
+  asio::awaitable<Lookup> lookup(const std::string& key);
   // The near cache this function uses, or null.
   NearStore* near() const noexcept { return near_; }
   // SET (EX ttl, the options' unless `ttl` says otherwise, plus the jitter) and the registry sets.
@@ -97,18 +115,34 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
     hits_.fetch_add(1, std::memory_order_relaxed);
     near_hits_.fetch_add(1, std::memory_order_relaxed);
   }
+  // Fail-safe: a stale value answers instead of the function (`why`: its error or timeout), and
+  // the key is not recomputed again for fail_safe_throttle.
+  void serve_stale(const std::string& key, const std::string& why);
+  // Whether the key's function failed within the last fail_safe_throttle (serve stale values).
+  bool throttled(const std::string& key);
+  // Early refresh: at most one background refresh of a key at a time in this process.
+  bool claim_refresh(const std::string& key);
+  void end_refresh(const std::string& key, std::exception_ptr error);
+  void count_stale() { stale_served_.fetch_add(1, std::memory_order_relaxed); }
+  void count_timeout() { timeouts_.fetch_add(1, std::memory_order_relaxed); }
   void corrupt_value(const std::string& key, const std::string& problem);
   void unserializable(const std::string& key, const std::string& problem);
   CacheStats stats() const;
 
  private:
   void redis_error(const std::string& what);
-  RedisManager* manager_;
+  long long classify(Lookup& found, long long pttl) const;
+  std::shared_ptr<const ManagerState> manager_;
   CachedOptions options_;
   std::mutex flights_mutex_;
   std::map<std::string, std::shared_ptr<Flight>, std::less<>> flights_;
   std::atomic<std::uint64_t> hits_{0}, misses_{0}, errors_{0}, corrupt_{0}, joins_{0},
-      unserializable_{0}, lock_waits_{0}, near_hits_{0}, breaker_skips_{0};
+      unserializable_{0}, lock_waits_{0}, near_hits_{0}, breaker_skips_{0}, stale_served_{0},
+      refreshes_{0}, refresh_failures_{0}, timeouts_{0};
+  bool wants_ttl_ = false;  // lookups read the remaining TTL (PTTL) too
+  std::mutex freshness_mutex_;
+  std::map<std::string, std::chrono::steady_clock::time_point, std::less<>> throttled_;
+  std::set<std::string, std::less<>> refreshing_;
   NearStore* near_ = nullptr;
   std::atomic<std::int64_t> last_warning_ns_{0};
   std::atomic<std::uint64_t> suppressed_warnings_{0};
