@@ -535,6 +535,47 @@ TEST_F(ClusterTest, CachedInvalidationAndHealthWorkUnchanged) {
   });
 }
 
+// Early refresh (under the lock) and fail-safe on keys spread over every master.
+TEST_F(ClusterTest, EarlyRefreshAndFailSafeWorkOnEveryMaster) {
+  tc::RedisManager redis(io.get_executor(), url);
+  int runs = 0;
+  bool failing = false;
+  tc::CachedOptions o{.name = "rate", .ttl = 1s, .key_prefix = p + "fresh:"};
+  o.early_refresh = 0.5;
+  o.fail_safe_max = 30s;
+  o.fail_safe_throttle = 10s;
+  o.lock.enabled = true;
+  auto rate = tc::cached(redis, o, [&](int id) -> asio::awaitable<int> {
+    ++runs;
+    if (failing) throw std::runtime_error("upstream down");
+    co_return id * 2;
+  });
+  constexpr int kKeys = 30;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    std::set<std::uint16_t> slots;
+    for (int id = 0; id < kKeys; ++id) {
+      EXPECT_EQ(co_await rate(id), id * 2);
+      slots.insert(detail::key_slot(rate.key(id)));
+    }
+    EXPECT_EQ(runs, kKeys);
+    co_await sleep_for(600ms);  // past half the TTL: each read starts one refresh
+    for (int id = 0; id < kKeys; ++id)
+      EXPECT_EQ(co_await rate(id), id * 2);
+    for (int i = 0; i < 100 && runs < 2 * kKeys; ++i)
+      co_await sleep_for(10ms);
+    EXPECT_EQ(runs, 2 * kKeys);
+    EXPECT_EQ(rate.stats().refreshes, static_cast<std::uint64_t>(kKeys));
+    failing = true;
+    co_await sleep_for(1100ms);  // the refreshed entries expire too: stale now
+    for (int id = 0; id < kKeys; ++id)
+      EXPECT_EQ(co_await rate(id), id * 2);
+    EXPECT_EQ(rate.stats().stale_served, static_cast<std::uint64_t>(kKeys));
+    EXPECT_EQ(runs, 3 * kKeys);
+    co_await redis.disconnect();
+  });
+}
+
 // The near cache on a cluster: one invalidation connection per master the reader uses, each
 // data connection redirected to its own node's; writes on every master reach it.
 TEST_F(ClusterTest, NearCacheIsCoherentOnEveryMaster) {

@@ -1,0 +1,409 @@
+// cached()'s freshness and failure handling against a real redis-server: early refresh,
+// fail-safe (serve-stale) with its throttle, soft and hard factory timeouts, and what a Python
+// reader sees of entries that carry a stale time.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <boost/asio/io_context.hpp>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <vector>
+
+#include "support/log_capture.hpp"
+#include "support/redis_server.hpp"
+#include "support/run.hpp"
+#include "tempest/cache/cached.hpp"
+
+namespace asio = boost::asio;
+namespace tc = tempest::cache;
+using namespace std::chrono_literals;
+using tempest::test::all_workers;
+using tempest::test::Clock;
+using tempest::test::LogCapture;
+using tempest::test::ms_since;
+using tempest::test::RedisServer;
+using tempest::test::run;
+using tempest::test::shell;
+using tempest::test::sleep_for;
+
+namespace {
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+class FreshnessTest : public ::testing::Test {
+ protected:
+  LogCapture logs{"tempest.cache"};
+  RedisServer server;
+  asio::io_context io;
+  tc::RedisManager redis{io.get_executor(), server.url()};
+};
+
+// The function's runs: when each started and ended (ms since the test's start).
+struct Runs {
+  Clock::time_point origin = Clock::now();
+  std::mutex mutex;
+  std::vector<std::pair<double, double>> spans;
+  std::size_t start() {
+    std::lock_guard lock(mutex);
+    spans.emplace_back(ms_since(origin), std::numeric_limits<double>::infinity());
+    return spans.size() - 1;
+  }
+  void end(std::size_t i) {
+    std::lock_guard lock(mutex);
+    spans[i].second = ms_since(origin);
+  }
+  bool during_one(double t) {
+    std::lock_guard lock(mutex);
+    return std::any_of(spans.begin(), spans.end(),
+                       [t](const auto& s) { return t >= s.first && t <= s.second; });
+  }
+};
+
+// 64 callers for 5.5 s on one key with a 2 s TTL refreshed at half of it, the function taking
+// 200 ms: exactly one recomputation per period, the entry never expires, and no call waits for
+// a recomputation (calls during a refresh cost what plain hits cost).
+void expect_one_refresh_per_period(asio::io_context& io, std::vector<tc::RedisManager*> managers,
+                                   bool lock) {
+  Runs runs;
+  tc::CachedOptions o{.name = "rates", .ttl = 2s};
+  o.early_refresh = 0.5;
+  o.lock.enabled = lock;
+  using Fn = std::function<asio::awaitable<int>(int)>;
+  Fn fn = [&runs](int x) -> asio::awaitable<int> {
+    const auto i = runs.start();
+    co_await sleep_for(200ms);
+    runs.end(i);
+    co_return x + static_cast<int>(i);
+  };
+  std::vector<tc::Cached<Fn, tc::JsonCodec<int>, int, std::tuple<int>>> fns;
+  for (auto* m : managers)
+    fns.push_back(tc::cached(*m, o, fn));
+  std::vector<double> during, plain;
+  double slowest = 0;
+  run(io, [&]() -> asio::awaitable<void> {
+    for (auto* m : managers)
+      co_await m->connect();
+    (void)co_await fns[0](1);  // the first value (a miss)
+    const auto start = Clock::now();
+    co_await all_workers(64, [&](int w) -> asio::awaitable<void> {
+      auto& f = fns[static_cast<std::size_t>(w) % fns.size()];
+      while (ms_since(start) < 5500) {
+        const double t = ms_since(runs.origin);
+        const auto c = Clock::now();
+        (void)co_await f(1);
+        const double took = ms_since(c);
+        slowest = std::max(slowest, took);
+        (runs.during_one(t) ? during : plain).push_back(took);
+        co_await sleep_for(2ms);
+      }
+    });
+    for (auto* m : managers)
+      co_await m->disconnect();
+  });
+  std::uint64_t misses = 0, refreshes = 0, hits = 0;
+  for (auto& f : fns) {
+    misses += f.stats().misses;
+    refreshes += f.stats().refreshes;
+    hits += f.stats().hits;
+  }
+  std::printf(
+      "early refresh (ttl 2 s, at 0.5, function 200 ms, %zu process(es), lock %s): %zu runs, "
+      "%llu calls; p99 during a refresh %.3f ms (%zu calls), p99 of plain hits %.3f ms, slowest "
+      "%.3f ms\n",
+      managers.size(), lock ? "on" : "off", runs.spans.size(),
+      static_cast<unsigned long long>(hits), percentile(during, 0.99), during.size(),
+      percentile(plain, 0.99), slowest);
+  EXPECT_EQ(misses, 1u);  // the entry never expired
+  // The first run, then one per period (1 s + the 200 ms run) over 5.5 s: 4 refreshes.
+  EXPECT_GE(runs.spans.size(), 4u);
+  EXPECT_LE(runs.spans.size(), 6u);
+  for (std::size_t i = 1; i < runs.spans.size(); ++i)  // never two in one period
+    EXPECT_GE(runs.spans[i].first - runs.spans[i - 1].first, 900) << "run " << i;
+  EXPECT_GE(during.size(), 100u);
+  EXPECT_LT(slowest, 150);  // nobody waited for the 200 ms function
+}
+
+}  // namespace
+
+TEST_F(FreshnessTest, EarlyRefreshRecomputesOncePerPeriodAndNoCallWaits) {
+  expect_one_refresh_per_period(io, {&redis}, false);
+}
+
+// Two managers (as two processes) with the distributed lock: still one refresh per period.
+TEST_F(FreshnessTest, EarlyRefreshWithTheLockRecomputesInOneProcess) {
+  tc::RedisManager other(io.get_executor(), server.url());
+  expect_one_refresh_per_period(io, {&redis, &other}, true);
+}
+
+// A function that starts throwing after its first value: callers get the stale value until
+// fail_safe_max has passed, then the error; after a failure the function is not run again for
+// fail_safe_throttle.
+TEST_F(FreshnessTest, FailSafeServesTheStaleValueUntilItsMaximumThenTheError) {
+  int runs = 0;
+  tc::CachedOptions o{.name = "quote", .ttl = 1s};
+  o.fail_safe_max = 2s;
+  o.fail_safe_throttle = 400ms;
+  auto quote = tc::cached(redis, o, [&runs](int x) -> asio::awaitable<int> {
+    if (++runs > 1) throw std::runtime_error("the upstream is down");
+    co_return x * 10;
+  });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    auto c = redis.client();
+    const auto stored = Clock::now();
+    EXPECT_EQ(co_await quote(7), 70);
+    // The entry lives its TTL plus the stale time; its bytes are the plain value.
+    tempest::redis::Pipeline p;
+    p.add("PTTL", quote.key(7));
+    const auto pttl = (co_await c.exec(p))[0].integer();
+    EXPECT_GT(pttl, 2500);
+    EXPECT_LE(pttl, 3000);
+    EXPECT_EQ(co_await c.get(quote.key(7)), "70");
+    EXPECT_EQ(co_await quote(7), 70);  // fresh: a hit
+    EXPECT_EQ(runs, 1);
+    co_await sleep_for(1100ms);        // expired, kept stale
+    EXPECT_EQ(co_await quote(7), 70);  // the function threw: the stale value
+    EXPECT_EQ(runs, 2);
+    EXPECT_EQ(quote.stats().stale_served, 1u);
+    EXPECT_TRUE(logs.count("serving the stale value (the upstream is down)"));
+    // Within the throttle: stale values without running the function.
+    for (int i = 0; i < 20; ++i)
+      EXPECT_EQ(co_await quote(7), 70);
+    EXPECT_EQ(runs, 2);
+    co_await sleep_for(450ms);  // the throttle is over: one more try, then stale again
+    EXPECT_EQ(co_await quote(7), 70);
+    EXPECT_EQ(co_await quote(7), 70);
+    EXPECT_EQ(runs, 3);
+    EXPECT_EQ(quote.stats().stale_served, 23u);
+    // Past fail_safe_max the entry is gone: the error reaches the caller.
+    co_await sleep_for(
+        std::chrono::milliseconds(3100) -
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - stored));
+    bool threw = false;
+    try {
+      (void)co_await quote(7);
+    } catch (const std::runtime_error& e) {
+      threw = std::string(e.what()) == "the upstream is down";
+    }
+    EXPECT_TRUE(threw);
+    EXPECT_EQ(runs, 4);
+    co_await redis.disconnect();
+  });
+}
+
+// An invalidated entry is gone, stale time and all: never served as a fallback.
+TEST_F(FreshnessTest, FailSafeNeverServesAnInvalidatedEntry) {
+  int runs = 0;
+  tc::CachedOptions o{.name = "price", .ttl = 1s};
+  o.fail_safe_max = 60s;
+  auto price = tc::cached(redis, o, [&runs](int x) -> asio::awaitable<int> {
+    if (++runs > 1) throw std::runtime_error("down");
+    co_return x;
+  });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    EXPECT_EQ(co_await price(3), 3);
+    co_await sleep_for(1100ms);
+    (void)co_await redis.client().del(price.key(3));
+    bool threw = false;
+    try {
+      (void)co_await price(3);
+    } catch (const std::runtime_error&) {
+      threw = true;
+    }
+    EXPECT_TRUE(threw);
+    EXPECT_EQ(price.stats().stale_served, 0u);
+    co_await redis.disconnect();
+  });
+}
+
+// A Python reader (the SDK's plain GET + json.loads) reads an entry with a stale time as a hit,
+// during its TTL and its stale time alike.
+TEST_F(FreshnessTest, APythonReaderSeesAStaleEntryAsAHit) {
+  tc::CachedOptions o{.name = "profile", .ttl = 1s};
+  o.fail_safe_max = 30s;
+  o.early_refresh = 0.8;
+  auto profile =
+      tc::cached(redis, o, [](std::string id) -> asio::awaitable<std::map<std::string, double>> {
+        co_return std::map<std::string, double>{{id, 19.9}};
+      });
+  std::string key;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    (void)co_await profile("a");
+    key = profile.key("a");
+    co_await sleep_for(1100ms);  // stale now
+    co_await redis.disconnect();
+  });
+  const std::string peer =
+      std::string("/usr/bin/python3 ") + TEMPEST_SOURCE_DIR "/tests/interop/python_peer.py ";
+  EXPECT_EQ(shell(peer + "read " + server.url() + " " + key), "{\"a\": 19.9}");
+}
+
+// A slow function: past hard_timeout the caller gets FactoryTimeout, and the computation still
+// stores its result for the next caller.
+TEST_F(FreshnessTest, HardTimeoutThrowsAndTheResultIsStoredLater) {
+  int runs = 0;
+  tc::CachedOptions o{.name = "report"};
+  o.hard_timeout = 100ms;
+  auto report = tc::cached(redis, o, [&runs](int x) -> asio::awaitable<int> {
+    ++runs;
+    co_await sleep_for(300ms);
+    co_return x + 1;
+  });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    const auto t = Clock::now();
+    bool timed_out = false;
+    try {
+      (void)co_await report(1);
+    } catch (const tc::FactoryTimeout& e) {
+      timed_out =
+          std::string(e.what()).find("longer than 100 ms (hard_timeout)") != std::string::npos;
+    }
+    const double took = ms_since(t);
+    std::printf("hard timeout 100 ms, function 300 ms: the call gave up after %.1f ms\n", took);
+    EXPECT_TRUE(timed_out);
+    EXPECT_GE(took, 95);
+    EXPECT_LT(took, 250);
+    EXPECT_EQ(report.stats().timeouts, 1u);
+    co_await sleep_for(300ms);  // the computation finished in the background and stored
+    EXPECT_EQ(co_await report(1), 2);
+    EXPECT_EQ(runs, 1);
+    EXPECT_EQ(report.stats().hits, 1u);
+    co_await redis.disconnect();
+  });
+}
+
+// With a stale value, past soft_timeout the caller gets it at once; the computation finishes in
+// the background and its result is the next caller's hit. Without one, soft_timeout does not
+// apply and hard_timeout does.
+TEST_F(FreshnessTest, SoftTimeoutReturnsTheStaleValueAndTheComputationFinishes) {
+  int runs = 0;
+  tc::CachedOptions o{.name = "feed", .ttl = 1s};
+  o.fail_safe_max = 30s;
+  o.soft_timeout = 50ms;
+  o.hard_timeout = 2s;
+  auto feed = tc::cached(redis, o, [&runs](int) -> asio::awaitable<int> {
+    const int n = ++runs;
+    co_await sleep_for(n == 1 ? 1ms : 300ms);
+    co_return n;
+  });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    EXPECT_EQ(co_await feed(0), 1);
+    co_await sleep_for(1100ms);  // stale
+    auto t = Clock::now();
+    EXPECT_EQ(co_await feed(0), 1);  // the stale value after the soft timeout
+    const double took = ms_since(t);
+    std::printf("soft timeout 50 ms, function 300 ms, stale value present: answered in %.1f ms\n",
+                took);
+    EXPECT_GE(took, 45);
+    EXPECT_LT(took, 250);
+    EXPECT_EQ(feed.stats().timeouts, 1u);
+    EXPECT_EQ(feed.stats().stale_served, 1u);
+    co_await sleep_for(350ms);  // it finished and stored
+    EXPECT_EQ(co_await feed(0), 2);
+    EXPECT_EQ(runs, 2);
+    // No stale value (a new key): the caller waits the whole 300 ms, under the hard timeout.
+    t = Clock::now();
+    EXPECT_EQ(co_await feed(1), 3);
+    EXPECT_GE(ms_since(t), 295);
+    co_await redis.disconnect();
+  });
+}
+
+// A hard timeout with a stale value answers with it (fail-safe) instead of the error.
+TEST_F(FreshnessTest, HardTimeoutWithAStaleValueServesIt) {
+  int runs = 0;
+  tc::CachedOptions o{.name = "board", .ttl = 1s};
+  o.fail_safe_max = 30s;
+  o.hard_timeout = 80ms;
+  auto board = tc::cached(redis, o, [&runs](int) -> asio::awaitable<int> {
+    const int n = ++runs;
+    if (n > 1) co_await sleep_for(500ms);
+    co_return n;
+  });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    EXPECT_EQ(co_await board(0), 1);
+    co_await sleep_for(1100ms);
+    EXPECT_EQ(co_await board(0), 1);
+    EXPECT_EQ(board.stats().stale_served, 1u);
+    EXPECT_TRUE(logs.count("serving the stale value (a timeout)"));
+    co_await sleep_for(600ms);
+    co_await redis.disconnect();
+  });
+}
+
+// The near cache keeps a value only while it is fresh: not through its stale time (it would be
+// served without asking whether the function can do better) nor past its early refresh point.
+TEST(FreshnessNear, TheNearCacheKeepsAValueOnlyWhileItIsFresh) {
+  RedisServer server;
+  asio::io_context io;
+  tc::ManagerOptions mo;
+  mo.near.enabled = true;
+  tc::RedisManager redis(io.get_executor(), server.url(), mo);
+  int runs = 0;
+  tc::CachedOptions o{.name = "n", .ttl = 1s};
+  o.fail_safe_max = 30s;
+  o.early_refresh = 0.5;
+  auto n = tc::cached(redis, o, [&runs](int) -> asio::awaitable<int> { co_return ++runs; });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    EXPECT_EQ(co_await n(0), 1);
+    std::uint64_t near_hits = 0;
+    for (int i = 0; i < 100 && near_hits == 0; ++i) {  // once tracking is armed
+      (void)co_await n(0);
+      near_hits = n.stats().near_hits;
+      if (near_hits == 0) co_await sleep_for(5ms);
+    }
+    EXPECT_GT(near_hits, 0u);
+    co_await sleep_for(600ms);  // past the refresh point: Redis is asked, a refresh starts
+    EXPECT_EQ(co_await n(0), 1);
+    for (int i = 0; i < 100 && runs < 2; ++i)
+      co_await sleep_for(5ms);
+    EXPECT_EQ(runs, 2);
+    co_await sleep_for(1100ms);  // the refreshed value is stale now: recomputed, not served
+    EXPECT_EQ(co_await n(0), 3);
+    co_await redis.disconnect();
+  });
+}
+
+TEST(FreshnessOptions, BadCombinationsAreNamed) {
+  asio::io_context io;
+  tc::RedisManager redis(io.get_executor(), "redis://127.0.0.1:1");
+  auto expect_refused = [&](tc::CachedOptions o, const std::string& words) {
+    try {
+      auto f = tc::cached(redis, o, [](int x) -> asio::awaitable<int> { co_return x; });
+      ADD_FAILURE() << "accepted: " << words;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  tc::CachedOptions o{.name = "f"};
+  o.early_refresh = 1.0;
+  expect_refused(o, "early_refresh must be 0 (off) or a fraction of the TTL in (0, 1)");
+  o.early_refresh = std::nan("");
+  expect_refused(o, "early_refresh must be 0 (off)");
+  o.early_refresh = 0.8;
+  o.ttl = tc::no_expiry;
+  expect_refused(o, "need a TTL");
+  o = tc::CachedOptions{.name = "f"};
+  o.soft_timeout = 10ms;
+  expect_refused(o, "soft_timeout needs fail_safe_max > 0");
+  o.fail_safe_max = 10s;
+  o.hard_timeout = 10ms;
+  expect_refused(o, "soft_timeout must be shorter than hard_timeout");
+  o = tc::CachedOptions{.name = "f"};
+  o.fail_safe_max = -1s;
+  expect_refused(o, "fail_safe_max must be >= 0");
+}
