@@ -252,7 +252,6 @@ CacheCore::CacheCore(RedisManager& manager, CachedOptions options)
     case NearCache::off:
       break;
   }
-  wants_ttl_ = near_ != nullptr || r > 0 || options_.fail_safe_max.count() > 0;
   std::lock_guard lock(registry().mutex);
   registry().cores.insert(this);
 }
@@ -386,27 +385,110 @@ CacheStats CacheCore::stats() const {
                     timeouts_.load()};
 }
 
-// An entry's physical TTL is its TTL plus fail_safe_max: the last fail_safe_max of it is its
-// stale time, and early refresh is due (1 - early_refresh) * ttl before that. Sets the lookup's
-// freshness and returns for how many more ms the value is fresh and not due for a refresh.
-long long CacheCore::classify(Lookup& found, long long pttl) const {
-  const long long logical =
-      pttl - std::chrono::duration_cast<std::chrono::milliseconds>(options_.fail_safe_max).count();
-  if (options_.fail_safe_max.count() > 0 && logical <= 0) {
-    found.freshness = Freshness::stale;
-    return 0;
-  }
-  long long until_refresh = logical;
-  if (options_.early_refresh > 0) {
-    const auto ttl_ms = std::chrono::duration_cast<std::chrono::milliseconds>(options_.ttl).count();
-    until_refresh -=
-        static_cast<long long>((1 - options_.early_refresh) * static_cast<double>(ttl_ms));
-    if (until_refresh <= 0) {
-      found.freshness = Freshness::refresh_due;
-      return 0;
+// ---- freshness metadata ---------------------------------------------------------------------
+// With early_refresh or fail_safe_max, a stored value is followed by a suffix of JSON whitespace
+// (which json.loads, Boost.JSON and every JSON reader skip): a 4-character mark, then the times
+// the entry is fresh until and due for a refresh at, in Unix ms, 21 base-4 digits each written
+// as ' ', '\t', '\n', '\r'. A JSON value never ends in whitespace, so a plain entry (the Python
+// SDK's, or one written without these options) is never mistaken for one with the suffix.
+namespace {
+constexpr std::string_view kMark = "\t\r\t\r";
+constexpr std::size_t kTimeDigits = 21;  // 42 bits of ms: until the year 2109
+constexpr std::size_t kSuffix = kMark.size() + 2 * kTimeDigits;
+constexpr char kDigits[4] = {' ', '\t', '\n', '\r'};
+
+std::int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void append_time(std::string& out, std::int64_t ms) {
+  const auto v = static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 0));
+  for (std::size_t i = kTimeDigits; i-- > 0;)
+    out += kDigits[(v >> (2 * i)) & 3];
+}
+
+bool read_time(std::string_view digits, std::int64_t& ms) {
+  std::uint64_t v = 0;
+  for (char c : digits) {
+    std::uint64_t d;
+    switch (c) {
+      case ' ':
+        d = 0;
+        break;
+      case '\t':
+        d = 1;
+        break;
+      case '\n':
+        d = 2;
+        break;
+      case '\r':
+        d = 3;
+        break;
+      default:
+        return false;
     }
+    v = (v << 2) | d;
   }
-  return until_refresh;
+  ms = static_cast<std::int64_t>(v);
+  return true;
+}
+}  // namespace
+
+void CacheCore::settle(Lookup& found, std::chrono::steady_clock::time_point sent) const {
+  std::string& v = *found.value;
+  if (v.empty()) return;
+  const char last = v.back();
+  if (last != ' ' && last != '\t' && last != '\n' && last != '\r') return;  // a plain entry
+  if (v.size() < kSuffix) return;
+  const std::string_view tail = std::string_view(v).substr(v.size() - kSuffix);
+  std::int64_t fresh_until = 0, refresh_at = 0;
+  if (!tail.starts_with(kMark) || !read_time(tail.substr(kMark.size(), kTimeDigits), fresh_until) ||
+      !read_time(tail.substr(kMark.size() + kTimeDigits), refresh_at))
+    return;
+  v.resize(v.size() - kSuffix);
+  const std::int64_t now = wall_ms();
+  if (now >= fresh_until) {
+    // Expired, kept by another writer's (or our) fail_safe_max: a fallback for us only if we
+    // have fail-safe on; otherwise a miss.
+    if (options_.fail_safe_max.count() > 0) {
+      found.freshness = Freshness::stale;
+    } else {
+      found.value.reset();
+    }
+    found.expires = sent;
+    return;
+  }
+  if (near_ == nullptr) {
+    if (options_.early_refresh > 0 && now >= refresh_at) found.freshness = Freshness::refresh_due;
+    return;
+  }
+  std::int64_t fresh_for = fresh_until - now;
+  if (options_.early_refresh > 0) {
+    if (now >= refresh_at) {
+      found.freshness = Freshness::refresh_due;
+      found.expires = sent;
+      return;
+    }
+    fresh_for = std::min(fresh_for, refresh_at - now);
+  }
+  found.expires = std::min(found.expires, sent + std::chrono::milliseconds(fresh_for));
+}
+
+std::string CacheCore::with_freshness(std::string payload, long long ttl_seconds) const {
+  const bool meta = options_.early_refresh > 0 || options_.fail_safe_max.count() > 0;
+  if (!meta || ttl_seconds <= 0) return payload;
+  const std::int64_t now = wall_ms();
+  const std::int64_t life = ttl_seconds * 1000;
+  payload.reserve(payload.size() + kSuffix);
+  payload += kMark;
+  append_time(payload, now + life);
+  append_time(payload, now + static_cast<std::int64_t>(options_.early_refresh > 0
+                                                           ? options_.early_refresh *
+                                                                 static_cast<double>(life)
+                                                           : static_cast<double>(life)));
+  return payload;
 }
 
 asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
@@ -431,27 +513,23 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
           "Redis " + (client && !skip ? what + " to " + manager_->config.redacted() : what)));
   } else {
     try {
-      if (!wants_ttl_) {
-        auto value = co_await client->get(key, redis::CallOptions{options_.deadline});
-        if (breaker != nullptr) breaker->record(true);
-        co_return Lookup{std::move(value), true};
-      }
-      // The near cache keeps an entry no longer than Redis does, and the freshness options read
-      // the entry's age from it: PTTL with the GET.
-      const auto sent = std::chrono::steady_clock::now();
-      redis::Pipeline p;
-      p.add("GET", key).add("PTTL", key);
-      auto r = co_await client->exec(p, redis::CallOptions{options_.deadline});
-      if (r[0].is_error()) throw redis::ServerError(r[0].str());
+      Clock::time_point sent{};  // for the near cache only
       Lookup found{std::nullopt, true};
-      if (r[0].is_string()) found.value = std::move(r[0].str());
-      const long long pttl = r[1].is_integer() ? r[1].integer() : -2;
-      if (pttl >= 0) {
-        found.expires = sent + std::chrono::milliseconds(classify(found, pttl));
-      } else if (pttl == -2) {
-        found.expires = sent;  // gone by the time PTTL ran: not for the near cache
+      if (near_ == nullptr) {
+        found.value = co_await client->get(key, redis::CallOptions{options_.deadline});
+      } else {
+        // The near cache keeps an entry no longer than Redis does: PTTL with the GET.
+        sent = Clock::now();
+        auto r = co_await client->get_with_ttl(key, redis::CallOptions{options_.deadline});
+        found.value = std::move(r.value);
+        if (r.pttl >= 0) {
+          found.expires = sent + std::chrono::milliseconds(r.pttl);
+        } else if (r.pttl == -2) {
+          found.expires = sent;  // gone by the time PTTL ran: not for the near cache
+        }
       }
       if (breaker != nullptr) breaker->record(true);
+      if (found.value) settle(found, sent);
       co_return found;
     } catch (const redis::ServerError& e) {
       const std::string_view m = e.what();
@@ -491,7 +569,8 @@ asio::awaitable<void> CacheCore::store(const std::string& key, std::string paylo
     std::uniform_int_distribution<long long> extra(0, options_.ttl_jitter.count());
     ttl += extra(rng);
   }
-  // Fail-safe: the entry stays this much longer, stale (see classify()).
+  // The freshness times after the value; fail-safe: the entry stays this much longer, stale.
+  payload = with_freshness(std::move(payload), ttl);
   if (ttl > 0) ttl += options_.fail_safe_max.count();
   redis::Pipeline p;
   if (ttl > 0) {
@@ -562,7 +641,11 @@ asio::awaitable<std::optional<std::string>> CacheCore::wait_for_value(const std:
       redis::Pipeline p;
       p.add("GET", key).add("EXISTS", lock.key);
       auto r = co_await client->exec(p, redis::CallOptions{options_.deadline});
-      if (r[0].is_string()) co_return std::move(r[0].str());
+      if (r[0].is_string()) {
+        Lookup found{std::move(r[0].str()), true};
+        settle(found, Clock::now());
+        if (found.value) co_return std::move(found.value);
+      }
       if (r[1].is_integer() && r[1].integer() == 0) co_return std::nullopt;  // holder gave up
     } catch (const redis::Error& e) {
       redis_error(e.what());

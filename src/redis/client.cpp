@@ -65,6 +65,16 @@ std::vector<Reply> to_transaction(Reply&& r) {
     throw WatchError("transaction aborted: a WATCHed key changed, so nothing was applied");
   return std::move(exec).as_array();
 }
+ValueWithTtl to_value_with_ttl(Reply&& r) {
+  auto replies = std::move(r).as_array();
+  if (replies.size() != 2) throw ProtocolError("GET + PTTL: not two replies");
+  for (const auto& e : replies)
+    if (e.is_error()) throw ServerError(e.str());
+  ValueWithTtl out;
+  out.value = std::move(replies[0]).as_optional_string();
+  out.pttl = replies[1].is_integer() ? replies[1].integer() : -2;
+  return out;
+}
 void to_connected(Reply&& r) {
   if (r.is_error()) throw ConnectionError(r.str());
 }
@@ -370,6 +380,16 @@ void Client::note_slot(detail::Request& r, std::string_view key) const noexcept 
   r.route.slot = detail::key_slot(key);
   r.route.slot_known = true;
   r.route.used = true;
+}
+
+detail::RequestRef Client::get_with_ttl_request(std::string_view key, const CallOptions& o) const {
+  auto r = new_request(o.timeout);
+  // Two commands on one key, read-only and allowed everywhere: no pipeline checks to run. On a
+  // cluster the pipeline is routed command by command, each with its redirects.
+  std::string& wire = r->build_pipeline(2);
+  Command("GET").arg(key).append_to(wire);
+  Command("PTTL").arg(key).append_to(wire);
+  return r;
 }
 
 detail::RequestRef Client::key_request(std::string_view name, std::string_view key,

@@ -745,7 +745,10 @@ void Session::on_reply(Reply&& reply, TimePoint now, bool rejected) {
       if (rejected && r->rejection.empty())
         r->rejection = "the reply to command " + std::to_string(r->replies_seen) +
                        " of the pipeline: " + parser_.rejection();
-      if (r->rejection.empty()) r->collected.push_back(std::move(reply));
+      if (r->rejection.empty()) {
+        if (r->collected.empty()) r->collected.reserve(r->expected_replies());
+        r->collected.push_back(std::move(reply));
+      }
       if (last) {
         if (!r->rejection.empty()) {
           complete(r, std::make_exception_ptr(ProtocolError(r->rejection)), {}, now,

@@ -160,13 +160,17 @@ TEST_F(FreshnessTest, FailSafeServesTheStaleValueUntilItsMaximumThenTheError) {
     auto c = redis.client();
     const auto stored = Clock::now();
     EXPECT_EQ(co_await quote(7), 70);
-    // The entry lives its TTL plus the stale time; its bytes are the plain value.
+    // The entry lives its TTL plus the stale time; its bytes are the value, then its freshness
+    // times as 46 characters of JSON whitespace.
     tempest::redis::Pipeline p;
     p.add("PTTL", quote.key(7));
     const auto pttl = (co_await c.exec(p))[0].integer();
     EXPECT_GT(pttl, 2500);
     EXPECT_LE(pttl, 3000);
-    EXPECT_EQ(co_await c.get(quote.key(7)), "70");
+    const std::string bytes = (co_await c.get(quote.key(7))).value_or("");
+    EXPECT_EQ(bytes.size(), 2u + 46u);
+    EXPECT_EQ(bytes.substr(0, 2), "70");
+    EXPECT_EQ(bytes.find_first_not_of(" \t\r\n", 2), std::string::npos);
     EXPECT_EQ(co_await quote(7), 70);  // fresh: a hit
     EXPECT_EQ(runs, 1);
     co_await sleep_for(1100ms);        // expired, kept stale
@@ -225,26 +229,35 @@ TEST_F(FreshnessTest, FailSafeNeverServesAnInvalidatedEntry) {
   });
 }
 
-// A Python reader (the SDK's plain GET + json.loads) reads an entry with a stale time as a hit,
-// during its TTL and its stale time alike.
+// A Python reader (the SDK's plain GET + json.loads) reads an entry with freshness times as a
+// hit, during its TTL and its stale time alike; a Python writer's entry (no times) is a plain hit
+// here, fresh until Redis expires it.
 TEST_F(FreshnessTest, APythonReaderSeesAStaleEntryAsAHit) {
   tc::CachedOptions o{.name = "profile", .ttl = 1s};
   o.fail_safe_max = 30s;
   o.early_refresh = 0.8;
-  auto profile =
-      tc::cached(redis, o, [](std::string id) -> asio::awaitable<std::map<std::string, double>> {
+  int runs = 0;
+  auto profile = tc::cached(
+      redis, o, [&runs](std::string id) -> asio::awaitable<std::map<std::string, double>> {
+        ++runs;
         co_return std::map<std::string, double>{{id, 19.9}};
       });
+  const std::string peer =
+      std::string("/usr/bin/python3 ") + TEMPEST_SOURCE_DIR "/tests/interop/python_peer.py ";
+  EXPECT_EQ(shell(peer + "write " + server.url() + " profile '' '[\"py\"]' '{\"py\": 1.5}'"),
+            profile.key("py"));
   std::string key;
   run(io, [&]() -> asio::awaitable<void> {
     co_await redis.connect();
+    const auto from_python = co_await profile("py");
+    EXPECT_EQ(from_python.at("py"), 1.5);
+    EXPECT_EQ(runs, 0);
+    EXPECT_EQ(profile.stats().refreshes, 0u);
     (void)co_await profile("a");
     key = profile.key("a");
     co_await sleep_for(1100ms);  // stale now
     co_await redis.disconnect();
   });
-  const std::string peer =
-      std::string("/usr/bin/python3 ") + TEMPEST_SOURCE_DIR "/tests/interop/python_peer.py ";
   EXPECT_EQ(shell(peer + "read " + server.url() + " " + key), "{\"a\": 19.9}");
 }
 
@@ -374,6 +387,34 @@ TEST(FreshnessNear, TheNearCacheKeepsAValueOnlyWhileItIsFresh) {
     EXPECT_EQ(runs, 2);
     co_await sleep_for(1100ms);  // the refreshed value is stale now: recomputed, not served
     EXPECT_EQ(co_await n(0), 3);
+    co_await redis.disconnect();
+  });
+}
+
+// The freshness times are taken off before decoding, whatever the codec: a raw string keeps its
+// own trailing whitespace, and a reader without the options gets the value without the times.
+TEST_F(FreshnessTest, RawValuesComeBackExactlyAsReturned) {
+  tc::CachedOptions o{.name = "raw", .ttl = 60s};
+  o.fail_safe_max = 60s;
+  auto raw = tc::cached(
+      redis, o,
+      [](int i) -> asio::awaitable<std::string> {
+        co_return "line " + std::to_string(i) + " \t\r\n";
+      },
+      tc::RawCodec{});
+  auto plain = tc::cached(
+      redis, {.name = "raw", .ttl = 60s},
+      [](int) -> asio::awaitable<std::string> { co_return std::string("recomputed"); },
+      tc::RawCodec{});
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    EXPECT_EQ(co_await raw(1), "line 1 \t\r\n");
+    EXPECT_EQ(co_await raw(1), "line 1 \t\r\n");
+    EXPECT_EQ(raw.stats().hits, 1u);
+    EXPECT_EQ(co_await plain(1), "line 1 \t\r\n");  // same key, no options: a hit as well
+    EXPECT_EQ(plain.stats().hits, 1u);
+    (void)co_await redis.client().set(plain.key(2), "ends in spaces   ");
+    EXPECT_EQ(co_await raw(2), "ends in spaces   ");
     co_await redis.disconnect();
   });
 }

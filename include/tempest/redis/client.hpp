@@ -129,6 +129,13 @@ class Scanner {
   std::shared_ptr<State> state_;  // shared, so a Scanner is a cheap handle
 };
 
+// What get_with_ttl() reads: the value (nullopt: no such key) and its remaining time to live in
+// ms, as PTTL gives it (-1: no expiry; -2: gone by the time PTTL ran).
+struct ValueWithTtl {
+  std::optional<std::string> value;
+  long long pttl = -2;
+};
+
 namespace detail {
 // Reply conversions, run as the reply is delivered; what they throw reaches that caller only.
 Reply to_checked(Reply&& r);
@@ -143,6 +150,7 @@ std::vector<std::string> to_strings(Reply&& r);
 std::vector<std::optional<std::string>> to_optional_strings(Reply&& r);
 std::vector<Reply> to_replies(Reply&& r);
 std::vector<Reply> to_transaction(Reply&& r);
+ValueWithTtl to_value_with_ttl(Reply&& r);
 void to_connected(Reply&& r);
 bool to_is_up(Reply&& r);
 void to_nothing(Reply&& r);
@@ -274,6 +282,13 @@ class Client {
   template <class Token = DefaultToken>
   auto get(std::string_view key, CallOptions o, Token&& token = {}) {
     return launch(key_request("GET", key, o), &detail::to_optional_string,
+                  std::forward<Token>(token));
+  }
+  // GET and PTTL of one key in one round trip (a cache's read: the value and how long it lives).
+  // A Redis error on either (a key of another type) fails it with ServerError.
+  template <class Token = DefaultToken>
+  auto get_with_ttl(std::string_view key, CallOptions o, Token&& token = {}) {
+    return launch(get_with_ttl_request(key, o), &detail::to_value_with_ttl,
                   std::forward<Token>(token));
   }
   // Completes with false when NX / XX prevented the write.
@@ -516,6 +531,7 @@ class Client {
   detail::RequestRef command_request(Command c, const CallOptions& o) const;
   detail::RequestRef pipeline_request(const Pipeline& p, const CallOptions& o) const;
   detail::RequestRef transaction_request(const Pipeline& p, const CallOptions& o) const;
+  detail::RequestRef get_with_ttl_request(std::string_view key, const CallOptions& o) const;
   detail::RequestRef key_request(std::string_view name, std::string_view key,
                                  const CallOptions& o) const;
   void note_slot(detail::Request& r, std::string_view key) const noexcept;

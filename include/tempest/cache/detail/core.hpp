@@ -60,8 +60,8 @@ struct Lookup {
   bool redis_ok = false;             // false: Redis failed or is down; do not write either
   bool corrupt = false;              // the key held something unreadable (already counted)
   Freshness freshness = Freshness::fresh;
-  // When the entry's TTL is read (near cache, early refresh, fail-safe): until when the value
-  // may be served without asking Redis again (max: never), counted from the send.
+  // For the near cache: until when the value may be served without asking Redis again (the
+  // entry's expiry, its freshness, or its refresh time; max: never), counted from the send.
   std::chrono::steady_clock::time_point expires = std::chrono::steady_clock::time_point::max();
 };
 
@@ -95,7 +95,7 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   void finish(const std::string& key, std::exception_ptr error,
               const std::function<std::shared_ptr<const void>()>& value);
 
-  // GET, and PTTL when the near cache or the freshness options need the remaining TTL.
+  // GET (and PTTL for the near cache); the freshness times are read from the value's end.
   asio::awaitable<Lookup> lookup(const std::string& key);
   // The near cache this function uses, or null.
   NearStore* near() const noexcept { return near_; }
@@ -131,7 +131,10 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
 
  private:
   void redis_error(const std::string& what);
-  long long classify(Lookup& found, long long pttl) const;
+  // Reads and removes the freshness times after a stored value (see with_freshness).
+  void settle(Lookup& found, std::chrono::steady_clock::time_point sent) const;
+  // The payload to store: the value, then its freshness times when the options need them.
+  std::string with_freshness(std::string payload, long long ttl_seconds) const;
   std::shared_ptr<const ManagerState> manager_;
   CachedOptions options_;
   std::mutex flights_mutex_;
@@ -139,7 +142,6 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   std::atomic<std::uint64_t> hits_{0}, misses_{0}, errors_{0}, corrupt_{0}, joins_{0},
       unserializable_{0}, lock_waits_{0}, near_hits_{0}, breaker_skips_{0}, stale_served_{0},
       refreshes_{0}, refresh_failures_{0}, timeouts_{0};
-  bool wants_ttl_ = false;  // lookups read the remaining TTL (PTTL) too
   std::mutex freshness_mutex_;
   std::map<std::string, std::chrono::steady_clock::time_point, std::less<>> throttled_;
   std::set<std::string, std::less<>> refreshing_;

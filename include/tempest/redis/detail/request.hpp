@@ -98,6 +98,13 @@ class Request {
     wire_ = std::move(wire);
     expected_ = static_cast<std::uint32_t>(replies);
   }
+  // The same, built in place: append the commands to the returned buffer (empty, its storage
+  // kept from the request's earlier uses).
+  std::string& build_pipeline(std::size_t replies) {
+    wire_.clear();
+    expected_ = static_cast<std::uint32_t>(replies);
+    return wire_;
+  }
   void set_kind(RequestKind k) noexcept { kind_ = k; }
   // The deadline, counted from submission; zero: the connection's Config::command_timeout.
   void set_timeout(std::chrono::milliseconds t) noexcept { timeout_ = t; }
