@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -409,30 +410,25 @@ void append_time(std::string& out, std::int64_t ms) {
     out += kDigits[(v >> (2 * i)) & 3];
 }
 
+// The digit of each byte (4: not one of ours).
+constexpr std::array<std::uint8_t, 256> kDigitOf = [] {
+  std::array<std::uint8_t, 256> t{};
+  t.fill(4);
+  for (std::uint8_t d = 0; d < 4; ++d)
+    t[static_cast<unsigned char>(kDigits[d])] = d;
+  return t;
+}();
+
 bool read_time(std::string_view digits, std::int64_t& ms) {
   std::uint64_t v = 0;
+  unsigned bad = 0;
   for (char c : digits) {
-    std::uint64_t d;
-    switch (c) {
-      case ' ':
-        d = 0;
-        break;
-      case '\t':
-        d = 1;
-        break;
-      case '\n':
-        d = 2;
-        break;
-      case '\r':
-        d = 3;
-        break;
-      default:
-        return false;
-    }
-    v = (v << 2) | d;
+    const std::uint8_t d = kDigitOf[static_cast<unsigned char>(c)];
+    bad |= d;
+    v = (v << 2) | (d & 3u);
   }
   ms = static_cast<std::int64_t>(v);
-  return true;
+  return (bad & 4u) == 0;
 }
 }  // namespace
 
