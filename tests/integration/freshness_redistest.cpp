@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "support/log_capture.hpp"
@@ -417,6 +420,87 @@ TEST_F(FreshnessTest, RawValuesComeBackExactlyAsReturned) {
     EXPECT_EQ(co_await raw(2), "ends in spaces   ");
     co_await redis.disconnect();
   });
+}
+
+// Everything at once on four threads (for the sanitizers): callers hit, refresh early, time out,
+// fail and get stale values; every answer is a value the function returned for that key.
+TEST(FreshnessThreads, CallersOnFourThreadsRefreshTimeOutAndFailSafely) {
+  RedisServer server;
+  asio::io_context io(4);
+  tc::RedisManager redis(io.get_executor(), server.url());
+  tc::CachedOptions o{.name = "mt", .ttl = 1s};
+  o.early_refresh = 0.5;
+  o.fail_safe_max = 30s;
+  o.fail_safe_throttle = 100ms;
+  o.soft_timeout = 20ms;
+  o.hard_timeout = 200ms;
+  std::atomic<int> runs{0};
+  auto fn = [&runs](int k) -> asio::awaitable<int> {
+    const int n = runs.fetch_add(1);
+    if (n % 5 == 3) throw std::runtime_error("flaky");
+    if (n % 7 == 2) co_await sleep_for(60ms);  // past the soft timeout
+    co_return k * 1000 + n % 1000;
+  };
+  auto f = tc::cached(redis, o, fn);
+  o.name = "mt_expiring";  // no early refresh: entries expire, stale values answer
+  o.early_refresh = 0;
+  auto g = tc::cached(redis, o, fn);
+  std::atomic<long long> calls{0}, wrong{0}, errors{0};
+  std::atomic<bool> finished{false};
+  std::exception_ptr failure;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        co_await redis.connect();
+        const auto start = Clock::now();
+        (void)co_await all_workers(32, [&](int w) -> asio::awaitable<void> {
+          for (int i = 0; ms_since(start) < 2500; ++i) {
+            const int k = (w + i) % 8;
+            try {
+              int v = 0;  // (no co_await inside ?: with g++ 12)
+              if (w % 2 == 0) {
+                v = co_await f(k);
+              } else {
+                v = co_await g(k);
+              }
+              if (v / 1000 != k) ++wrong;
+            } catch (const std::runtime_error&) {
+              ++errors;  // no value yet for this key (a first computation failed)
+            }
+            ++calls;
+            co_await sleep_for(1ms);
+          }
+        });
+        co_await sleep_for(300ms);  // background work ends
+        co_await redis.disconnect();
+      },
+      [&](std::exception_ptr e) {
+        failure = e;
+        finished = true;
+      });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] { io.run(); });
+  for (auto& t : threads)
+    t.join();
+  ASSERT_TRUE(finished.load());
+  if (failure) std::rethrow_exception(failure);
+  auto st = f.stats();
+  const auto sg = g.stats();
+  st.hits += sg.hits;
+  st.stale_served += sg.stale_served;
+  st.timeouts += sg.timeouts;
+  std::printf(
+      "four threads: %lld calls, %d runs, %llu refreshes, %llu stale served, %llu timeouts, %lld "
+      "errors\n",
+      calls.load(), runs.load(), static_cast<unsigned long long>(st.refreshes),
+      static_cast<unsigned long long>(st.stale_served),
+      static_cast<unsigned long long>(st.timeouts), errors.load());
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GT(calls.load(), 1000);
+  EXPECT_GT(st.refreshes, 0u);
+  EXPECT_GT(st.stale_served, 0u);
+  EXPECT_GT(st.hits, static_cast<std::uint64_t>(calls.load()) / 2);
 }
 
 TEST(FreshnessOptions, BadCombinationsAreNamed) {
