@@ -100,6 +100,11 @@ namespace {
 
 using namespace jr_test;
 
+#ifdef __SIZEOF_INT128__
+__extension__ typedef __int128 Int128;
+__extension__ typedef unsigned __int128 UInt128;
+#endif
+
 // What went wrong, or "" when it decoded.
 template <class T>
 std::string direct_error(std::string_view text) {
@@ -537,6 +542,14 @@ TEST(JsonReader, OtherPartsGoThroughBoostJson) {
   static_assert(td::json_kind<std::tuple<int, int>>() == td::JsonKind::fallback);
   static_assert(td::json_kind<Celsius>() == td::JsonKind::fallback);
   static_assert(td::json_kind<std::nullptr_t>() == td::JsonKind::fallback);
+#ifdef __SIZEOF_INT128__
+  if constexpr (std::is_arithmetic_v<Int128>) {  // wider than read_int: Boost.JSON reads them
+    static_assert(td::json_kind<Int128>() == td::JsonKind::fallback);
+    EXPECT_TRUE(tc::JsonCodec<Int128>::decode("1e30") == *dom<Int128>("1e30"));
+    EXPECT_TRUE(read<std::vector<UInt128>>("[18446744073709551615, 1e20]") ==
+                *dom<std::vector<UInt128>>("[18446744073709551615, 1e20]"));
+  }
+#endif
   const std::string text =
       R"({"name": "n", "key": "k", "extra": {"a": [1, 2.5, null]}, "pair": [3, "p"]})";
   const Mixed m = read<Mixed>(text);

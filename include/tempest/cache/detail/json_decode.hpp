@@ -8,7 +8,8 @@
 //   a user conversion       (tag_invoke for value_to / try_value_to): fallback
 //   boost::json::value, array, object, string: fallback
 //   bool                    true / false
-//   arithmetic              integers range checked as value::to_number; floating point via double
+//   arithmetic              integers range checked as value::to_number (up to 64 bits; wider
+//                           ones: fallback); floating point via double
 //   null-like               fallback
 //   std::string             a string
 //   other string-likes      fallback
@@ -109,7 +110,7 @@ consteval JsonKind json_kind() {
   else if constexpr (std::is_floating_point_v<T>)
     return JsonKind::floating;
   else if constexpr (std::is_arithmetic_v<T>)
-    return JsonKind::integer;
+    return sizeof(T) <= 8 ? JsonKind::integer : JsonKind::fallback;  // (__int128: fallback)
   else if constexpr (bj::is_null_like<T>::value)
     return JsonKind::fallback;
   else if constexpr (std::is_same_v<T, std::string>)
