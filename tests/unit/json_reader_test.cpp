@@ -764,6 +764,8 @@ TEST(JsonReader, ReadsWhatTheDocumentPathRefuses) {
   // Boost.JSON 1.81's parser is one ulp off here; the direct reading is not.
   EXPECT_EQ(bits(*dom<double>("2.4703282292062328e-324")), bits(0.0));
   EXPECT_EQ(bits(tc::JsonCodec<double>::decode("2.4703282292062328e-324")), bits(5e-324));
+  EXPECT_EQ(bits(*dom<double>("3e+23")), bits(2.9999999999999997e+23));
+  EXPECT_EQ(bits(tc::JsonCodec<double>::decode("3e+23")), bits(3e+23));  // Python's repr(3e23)
   // So are integers read from such numbers (Python: int(float(text))).
   EXPECT_EQ(*dom<long long>("9.2233720368547748e18"), 9223372036854773760);
   EXPECT_EQ(tc::JsonCodec<long long>::decode("9.2233720368547748e18"), 9223372036854774784);
