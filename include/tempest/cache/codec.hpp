@@ -6,6 +6,29 @@
 //   model_validate_json).
 // decode() throws on anything it cannot turn into a T (invalid JSON, wrong shape, wrong types);
 // the cache treats that as a corrupt entry.
+//
+// JsonCodec<T>::decode reads the text straight into T (detail/json_decode.hpp over the compiled
+// detail::JsonReader) when T is made of described structs and enums, std::string, bool,
+// arithmetic types, std::optional, std::vector, and std::map / std::unordered_map with string
+// keys; any other part of T (a user tag_invoke, boost::json::value, std::variant, tuples, ...)
+// goes through boost::json::parse + try_value_to<T> for its own text, and a T that is none of
+// those is decoded as before (the document path) as a whole. The direct reading gives what
+// value_to<T> gives for everything the document path reads, but:
+//   - A described struct's members that T does not have are skipped (value_to refuses an object
+//     whose size is not T's member count); a missing member is still an error, as in value_to.
+//   - Doubles are correctly rounded (std::from_chars; json.loads' float()); Boost.JSON 1.81's
+//     parser is often one ulp off for large or small exponents (3e+23, as json.dumps writes it,
+//     reads as 2.9999999999999997e+23; about 3 in 10 random doubles' repr), never for decimals
+//     like 19.99.
+//     An integer target read from a number with a fraction or exponent (1.0, 1e2) takes the
+//     correctly rounded double, then value_to's rule (integral and in range).
+//   - What Python's json.dumps writes and Boost.JSON refuses reads as json.loads reads it: NaN,
+//     Infinity, -Infinity, and exponents beyond Boost's range (1e99999999999999999999 is inf).
+//     1e400 is inf and 1e-400 is 0 on both paths.
+//   - Nesting up to 256 levels (Boost.JSON's parser stops at 32).
+// When the direct reading fails, the document path has the last word: a value it reads is
+// returned (an object with a duplicate member, the last one winning, whose first occurrence
+// is of the wrong type), otherwise the direct reading's error (it names the byte offset).
 #pragma once
 
 #include <boost/json/monotonic_resource.hpp>
@@ -19,6 +42,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include "tempest/cache/detail/json_decode.hpp"
 #include "tempest/cache/key.hpp"
 
 namespace tempest::cache {
@@ -30,6 +54,23 @@ struct JsonCodec {
     return python_json(boost::json::value_from(value), JsonStyle::python_default);
   }
   static T decode(std::string_view bytes) {
+    if constexpr (detail::json_direct<T>) {
+      try {
+        return detail::json_decode_direct<T>(bytes);
+      } catch (const std::invalid_argument&) {
+        try {
+          return decode_document(bytes);
+        } catch (const std::invalid_argument&) {
+        }
+        throw;  // the direct reading's error
+      }
+    } else {
+      return decode_document(bytes);
+    }
+  }
+
+  // boost::json::parse, then try_value_to<T>.
+  static T decode_document(std::string_view bytes) {
     // A parser per thread keeps its internal stacks, and the document goes into a stack arena:
     // decoding a typical cached value allocates nothing but the T it returns.
     thread_local boost::json::parser parser;
