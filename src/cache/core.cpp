@@ -487,68 +487,94 @@ std::string CacheCore::with_freshness(std::string payload, long long ttl_seconds
   return payload;
 }
 
-asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
-  auto client = manager_->client();
-  std::exception_ptr failure;
-  std::string what;
+CacheCore::LookupStart CacheCore::begin_lookup() {
+  LookupStart start;
   CircuitBreaker* breaker = manager_->breaker.get();
-  const bool skip = breaker != nullptr && !breaker->allow();
-  if (skip || !usable(client)) {
-    // Known to be down (or the breaker is open): do not wait for Redis at all, and make the
-    // exception only for callers that asked for it (fail-open calls pay nothing but the
-    // rate-limited warning).
-    if (skip) {
-      breaker_skips_.fetch_add(1, std::memory_order_relaxed);
-      what = "the circuit breaker is open (" + std::to_string(manager_->options.breaker.failures) +
-             " Redis failures in a row)";
-    } else {
-      what = client ? "not connected" : "RedisManager::connect() was not called";
-    }
-    if (options_.on_redis_error == OnRedisError::propagate)
-      failure = std::make_exception_ptr(redis::ConnectionError(
-          "Redis " + (client && !skip ? what + " to " + manager_->config.redacted() : what)));
+  start.breaker_open = breaker != nullptr && !breaker->allow();
+  if (start.breaker_open) {
+    breaker_skips_.fetch_add(1, std::memory_order_relaxed);
+    return start;
+  }
+  start.client = manager_->client();
+  start.has_client = start.client.has_value();
+  if (!usable(start.client)) start.client.reset();
+  return start;
+}
+
+Lookup CacheCore::unavailable(const LookupStart& start) {
+  // Known to be down (or the breaker is open): do not wait for Redis at all, and make the
+  // exception only for callers that asked for it (fail-open calls pay nothing but the
+  // rate-limited warning).
+  std::string what;
+  if (start.breaker_open) {
+    what = "the circuit breaker is open (" + std::to_string(manager_->options.breaker.failures) +
+           " Redis failures in a row)";
   } else {
-    try {
-      Clock::time_point sent{};  // for the near cache only
-      Lookup found{std::nullopt, true};
-      if (near_ == nullptr) {
-        found.value = co_await client->get(key, redis::CallOptions{options_.deadline});
-      } else {
-        // The near cache keeps an entry no longer than Redis does: PTTL with the GET.
-        sent = Clock::now();
-        auto r = co_await client->get_with_ttl(key, redis::CallOptions{options_.deadline});
-        found.value = std::move(r.value);
-        if (r.pttl >= 0) {
-          found.expires = sent + std::chrono::milliseconds(r.pttl);
-        } else if (r.pttl == -2) {
-          found.expires = sent;  // gone by the time PTTL ran: not for the near cache
-        }
-      }
-      if (breaker != nullptr) breaker->record(true);
-      if (found.value) settle(found, sent);
-      co_return found;
-    } catch (const redis::ServerError& e) {
-      const std::string_view m = e.what();
-      if (!(m.starts_with("LOADING") || m.starts_with("MASTERDOWN") ||
-            m.starts_with("CLUSTERDOWN") || m.starts_with("TRYAGAIN") || m.starts_with("BUSY"))) {
-        // The key holds something GET cannot read (another type): a corrupt entry to overwrite.
-        if (breaker != nullptr) breaker->record(true);  // Redis answered
-        corrupt_value(key, e.what());
-        co_return Lookup{std::nullopt, true, true};
-      }
-      // Redis cannot serve now (loading, no master, busy script): a failure, not a corrupt entry.
-      if (breaker != nullptr) breaker->record(false);
-      what = e.what();
-      failure = std::current_exception();
-    } catch (const redis::Error& e) {
-      if (breaker != nullptr) breaker->record(false);
-      what = e.what();
-      failure = std::current_exception();
-    }
+    what = start.has_client ? "not connected" : "RedisManager::connect() was not called";
   }
   redis_error(what);
-  if (options_.on_redis_error == OnRedisError::propagate) std::rethrow_exception(failure);
-  co_return Lookup{std::nullopt, false};
+  if (options_.on_redis_error == OnRedisError::propagate)
+    throw redis::ConnectionError("Redis " + (start.has_client && !start.breaker_open
+                                                 ? what + " to " + manager_->config.redacted()
+                                                 : what));
+  return Lookup{std::nullopt, false};
+}
+
+Lookup CacheCore::looked_up(std::optional<std::string> value) {
+  if (CircuitBreaker* breaker = manager_->breaker.get()) breaker->record(true);
+  Lookup found{std::move(value), true};
+  if (found.value) settle(found, Clock::time_point{});
+  return found;
+}
+
+Lookup CacheCore::lookup_failed(const std::string& key, std::exception_ptr e) {
+  CircuitBreaker* breaker = manager_->breaker.get();
+  std::string what;
+  try {
+    std::rethrow_exception(e);
+  } catch (const redis::ServerError& x) {
+    const std::string_view m = x.what();
+    if (!(m.starts_with("LOADING") || m.starts_with("MASTERDOWN") || m.starts_with("CLUSTERDOWN") ||
+          m.starts_with("TRYAGAIN") || m.starts_with("BUSY"))) {
+      // The key holds something GET cannot read (another type): a corrupt entry to overwrite.
+      if (breaker != nullptr) breaker->record(true);  // Redis answered
+      corrupt_value(key, x.what());
+      return Lookup{std::nullopt, true, true};
+    }
+    // Redis cannot serve now (loading, no master, busy script): a failure, not a corrupt entry.
+    what = x.what();
+  } catch (const redis::Error& x) {
+    what = x.what();
+  }  // anything else is not Redis's: it propagates
+  if (breaker != nullptr) breaker->record(false);
+  redis_error(what);
+  if (options_.on_redis_error == OnRedisError::propagate) std::rethrow_exception(e);
+  return Lookup{std::nullopt, false};
+}
+
+asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
+  LookupStart start = begin_lookup();
+  if (!start.client) co_return unavailable(start);
+  std::exception_ptr failure;
+  try {
+    if (near_ == nullptr)
+      co_return looked_up(co_await start.client->get(key, redis::CallOptions{options_.deadline}));
+    // The near cache keeps an entry no longer than Redis does: PTTL with the GET.
+    const auto sent = Clock::now();
+    auto r = co_await start.client->get_with_ttl(key, redis::CallOptions{options_.deadline});
+    if (CircuitBreaker* breaker = manager_->breaker.get()) breaker->record(true);
+    Lookup found{std::move(r.value), true};
+    if (r.pttl >= 0) {
+      found.expires = sent + std::chrono::milliseconds(r.pttl);
+    } else if (r.pttl == -2) {
+      found.expires = sent;  // gone by the time PTTL ran: not for the near cache
+    }
+    if (found.value) settle(found, sent);
+    co_return found;
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  co_return lookup_failed(key, failure);
 }
 
 asio::awaitable<void> CacheCore::store(const std::string& key, std::string payload,

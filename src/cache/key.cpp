@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <set>
 #include <stdexcept>
 
@@ -253,26 +254,45 @@ std::string python_float_repr(double v) {
 // ---- digest and key
 // -------------------------------------------------------------------------------
 
-std::string args_digest(std::string_view args_json, std::string_view kwargs_json) {
+namespace {
+// Appends the first 32 hex digits of SHA-256 of {"args":<args>,"kwargs":<kwargs>} to `out`.
+void append_digest(std::string& out, std::string_view args_json, std::string_view kwargs_json) {
   static constexpr std::string_view head = "{\"args\":";
   static constexpr std::string_view middle = ",\"kwargs\":";
-  // The low-level SHA-256 calls the block function directly; the EVP interface of OpenSSL 3
-  // spends several times the hashing itself on provider dispatch for inputs this small.
-  SHA256_CTX ctx;
+  // One buffer, one update: the low-level SHA256_* calls run the block function directly (the
+  // EVP interface of OpenSSL 3, which SHA256() goes through too, spends several times the hashing
+  // itself on provider dispatch for inputs this small); a typical call's text fits on the stack.
+  const std::size_t n = head.size() + args_json.size() + middle.size() + kwargs_json.size() + 1;
+  char stack[512];
+  std::unique_ptr<char[]> heap;
+  char* text = stack;
+  if (n > sizeof stack) {
+    heap.reset(new char[n]);
+    text = heap.get();
+  }
+  char* p = text;
+  for (std::string_view part : {head, args_json, middle, kwargs_json, std::string_view("}")}) {
+    if (!part.empty()) std::memcpy(p, part.data(), part.size());
+    p += part.size();
+  }
   unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256_CTX ctx;
   SHA256_Init(&ctx);
-  SHA256_Update(&ctx, head.data(), head.size());
-  SHA256_Update(&ctx, args_json.data(), args_json.size());
-  SHA256_Update(&ctx, middle.data(), middle.size());
-  SHA256_Update(&ctx, kwargs_json.data(), kwargs_json.size());
-  SHA256_Update(&ctx, "}", 1);
+  SHA256_Update(&ctx, text, n);
   SHA256_Final(md, &ctx);
   static constexpr char hex[] = "0123456789abcdef";
-  std::string out(32, '0');
+  const std::size_t at = out.size();
+  out.resize(at + 32);
   for (std::size_t i = 0; i < 16; ++i) {
-    out[2 * i] = hex[md[i] >> 4];
-    out[2 * i + 1] = hex[md[i] & 15];
+    out[at + 2 * i] = hex[md[i] >> 4];
+    out[at + 2 * i + 1] = hex[md[i] & 15];
   }
+}
+}  // namespace
+
+std::string args_digest(std::string_view args_json, std::string_view kwargs_json) {
+  std::string out;
+  append_digest(out, args_json, kwargs_json);
   return out;
 }
 
@@ -280,7 +300,8 @@ std::string make_key(std::string_view key_prefix, std::string_view name, std::st
                      std::string_view kwargs_json) {
   std::string key;
   key.reserve(key_prefix.size() + name.size() + 33);
-  key.append(key_prefix).append(name).append(":").append(args_digest(args_json, kwargs_json));
+  key.append(key_prefix).append(name).append(":");
+  append_digest(key, args_json, kwargs_json);
   return key;
 }
 

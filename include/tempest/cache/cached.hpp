@@ -197,45 +197,98 @@ class Cached<F, Codec, T, std::tuple<A...>> {
 
   // A hit costs one GET and no coordination. A miss joins the key's flight: the first caller
   // computes (after one more GET, in case a flight just ended), the others wait for its result.
+  // Everything but a plain hit goes on in a coroutine of its own (`rest`): asio reuses coroutine
+  // frames only up to 1 KiB, so a hit's frame stays under that and costs no allocation.
   static asio::awaitable<T> call(std::shared_ptr<const State> st, A... args) {
     detail::CacheCore& core = *st->core;
-    if (st->skip && st->skip(args...)) co_return co_await st->fn(args...);
-    const std::string key = key_of(*st, args...);
-    detail::NearStore* near = core.near();
-    detail::NearStore::Ticket ticket;
-    if (near != nullptr) {
-      if (auto v = near->get(key, detail::NearStore::Clock::now(), typeid(T))) {
-        core.count_near_hit();
-        co_return *static_cast<const T*>(v.get());
+    asio::awaitable<T> rest;
+    if (st->skip && st->skip(args...)) {
+      rest = st->fn(args...);
+    } else if (core.near() != nullptr) {
+      rest = near_call(st, key_of(*st, args...), args...);
+    } else {
+      std::string key = key_of(*st, args...);
+      detail::Lookup found;
+      // core.lookup(key) in steps: the GET is awaited here, one coroutine frame less per call.
+      auto start = core.begin_lookup();
+      if (start.client) {
+        std::exception_ptr failure;
+        try {
+          found = core.looked_up(
+              co_await start.client->get(key, redis::CallOptions{core.options().deadline}));
+        } catch (...) {
+          failure = std::current_exception();
+        }
+        if (failure) found = core.lookup_failed(key, failure);
+      } else {
+        found = core.unavailable(start);
       }
-      ticket = near->begin_read(key);  // before the GET: see NearStore::put
+      Judged j = judge(*st, key, found);
+      if (j.answer && !j.refresh) co_return std::move(*j.value);
+      rest = j.answer ? refreshed(st, std::move(key), std::move(*j.value), args...)
+                      : miss(st, std::move(key), std::move(found), std::move(j.value), args...);
     }
+    co_return co_await std::move(rest);
+  }
+
+  // What a lookup means for the call: `answer`: `value` is it (`refresh`: after starting an early
+  // refresh); otherwise the call computes, with `value` (when set) its stale fallback.
+  struct Judged {
+    std::optional<T> value;
+    bool answer = false;
+    bool refresh = false;
+  };
+  static Judged judge(const State& st, const std::string& key, const detail::Lookup& found) {
+    Judged j;
+    if (!found.value) return j;
+    j.value = try_decode(st, key, *found.value);
+    if (!j.value) return j;
+    detail::CacheCore& core = *st.core;
+    if (found.freshness != detail::Freshness::stale) {
+      core.count_hit();
+      j.answer = true;
+      j.refresh = found.freshness == detail::Freshness::refresh_due && copyable_args &&
+                  core.claim_refresh(key);
+    } else if (core.throttled(key)) {  // the function failed a moment ago: the stale value
+      core.count_stale();
+      j.answer = true;
+    }
+    return j;
+  }
+
+  // A call with a near cache: a near hit costs no Redis round trip at all.
+  static asio::awaitable<T> near_call(std::shared_ptr<const State> st, std::string key, A... args) {
+    detail::CacheCore& core = *st->core;
+    detail::NearStore& near = *core.near();
+    if (auto v = near.get(key, detail::NearStore::Clock::now(), typeid(T))) {
+      core.count_near_hit();
+      co_return *static_cast<const T*>(v.get());
+    }
+    const detail::NearStore::Ticket ticket = near.begin_read(key);  // before the GET: see put()
     detail::Lookup found = co_await core.lookup(key);
-    std::optional<T> stale;  // fail-safe: an expired value, the answer if recomputing fails
-    if (found.value) {
-      if (auto hit = try_decode(*st, key, *found.value)) {
-        if (found.freshness != detail::Freshness::stale) {
-          core.count_hit();
-          if (near != nullptr && ticket.tracked)
-            near->put(key, ticket, std::make_shared<const T>(*hit), typeid(T), found.value->size(),
-                      found.expires);
-          if (found.freshness == detail::Freshness::refresh_due) {
-            if constexpr (copyable_args) {
-              if (core.claim_refresh(key)) {
-                auto ex = co_await asio::this_coro::executor;
-                asio::co_spawn(ex, refresh(st, key, args...), asio::detached);
-              }
-            }
-          }
-          co_return std::move(*hit);
-        }
-        if (core.throttled(key)) {  // the function failed a moment ago
-          core.count_stale();
-          co_return std::move(*hit);
-        }
-        stale = std::move(hit);
-      }
+    Judged j = judge(*st, key, found);
+    if (j.answer && found.freshness != detail::Freshness::stale && ticket.tracked)
+      near.put(key, ticket, std::make_shared<const T>(*j.value), typeid(T), found.value->size(),
+               found.expires);
+    if (j.answer && !j.refresh) co_return std::move(*j.value);
+    if (j.answer) co_return co_await refreshed(st, std::move(key), std::move(*j.value), args...);
+    co_return co_await miss(st, std::move(key), std::move(found), std::move(j.value), args...);
+  }
+
+  // Early refresh: starts the background recomputation, answers with the current value.
+  static asio::awaitable<T> refreshed(std::shared_ptr<const State> st, std::string key, T value,
+                                      A... args) {
+    if constexpr (copyable_args) {
+      auto ex = co_await asio::this_coro::executor;
+      asio::co_spawn(ex, refresh(st, std::move(key), args...), asio::detached);
     }
+    co_return std::move(value);
+  }
+
+  // No fresh value: join the key's flight, or lead it.
+  static asio::awaitable<T> miss(std::shared_ptr<const State> st, std::string key,
+                                 detail::Lookup found, std::optional<T> stale, A... args) {
+    detail::CacheCore& core = *st->core;
     const auto joined = core.join(key);
     if (!joined.leader) {
       std::shared_ptr<const void> shared = co_await joined.flight->wait();

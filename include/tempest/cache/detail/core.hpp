@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "tempest/cache/options.hpp"
+#include "tempest/redis/client.hpp"
 
 namespace tempest::cache {
 class RedisManager;
@@ -97,6 +98,20 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
 
   // GET (and PTTL for the near cache); the freshness times are read from the value's end.
   asio::awaitable<Lookup> lookup(const std::string& key);
+  // The same in steps, for cached()'s hit path to await the GET itself (one coroutine frame
+  // less per call): begin_lookup() gives the client to ask, or none (Redis known down, not
+  // connected, or the breaker open: then unavailable() is the lookup); then looked_up() with the
+  // GET's reply, or lookup_failed() with its exception. unavailable() and lookup_failed() throw
+  // with OnRedisError::propagate.
+  struct LookupStart {
+    std::optional<redis::Client> client;  // set when Redis may be asked
+    bool breaker_open = false;
+    bool has_client = false;  // connect() ran (the client may be down)
+  };
+  LookupStart begin_lookup();
+  Lookup unavailable(const LookupStart& start);
+  Lookup looked_up(std::optional<std::string> value);
+  Lookup lookup_failed(const std::string& key, std::exception_ptr e);
   // The near cache this function uses, or null.
   NearStore* near() const noexcept { return near_; }
   // SET (EX ttl, the options' unless `ttl` says otherwise, plus the jitter) and the registry sets.
