@@ -446,45 +446,30 @@ TEST(FreshnessThreads, CallersOnFourThreadsRefreshTimeOutAndFailSafely) {
   o.early_refresh = 0;
   auto g = tc::cached(redis, o, fn);
   std::atomic<long long> calls{0}, wrong{0}, errors{0};
-  std::atomic<bool> finished{false};
-  std::exception_ptr failure;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        co_await redis.connect();
-        const auto start = Clock::now();
-        (void)co_await all_workers(32, [&](int w) -> asio::awaitable<void> {
-          for (int i = 0; ms_since(start) < 2500; ++i) {
-            const int k = (w + i) % 8;
-            try {
-              int v = 0;  // (no co_await inside ?: with g++ 12)
-              if (w % 2 == 0) {
-                v = co_await f(k);
-              } else {
-                v = co_await g(k);
-              }
-              if (v / 1000 != k) ++wrong;
-            } catch (const std::runtime_error&) {
-              ++errors;  // no value yet for this key (a first computation failed)
-            }
-            ++calls;
-            co_await sleep_for(1ms);
+  tempest::test::run_on_threads(io, 4, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    const auto start = Clock::now();
+    (void)co_await all_workers(32, [&](int w) -> asio::awaitable<void> {
+      for (int i = 0; ms_since(start) < 2500; ++i) {
+        const int k = (w + i) % 8;
+        try {
+          int v = 0;  // (no co_await inside ?: with g++ 12)
+          if (w % 2 == 0) {
+            v = co_await f(k);
+          } else {
+            v = co_await g(k);
           }
-        });
-        co_await sleep_for(300ms);  // background work ends
-        co_await redis.disconnect();
-      },
-      [&](std::exception_ptr e) {
-        failure = e;
-        finished = true;
-      });
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t)
-    threads.emplace_back([&] { io.run(); });
-  for (auto& t : threads)
-    t.join();
-  ASSERT_TRUE(finished.load());
-  if (failure) std::rethrow_exception(failure);
+          if (v / 1000 != k) ++wrong;
+        } catch (const std::runtime_error&) {
+          ++errors;  // no value yet for this key (a first computation failed)
+        }
+        ++calls;
+        co_await sleep_for(1ms);
+      }
+    });
+    co_await sleep_for(300ms);  // background work ends
+    co_await redis.disconnect();
+  });
   auto st = f.stats();
   const auto sg = g.stats();
   st.hits += sg.hits;

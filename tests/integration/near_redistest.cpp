@@ -401,63 +401,48 @@ TEST(NearCache, CallersOnFourThreadsWhileAWriterWrites) {
   constexpr int kKeys = 50;
   std::vector<int> last(kKeys, 0);
   std::atomic<long long> calls{0};
-  std::atomic<bool> finished{false};
-  std::exception_ptr failure;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        co_await redis.connect();
-        co_await writer.connect();
-        for (int k = 0; k < kKeys; ++k)
-          (void)co_await writer.set("mt:" + std::to_string(k), "0");
-        EXPECT_TRUE(co_await eventually([&] { return redis.near_stats().tracked; }));
-        std::atomic<bool> writing{true};
-        auto callers = tempest::test::all_workers(32, [&](int w) -> asio::awaitable<void> {
-          for (int i = 0; writing.load() || i < 200; ++i) {
-            (void)co_await read((w * 7 + i) % kKeys);
-            calls.fetch_add(1);
-            if (i % 16 == 0)
-              co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+  tempest::test::run_on_threads(io, 4, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    co_await writer.connect();
+    for (int k = 0; k < kKeys; ++k)
+      (void)co_await writer.set("mt:" + std::to_string(k), "0");
+    EXPECT_TRUE(co_await eventually([&] { return redis.near_stats().tracked; }));
+    std::atomic<bool> writing{true};
+    auto callers = tempest::test::all_workers(32, [&](int w) -> asio::awaitable<void> {
+      for (int i = 0; writing.load() || i < 200; ++i) {
+        (void)co_await read((w * 7 + i) % kKeys);
+        calls.fetch_add(1);
+        if (i % 16 == 0)
+          co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+      }
+    });
+    asio::co_spawn(
+        co_await asio::this_coro::executor,
+        [&]() -> asio::awaitable<void> {
+          for (int n = 1; n <= 300; ++n) {
+            const int k = n % kKeys;
+            last[static_cast<std::size_t>(k)] = n;
+            (void)co_await writer.set("mt:" + std::to_string(k), std::to_string(n));
+            co_await sleep_for(1ms);
           }
-        });
-        asio::co_spawn(
-            co_await asio::this_coro::executor,
-            [&]() -> asio::awaitable<void> {
-              for (int n = 1; n <= 300; ++n) {
-                const int k = n % kKeys;
-                last[static_cast<std::size_t>(k)] = n;
-                (void)co_await writer.set("mt:" + std::to_string(k), std::to_string(n));
-                co_await sleep_for(1ms);
-              }
-              writing = false;
-            },
-            asio::detached);
-        EXPECT_EQ(co_await std::move(callers), 0);
-        // Once the last invalidations have arrived (within 5 s), every key reads as last written.
-        int stale = kKeys;
-        const auto until = Clock::now() + 5s;
-        while (stale > 0 && Clock::now() < until) {
-          stale = 0;
-          for (int k = 0; k < kKeys; ++k)
-            if (co_await read(k) != std::to_string(last[static_cast<std::size_t>(k)])) ++stale;
-          if (stale > 0) co_await sleep_for(1ms);
-        }
-        EXPECT_EQ(stale, 0);
-        EXPECT_GT(redis.near_stats().hits, 0u);
-        co_await redis.disconnect();
-        co_await writer.disconnect();
-      },
-      [&](std::exception_ptr e) {
-        failure = e;
-        finished = true;
-      });
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t)
-    threads.emplace_back([&] { io.run(); });
-  for (auto& t : threads)
-    t.join();
-  ASSERT_TRUE(finished.load());
-  if (failure) std::rethrow_exception(failure);
+          writing = false;
+        },
+        asio::detached);
+    EXPECT_EQ(co_await std::move(callers), 0);
+    // Once the last invalidations have arrived (within 5 s), every key reads as last written.
+    int stale = kKeys;
+    const auto until = Clock::now() + 5s;
+    while (stale > 0 && Clock::now() < until) {
+      stale = 0;
+      for (int k = 0; k < kKeys; ++k)
+        if (co_await read(k) != std::to_string(last[static_cast<std::size_t>(k)])) ++stale;
+      if (stale > 0) co_await sleep_for(1ms);
+    }
+    EXPECT_EQ(stale, 0);
+    EXPECT_GT(redis.near_stats().hits, 0u);
+    co_await redis.disconnect();
+    co_await writer.disconnect();
+  });
   std::printf("%lld calls on four threads, %llu near hits, %llu invalidations\n", calls.load(),
               static_cast<unsigned long long>(redis.near_stats().hits),
               static_cast<unsigned long long>(redis.near_stats().invalidations));

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/concurrent_channel.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -12,6 +13,8 @@
 #include <cstdio>
 #include <memory>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 
 namespace tempest::test {
 
@@ -35,6 +38,23 @@ void run(asio::io_context& io, std::function<asio::awaitable<void>()> body,
   io.restart();
   io.poll();
   if (!done) throw std::runtime_error("test coroutine did not finish in time");
+  if (failure) std::rethrow_exception(failure);
+}
+
+void run_on_threads(asio::io_context& io, int threads,
+                    std::function<asio::awaitable<void>()> body) {
+  std::atomic<bool> finished{false};
+  std::exception_ptr failure;
+  asio::co_spawn(io, std::move(body), [&](std::exception_ptr e) {
+    failure = e;
+    finished = true;
+  });
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&] { io.run(); });
+  for (auto& t : pool)
+    t.join();
+  if (!finished.load()) throw std::runtime_error("test coroutine did not finish");
   if (failure) std::rethrow_exception(failure);
 }
 

@@ -26,6 +26,9 @@ namespace asio = boost::asio;
 void run(asio::io_context& io, std::function<asio::awaitable<void>()> body,
          std::chrono::seconds limit = std::chrono::seconds(120));
 
+// The same with `threads` threads running `io` (no watchdog: the body must end by itself).
+void run_on_threads(asio::io_context& io, int threads, std::function<asio::awaitable<void>()> body);
+
 // A key prefix unique to the running test (and to this process):
 // "<tag>:<pid.time>:<suite>:<test>:".
 std::string unique_prefix(const std::string& tag);
