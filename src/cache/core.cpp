@@ -10,6 +10,7 @@
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <random>
@@ -128,22 +129,22 @@ using TimedHandler =
     asio::any_completion_handler<void(std::exception_ptr, bool, std::shared_ptr<const void>)>;
 
 // A wait with a limit: whichever of the flight and the timer comes first completes the handler.
+// Both report on one strand, so the flight's win can cancel the timer safely (a pending timer
+// would keep io_context::run() from returning until the limit).
 struct TimedWait {
-  explicit TimedWait(asio::any_io_executor ex) : executor(ex), timer(ex) {}
-  std::mutex mutex;
-  std::optional<TimedHandler> handler;
+  explicit TimedWait(asio::any_io_executor ex)
+      : executor(ex), strand(asio::make_strand(ex)), timer(strand) {}
+  std::optional<TimedHandler> handler;  // touched on the strand only (after the initiation)
   asio::any_io_executor executor;
-  asio::steady_timer timer;  // not cancelled when the flight wins: it ends on its own
+  asio::strand<asio::any_io_executor> strand;
+  asio::steady_timer timer;
 
   void finish(std::exception_ptr e, bool timed_out, std::shared_ptr<const void> v) {
-    std::optional<TimedHandler> h;
-    {
-      std::lock_guard lock(mutex);
-      h.swap(handler);
-    }
-    if (!h) return;
-    asio::post(executor, [h = std::move(*h), e = std::move(e), timed_out,
+    if (!handler) return;
+    if (!timed_out) timer.cancel();
+    asio::post(executor, [h = std::move(*handler), e = std::move(e), timed_out,
                           v = std::move(v)]() mutable { std::move(h)(e, timed_out, v); });
+    handler.reset();
   }
 };
 
@@ -159,7 +160,7 @@ struct TimedWaitInitiation {
     wait->timer.async_wait([wait](boost::system::error_code ec) {
       if (!ec) wait->finish(nullptr, true, nullptr);
     });
-    flight->on_done(ex, [wait](std::exception_ptr e, std::shared_ptr<const void> v) {
+    flight->on_done(wait->strand, [wait](std::exception_ptr e, std::shared_ptr<const void> v) {
       wait->finish(std::move(e), false, std::move(v));
     });
   }
@@ -340,27 +341,66 @@ bool CacheCore::throttled(const std::string& key) {
 }
 
 bool CacheCore::claim_refresh(const std::string& key) {
-  {
-    std::lock_guard lock(freshness_mutex_);
-    if (auto it = throttled_.find(key); it != throttled_.end() && it->second > Clock::now())
-      return false;  // it failed a moment ago
-    if (!refreshing_.insert(key).second) return false;
-  }
-  refreshes_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lock(freshness_mutex_);
+  const auto now = Clock::now();
+  if (auto it = throttled_.find(key); it != throttled_.end() && it->second > now)
+    return false;  // it failed a moment ago
+  auto [it, inserted] = refreshing_.try_emplace(key, Clock::time_point::max());
+  if (inserted) return true;
+  if (it->second > now) return false;  // under way, or another process holds the lock
+  it->second = Clock::time_point::max();
   return true;
 }
 
-void CacheCore::end_refresh(const std::string& key, std::exception_ptr error) {
+void CacheCore::end_refresh(const std::string& key, std::exception_ptr error, bool lost_lock) {
   std::lock_guard lock(freshness_mutex_);
-  refreshing_.erase(key);
+  const auto now = Clock::now();
+  if (lost_lock) {
+    // Another process refreshes it: leave the key alone for as long as it may take.
+    refreshing_.insert_or_assign(key, now + options_.lock.wait);
+  } else {
+    refreshing_.erase(key);
+  }
+  if (refreshing_.size() >= 10000)  // keep the map bounded: forget ended hold-offs
+    std::erase_if(refreshing_, [now](const auto& kv) { return kv.second <= now; });
   if (!error) return;
   refresh_failures_.fetch_add(1, std::memory_order_relaxed);
-  throttled_.insert_or_assign(key, Clock::now() + options_.fail_safe_throttle);
+  throttled_.insert_or_assign(key, now + options_.fail_safe_throttle);
   tempest::logger("tempest.cache")
       ->warn(
           "cached({}) key={}: the early refresh failed ({}); the current value stays, "
           "trying again in {} ms",
           options_.name, key, what_of(error), options_.fail_safe_throttle.count());
+}
+
+std::shared_ptr<Flight> CacheCore::running(const std::string& key) {
+  std::lock_guard lock(freshness_mutex_);
+  auto it = running_.find(key);
+  return it == running_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<Flight> CacheCore::start_running(const std::string& key) {
+  auto flight = std::make_shared<Flight>();
+  std::lock_guard lock(freshness_mutex_);
+  running_.insert_or_assign(key, flight);
+  return flight;
+}
+
+void CacheCore::stop_running(const std::string& key, const std::shared_ptr<Flight>& flight) {
+  std::lock_guard lock(freshness_mutex_);
+  if (auto it = running_.find(key); it != running_.end() && it->second == flight)
+    running_.erase(it);
+}
+
+bool CacheCore::propagates(std::exception_ptr e) const {
+  if (options_.on_redis_error != OnRedisError::propagate || !e) return false;
+  try {
+    std::rethrow_exception(std::move(e));
+  } catch (const redis::Error&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
 }
 
 void CacheCore::corrupt_value(const std::string& key, const std::string& problem) {
@@ -579,7 +619,8 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
 
 asio::awaitable<void> CacheCore::store(const std::string& key, std::string payload,
                                        std::vector<std::string> tags,
-                                       std::optional<std::chrono::seconds> ttl_for_this) {
+                                       std::optional<std::chrono::seconds> ttl_for_this,
+                                       bool only_if_exists) {
   auto client = manager_->client();
   CircuitBreaker* breaker = manager_->breaker.get();
   if (!usable(client) || (breaker != nullptr && breaker->open())) co_return;
@@ -595,8 +636,12 @@ asio::awaitable<void> CacheCore::store(const std::string& key, std::string paylo
   payload = with_freshness(std::move(payload), ttl);
   if (ttl > 0) ttl += options_.fail_safe_max.count();
   redis::Pipeline p;
-  if (ttl > 0) {
+  if (ttl > 0 && only_if_exists) {
+    p.add("SET", key, payload, "EX", ttl, "XX");
+  } else if (ttl > 0) {
     p.add("SET", key, payload, "EX", ttl);
+  } else if (only_if_exists) {
+    p.add("SET", key, payload, "XX");
   } else {
     p.add("SET", key, payload);
   }
@@ -630,6 +675,18 @@ asio::awaitable<void> CacheCore::store(const std::string& key, std::string paylo
   }
   redis_error(what);
   if (options_.on_redis_error == OnRedisError::propagate) std::rethrow_exception(failure);
+}
+
+asio::awaitable<bool> CacheCore::still_there(const std::string& key) {
+  auto client = manager_->client();
+  if (!usable(client)) co_return true;  // cannot tell: the stale value answers
+  try {
+    const redis::Keys keys{key};
+    co_return co_await client->exists(keys, redis::CallOptions{options_.deadline}) > 0;
+  } catch (const redis::Error& e) {
+    redis_error(e.what());
+  }
+  co_return true;
 }
 
 asio::awaitable<Lock> CacheCore::acquire_lock(const std::string& key) {

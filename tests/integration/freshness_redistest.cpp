@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -206,28 +207,165 @@ TEST_F(FreshnessTest, FailSafeServesTheStaleValueUntilItsMaximumThenTheError) {
   });
 }
 
-// An invalidated entry is gone, stale time and all: never served as a fallback.
+// An invalidated entry is gone, stale time and all: never served as a fallback, also when the
+// invalidation lands while the function runs.
 TEST_F(FreshnessTest, FailSafeNeverServesAnInvalidatedEntry) {
   int runs = 0;
   tc::CachedOptions o{.name = "price", .ttl = 1s};
   o.fail_safe_max = 60s;
-  auto price = tc::cached(redis, o, [&runs](int x) -> asio::awaitable<int> {
-    if (++runs > 1) throw std::runtime_error("down");
-    co_return x;
+  std::string key;
+  auto price = tc::cached(redis, o, [&](int x) -> asio::awaitable<int> {
+    if (++runs == 1) co_return x;
+    (void)co_await redis.client().del(key);  // invalidated while it runs
+    throw std::runtime_error("down");
   });
+  key = price.key(3);
   run(io, [&]() -> asio::awaitable<void> {
     co_await redis.connect();
     EXPECT_EQ(co_await price(3), 3);
     co_await sleep_for(1100ms);
-    (void)co_await redis.client().del(price.key(3));
     bool threw = false;
     try {
       (void)co_await price(3);
-    } catch (const std::runtime_error&) {
-      threw = true;
+    } catch (const std::runtime_error& e) {
+      threw = std::string(e.what()) == "down";
     }
     EXPECT_TRUE(threw);
+    EXPECT_EQ(runs, 2);
     EXPECT_EQ(price.stats().stale_served, 0u);
+    co_await redis.disconnect();
+  });
+}
+
+// An invalidation while a background computation runs (an early refresh, a computation that
+// outlived its soft timeout) wins: the computation does not store its result over it.
+TEST_F(FreshnessTest, AnInvalidationDuringABackgroundComputationWins) {
+  int runs = 0;
+  tc::CachedOptions o{.name = "row", .ttl = 2s};
+  o.early_refresh = 0.5;
+  o.fail_safe_max = 30s;
+  o.soft_timeout = 50ms;
+  auto row = tc::cached(redis, o, [&runs](int) -> asio::awaitable<int> {
+    const int n = ++runs;
+    if (n > 1) co_await sleep_for(300ms);
+    co_return n;
+  });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    auto c = redis.client();
+    EXPECT_EQ(co_await row(1), 1);
+    co_await sleep_for(1100ms);     // due for a refresh
+    EXPECT_EQ(co_await row(1), 1);  // the refresh starts
+    co_await sleep_for(50ms);
+    (void)co_await c.del(row.key(1));  // invalidated while it runs
+    co_await sleep_for(400ms);
+    EXPECT_EQ(runs, 2);
+    EXPECT_EQ(co_await c.exists(row.key(1)), 0);  // not written back
+    // A computation that outlives its soft timeout, invalidated meanwhile: not written back.
+    EXPECT_EQ(co_await row(2), 3);
+    co_await sleep_for(2100ms);     // stale now
+    EXPECT_EQ(co_await row(2), 3);  // after the soft timeout: the stale value
+    (void)co_await c.del(row.key(2));
+    co_await sleep_for(400ms);
+    EXPECT_EQ(runs, 4);
+    EXPECT_EQ(co_await c.exists(row.key(2)), 0);
+    co_await redis.disconnect();
+  });
+}
+
+// An early refresh whose function throws: the current value stays and is served, the failure
+// is counted and logged, and the key is not refreshed again within fail_safe_throttle.
+TEST_F(FreshnessTest, AFailedEarlyRefreshKeepsTheCurrentValue) {
+  int runs = 0;
+  tc::CachedOptions o{.name = "fx", .ttl = 2s};
+  o.early_refresh = 0.5;
+  o.fail_safe_throttle = 500ms;
+  auto fx = tc::cached(redis, o, [&runs](int) -> asio::awaitable<int> {
+    if (++runs > 1) throw std::runtime_error("rates unavailable");
+    co_return 42;
+  });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    EXPECT_EQ(co_await fx(0), 42);
+    co_await sleep_for(1100ms);
+    for (int i = 0; i < 20; ++i) {
+      EXPECT_EQ(co_await fx(0), 42);
+      co_await sleep_for(5ms);
+    }
+    EXPECT_EQ(runs, 2);  // one refresh, then the throttle
+    EXPECT_EQ(fx.stats().refresh_failures, 1u);
+    EXPECT_EQ(logs.count("the early refresh failed (rates unavailable)"), 1u);
+    co_await sleep_for(500ms);
+    EXPECT_EQ(co_await fx(0), 42);
+    co_await sleep_for(20ms);
+    EXPECT_EQ(runs, 3);  // after the throttle, one more try
+    co_await redis.disconnect();
+  });
+}
+
+// Another process holds the key's lock (it is refreshing): this one does not ask for the lock
+// again on every hit, and counts no refresh.
+TEST_F(FreshnessTest, EarlyRefreshLeavesAKeyAloneWhileAnotherProcessHoldsItsLock) {
+  int runs = 0;
+  tc::CachedOptions o{.name = "lk", .ttl = 2s};
+  o.early_refresh = 0.5;
+  o.lock.enabled = true;
+  auto lk = tc::cached(redis, o, [&runs](int) -> asio::awaitable<int> { co_return ++runs; });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    auto c = redis.client();
+    EXPECT_EQ(co_await lk(0), 1);
+    tempest::redis::SetOptions hold;
+    hold.expire_millis = 10s;
+    (void)co_await c.set(lk.key(0) + ":lock", "another-process", hold);
+    co_await sleep_for(1100ms);
+    tempest::redis::Pipeline reset;
+    reset.add("CONFIG", "RESETSTAT");
+    (void)co_await c.exec(reset);
+    for (int i = 0; i < 200; ++i) {
+      EXPECT_EQ(co_await lk(0), 1);
+      co_await sleep_for(1ms);
+    }
+    tempest::redis::Pipeline info;
+    info.add("INFO", "commandstats");
+    const std::string stats = (co_await c.exec(info))[0].str();
+    const auto at = stats.find("cmdstat_set:calls=");
+    const long long sets = at == std::string::npos ? 0 : std::atoll(stats.c_str() + at + 18);
+    std::printf("200 hits due for a refresh while another process holds the lock: %lld SET NX\n",
+                sets);
+    EXPECT_LE(sets, 2);
+    EXPECT_EQ(runs, 1);
+    EXPECT_EQ(lk.stats().refreshes, 0u);
+    co_await redis.disconnect();
+  });
+}
+
+// A function that hangs past hard_timeout: later callers wait for the computation already under
+// way instead of starting one each.
+TEST_F(FreshnessTest, CallersAfterAHardTimeoutWaitForTheComputationUnderWay) {
+  int runs = 0;
+  tc::CachedOptions o{.name = "slow"};
+  o.hard_timeout = 50ms;
+  auto slow = tc::cached(redis, o, [&runs](int x) -> asio::awaitable<int> {
+    ++runs;
+    co_await sleep_for(600ms);
+    co_return x;
+  });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    int timeouts = 0;
+    for (int i = 0; i < 5; ++i) {
+      try {
+        (void)co_await slow(1);
+      } catch (const tc::FactoryTimeout&) {
+        ++timeouts;
+      }
+    }
+    EXPECT_EQ(timeouts, 5);
+    EXPECT_EQ(runs, 1);
+    co_await sleep_for(700ms);
+    EXPECT_EQ(co_await slow(1), 1);  // its result was stored
+    EXPECT_EQ(runs, 1);
     co_await redis.disconnect();
   });
 }
@@ -483,9 +621,50 @@ TEST(FreshnessThreads, CallersOnFourThreadsRefreshTimeOutAndFailSafely) {
       static_cast<unsigned long long>(st.timeouts), errors.load());
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_GT(calls.load(), 1000);
+  EXPECT_LT(errors.load(), calls.load() / 20);  // only while a key had no value yet
   EXPECT_GT(st.refreshes, 0u);
   EXPECT_GT(st.stale_served, 0u);
   EXPECT_GT(st.hits, static_cast<std::uint64_t>(calls.load()) / 2);
+}
+
+// A call under a long hard_timeout whose function answers at once leaves nothing pending: the
+// io_context's run() returns when the work is done, not when the timeout would have passed.
+TEST(FreshnessTimeouts, AFinishedCallLeavesNoTimerBehind) {
+  RedisServer server;
+  asio::io_context io;
+  tc::RedisManager redis(io.get_executor(), server.url());
+  tc::CachedOptions o{.name = "quick"};
+  o.hard_timeout = 30s;
+  auto quick = tc::cached(redis, o, [](int x) -> asio::awaitable<int> { co_return x; });
+  int got = 0;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        co_await redis.connect();
+        got = co_await quick(7);
+        co_await redis.disconnect();
+      },
+      asio::detached);
+  const auto start = Clock::now();
+  io.run();
+  const double took = ms_since(start);
+  EXPECT_EQ(got, 7);
+  EXPECT_LT(took, 10000) << "run() waited for the 30 s timeout";
+}
+
+TEST(FreshnessOptions, BackgroundWorkNeedsArgumentsThatOwnTheirData) {
+  asio::io_context io;
+  tc::RedisManager redis(io.get_executor(), "redis://127.0.0.1:1");
+  tc::CachedOptions o{.name = "v"};
+  auto by_view = [](std::string_view s) -> asio::awaitable<std::size_t> { co_return s.size(); };
+  EXPECT_NO_THROW((void)tc::cached(redis, o, by_view));  // nothing runs in the background
+  o.hard_timeout = 100ms;
+  try {
+    (void)tc::cached(redis, o, by_view);
+    ADD_FAILURE() << "accepted a std::string_view argument for background work";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("own their data"), std::string::npos) << e.what();
+  }
 }
 
 TEST(FreshnessOptions, BadCombinationsAreNamed) {

@@ -17,8 +17,10 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <typeinfo>
@@ -43,6 +45,16 @@ class FactoryTimeout : public std::runtime_error {
 namespace detail {
 // The message of an exception of any type.
 std::string what_of(std::exception_ptr e);
+
+// Arguments that refer to data they do not own.
+template <class T>
+struct non_owning : std::is_pointer<T> {};
+template <class C, class Tr>
+struct non_owning<std::basic_string_view<C, Tr>> : std::true_type {};
+template <class T, std::size_t N>
+struct non_owning<std::span<T, N>> : std::true_type {};
+template <class T>
+struct non_owning<std::reference_wrapper<T>> : std::true_type {};
 
 template <class T>
 struct awaitable_value;
@@ -93,8 +105,9 @@ class Cached<F, Codec, T, std::tuple<A...>> {
         (o.early_refresh > 0 || o.soft_timeout.count() > 0 || o.hard_timeout.count() > 0))
       throw std::invalid_argument("cached(" + o.name +
                                   "): early_refresh and timeouts run the function in the "
-                                  "background, with copies of its arguments: these are not "
-                                  "copyable");
+                                  "background, with copies of its arguments: these must be "
+                                  "copyable and own their data (not std::string_view, "
+                                  "std::span or pointers)");
   }
 
   // Same parameters as the wrapped function (taken by value: they live across suspensions).
@@ -192,8 +205,10 @@ class Cached<F, Codec, T, std::tuple<A...>> {
   }
 
   // Background work (early refresh, a computation that outlives its timeout) takes copies of
-  // the arguments.
-  static constexpr bool copyable_args = (std::is_copy_constructible_v<A> && ...);
+  // the arguments: they must own what they hold (not a std::string_view, std::span or pointer
+  // into the caller's data, which may be gone by then).
+  static constexpr bool copyable_args =
+      ((std::is_copy_constructible_v<A> && !detail::non_owning<A>::value) && ...);
 
   // A hit costs one GET and no coordination. A miss joins the key's flight: the first caller
   // computes (after one more GET, in case a flight just ended), the others wait for its result.
@@ -267,7 +282,7 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     const detail::NearStore::Ticket ticket = near.begin_read(key);  // before the GET: see put()
     detail::Lookup found = co_await core.lookup(key);
     Judged j = judge(*st, key, found);
-    if (j.answer && found.freshness != detail::Freshness::stale && ticket.tracked)
+    if (j.answer && found.freshness == detail::Freshness::fresh && ticket.tracked)
       near.put(key, ticket, std::make_shared<const T>(*j.value), typeid(T), found.value->size(),
                found.expires);
     if (j.answer && !j.refresh) co_return std::move(*j.value);
@@ -327,9 +342,13 @@ class Cached<F, Codec, T, std::tuple<A...>> {
       } else if (again.redis_ok) {
         stale.reset();  // gone (invalidated): not to be served
       }
-      if (again.redis_ok) found = std::move(again);
+      if (again.redis_ok) {
+        found = std::move(again);
+      } else {
+        found.redis_ok = false;  // Redis just failed: no lock, no write (each would wait too)
+      }
     }
-    if (found.redis_ok && !found.value && !found.corrupt) core.count_miss();
+    if (found.redis_ok && !found.corrupt) core.count_miss();
     detail::Lock lock;
     if (found.redis_ok && core.options().lock.enabled) {
       lock = co_await core.acquire_lock(key);
@@ -344,49 +363,75 @@ class Cached<F, Codec, T, std::tuple<A...>> {
         }
       }
     }
+    // An expired entry is replaced only if it is still there: an invalidation meanwhile wins.
+    const Store store = !found.redis_ok ? Store::no : stale ? Store::replace : Store::set;
     std::optional<T> value;
     std::exception_ptr error;
     try {
-      value = co_await run(sp, key, found.redis_ok, std::move(lock), stale.has_value(), args...);
+      value = co_await run(sp, key, store, std::move(lock), stale.has_value(), args...);
     } catch (...) {
       error = std::current_exception();
     }
-    if (stale && (error || !value)) {  // fail-safe: it threw or took too long
-      core.serve_stale(key, error ? detail::what_of(error) : std::string("a timeout"));
-      co_return std::move(*stale);
+    // Fail-safe: the function threw or took too long (a Redis error that is to propagate is not
+    // the function's).
+    if (stale && (!value || (error && !core.propagates(error)))) {
+      // Unless it was invalidated meanwhile.
+      if (!found.redis_ok || co_await core.still_there(key)) {
+        core.serve_stale(key, error ? detail::what_of(error) : std::string("a timeout"));
+        co_return std::move(*stale);
+      }
+      if (!error)
+        throw FactoryTimeout("cached(" + core.options().name +
+                             "): the function took longer than the timeout, and the expired "
+                             "entry was invalidated meanwhile");
     }
     if (error) std::rethrow_exception(error);
     co_return std::move(*value);
   }
 
+  // Whether and how compute() stores its result.
+  enum class Store : std::uint8_t {
+    no,       // Redis failed: do not write
+    set,      // SET
+    replace,  // SET XX: only over the entry it recomputes (an invalidation meanwhile wins)
+  };
+
   // Runs the function under the timeouts, if any: nullopt when it gave up waiting and a stale
-  // value can answer (the computation goes on in the background and stores its result).
+  // value can answer (the computation goes on in the background and stores its result). A key's
+  // computation that outlived an earlier caller's timeout is waited for, not started again.
   static asio::awaitable<std::optional<T>> run(const std::shared_ptr<const State>& sp,
-                                               const std::string& key, bool store,
+                                               const std::string& key, Store store,
                                                detail::Lock lock, bool has_stale,
                                                const A&... args) {
-    const CachedOptions& o = sp->core->options();
+    detail::CacheCore& core = *sp->core;
+    const CachedOptions& o = core.options();
     const auto limit = has_stale && o.soft_timeout.count() > 0 ? o.soft_timeout : o.hard_timeout;
     if constexpr (copyable_args) {
       if (limit.count() > 0) {
-        auto outcome = std::make_shared<detail::Flight>();
-        auto ex = co_await asio::this_coro::executor;
-        asio::co_spawn(ex, compute_to(sp, key, store, std::move(lock), outcome, args...),
-                       asio::detached);
+        auto outcome = core.running(key);
+        if (outcome) {
+          co_await core.release_lock(lock);
+        } else {
+          outcome = core.start_running(key);
+          auto ex = co_await asio::this_coro::executor;
+          asio::co_spawn(ex, compute_to(sp, key, store, std::move(lock), outcome, args...),
+                         asio::detached);
+        }
         auto done = co_await outcome->wait_for(limit);
         if (done) co_return *std::static_pointer_cast<const T>(*done);
-        sp->core->count_timeout();
+        core.count_timeout();
         if (has_stale) co_return std::nullopt;
         throw FactoryTimeout("cached(" + o.name + "): the function took longer than " +
                              std::to_string(o.hard_timeout.count()) +
-                             " ms (hard_timeout); its result is stored when it finishes");
+                             " ms (hard_timeout); it goes on in the background, and its result "
+                             "is stored if it can be");
       }
     }
     co_return co_await compute(*sp, key, store, std::move(lock), args...);
   }
 
   static asio::awaitable<void> compute_to(std::shared_ptr<const State> sp, std::string key,
-                                          bool store, detail::Lock lock,
+                                          Store store, detail::Lock lock,
                                           std::shared_ptr<detail::Flight> outcome, A... args) {
     std::shared_ptr<const void> value;
     std::exception_ptr error;
@@ -396,40 +441,47 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     } catch (...) {
       error = std::current_exception();
     }
+    sp->core->stop_running(key, outcome);
     outcome->complete(error, std::move(value));
   }
 
-  // Early refresh, in the background: recomputes and stores the key unless it turns out fresh
-  // (another caller or process refreshed it) or, with the lock, another process holds it.
+  // Early refresh, in the background: recomputes the key and replaces its entry (if it is still
+  // there) unless it turns out fresh (another caller or process refreshed it) or, with the lock,
+  // another process holds it (then this process leaves the key alone for lock.wait).
   static asio::awaitable<void> refresh(std::shared_ptr<const State> sp, std::string key,
                                        A... args) {
     detail::CacheCore& core = *sp->core;
     std::exception_ptr error;
+    detail::Lock lock;
+    bool computed = false;
+    bool lost = false;
     try {
-      detail::Lock lock;
       bool go = true;
       if (core.options().lock.enabled) {
         lock = co_await core.acquire_lock(key);
         go = lock.acquired;
+        lost = !go;
       }
       if (go) {
         const detail::Lookup now = co_await core.lookup(key);
-        go = now.redis_ok && (!now.value || now.freshness != detail::Freshness::fresh);
+        go = now.redis_ok && now.value && now.freshness != detail::Freshness::fresh;
       }
       if (go) {
-        (void)co_await compute(*sp, key, true, std::move(lock), args...);
-      } else {
-        co_await core.release_lock(lock);
+        core.count_refresh();
+        computed = true;  // compute() releases the lock
+        (void)co_await compute(*sp, key, Store::replace, std::move(lock), args...);
       }
     } catch (...) {
       error = std::current_exception();
     }
-    core.end_refresh(key, error);
+    if (!computed) co_await core.release_lock(lock);
+    core.end_refresh(key, error, lost);
   }
 
-  // Runs the function and stores its result (unless the codec or a callback refuses, or `store`
-  // is false: Redis failed), then releases the lock. The result, or the function's exception.
-  static asio::awaitable<T> compute(const State& st, const std::string& key, bool store,
+  // Runs the function and stores its result (as `store` says, unless the codec or a callback
+  // refuses), then releases the lock, also when storing throws (OnRedisError::propagate). The
+  // result, or the exception of the function (or of storing).
+  static asio::awaitable<T> compute(const State& st, const std::string& key, Store store,
                                     detail::Lock lock, const A&... args) {
     detail::CacheCore& core = *st.core;
     std::optional<T> value;
@@ -462,8 +514,14 @@ class Cached<F, Codec, T, std::tuple<A...>> {
                                      detail::what_of(std::current_exception()));
         payload.reset();
       }
-      if (payload && store)
-        co_await core.store(key, std::move(*payload), std::move(call_tags), ttl);
+      if (payload && store != Store::no) {
+        try {
+          co_await core.store(key, std::move(*payload), std::move(call_tags), ttl,
+                              store == Store::replace);
+        } catch (...) {
+          error = std::current_exception();
+        }
+      }
     }
     co_await core.release_lock(lock);
     if (error) std::rethrow_exception(error);

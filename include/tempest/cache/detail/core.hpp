@@ -13,7 +13,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,7 +48,8 @@ class Flight {
   std::shared_ptr<State> state_;
 };
 
-// Where a stored entry stands, from its remaining TTL (with early_refresh / fail_safe_max).
+// Where a stored entry stands, from the freshness times stored after its value (early_refresh /
+// fail_safe_max; see CacheCore::settle).
 enum class Freshness : std::uint8_t {
   fresh,
   refresh_due,  // past early_refresh: serve it and recompute in the background
@@ -114,10 +114,15 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   Lookup lookup_failed(const std::string& key, std::exception_ptr e);
   // The near cache this function uses, or null.
   NearStore* near() const noexcept { return near_; }
-  // SET (EX ttl, the options' unless `ttl` says otherwise, plus the jitter) and the registry sets.
+  // SET (EX ttl, the options' unless `ttl` says otherwise, plus the jitter; XX with
+  // `only_if_exists`) and the registry sets.
   asio::awaitable<void> store(const std::string& key, std::string payload,
                               std::vector<std::string> tags,
-                              std::optional<std::chrono::seconds> ttl = std::nullopt);
+                              std::optional<std::chrono::seconds> ttl = std::nullopt,
+                              bool only_if_exists = false);
+  // Whether the key still exists (EXISTS; true when Redis cannot tell): a stale value of an
+  // entry invalidated meanwhile is never served.
+  asio::awaitable<bool> still_there(const std::string& key);
   asio::awaitable<Lock> acquire_lock(const std::string& key);
   // After losing the lock race: polls for the winner's value up to LockOptions::wait.
   asio::awaitable<std::optional<std::string>> wait_for_value(const std::string& key,
@@ -135,9 +140,18 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   void serve_stale(const std::string& key, const std::string& why);
   // Whether the key's function failed within the last fail_safe_throttle (serve stale values).
   bool throttled(const std::string& key);
-  // Early refresh: at most one background refresh of a key at a time in this process.
+  // Early refresh: at most one background refresh of a key at a time in this process, and none
+  // for lock.wait after another process was found holding the key's lock (`lost_lock`).
   bool claim_refresh(const std::string& key);
-  void end_refresh(const std::string& key, std::exception_ptr error);
+  void end_refresh(const std::string& key, std::exception_ptr error, bool lost_lock);
+  void count_refresh() { refreshes_.fetch_add(1, std::memory_order_relaxed); }
+  // Computations under a timeout, by key, while they run: a later caller waits for the one that
+  // outlived an earlier caller's timeout instead of starting another.
+  std::shared_ptr<Flight> running(const std::string& key);
+  std::shared_ptr<Flight> start_running(const std::string& key);
+  void stop_running(const std::string& key, const std::shared_ptr<Flight>& flight);
+  // Whether `e` is a Redis error that OnRedisError::propagate hands to the caller.
+  bool propagates(std::exception_ptr e) const;
   void count_stale() { stale_served_.fetch_add(1, std::memory_order_relaxed); }
   void count_timeout() { timeouts_.fetch_add(1, std::memory_order_relaxed); }
   void corrupt_value(const std::string& key, const std::string& problem);
@@ -159,7 +173,8 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
       refreshes_{0}, refresh_failures_{0}, timeouts_{0};
   std::mutex freshness_mutex_;
   std::map<std::string, std::chrono::steady_clock::time_point, std::less<>> throttled_;
-  std::set<std::string, std::less<>> refreshing_;
+  std::map<std::string, std::chrono::steady_clock::time_point, std::less<>> refreshing_;
+  std::map<std::string, std::shared_ptr<Flight>, std::less<>> running_;
   NearStore* near_ = nullptr;
   std::atomic<std::int64_t> last_warning_ns_{0};
   std::atomic<std::uint64_t> suppressed_warnings_{0};
