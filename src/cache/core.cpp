@@ -3,7 +3,6 @@
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
-#include <array>
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -13,6 +12,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cstring>
 #include <random>
 #include <set>
 
@@ -450,25 +450,42 @@ void append_time(std::string& out, std::int64_t ms) {
     out += kDigits[(v >> (2 * i)) & 3];
 }
 
-// The digit of each byte (4: not one of ours).
-constexpr std::array<std::uint8_t, 256> kDigitOf = [] {
-  std::array<std::uint8_t, 256> t{};
-  t.fill(4);
-  for (std::uint8_t d = 0; d < 4; ++d)
-    t[static_cast<unsigned char>(kDigits[d])] = d;
-  return t;
-}();
-
-bool read_time(std::string_view digits, std::int64_t& ms) {
-  std::uint64_t v = 0;
-  unsigned bad = 0;
-  for (char c : digits) {
-    const std::uint8_t d = kDigitOf[static_cast<unsigned char>(c)];
-    bad |= d;
-    v = (v << 2) | (d & 3u);
+// Whether all 8 bytes of `w` are ours (' ', '\t', '\n', '\r'), 8 at a time: a byte's high bit
+// in eq() is set when it equals c.
+constexpr std::uint64_t kOnes = 0x0101010101010101ull;
+constexpr std::uint64_t kLow7 = kOnes * 0x7F;
+constexpr std::uint64_t eq(std::uint64_t w, unsigned char c) {
+  const std::uint64_t t = w ^ (kOnes * c);
+  return ~(((t & kLow7) + kLow7) | t | kLow7);
+}
+bool all_digits(const char* p, std::size_t n) {  // n >= 8
+  for (std::size_t at = 0;; at = std::min(at + 8, n - 8)) {
+    std::uint64_t w;
+    std::memcpy(&w, p + at, 8);
+    if ((eq(w, ' ') | eq(w, '\t') | eq(w, '\n') | eq(w, '\r')) != kOnes * 0x80) return false;
+    if (at == n - 8) return true;
   }
-  ms = static_cast<std::int64_t>(v);
-  return (bad & 4u) == 0;
+}
+
+// 8 digits (checked by all_digits), the first the most significant, as a 16-bit number. A
+// digit is its character's low two bits plus 2 for bit 2 (' ' 0x20 is 0, '\t' 0x09 1, '\n' 0x0A
+// 2, '\r' 0x0D 3); the bytes are then packed pairwise: 8 digits in a dozen operations.
+std::uint64_t eight_digits(const char* p) {
+  std::uint64_t w;
+  std::memcpy(&w, p, 8);
+  w = (w & (kOnes * 3)) | ((w >> 1) & (kOnes * 2));
+  w = __builtin_bswap64(w);  // the first digit in the top byte
+  w = (w & 0x0003000300030003ull) | ((w >> 6) & 0x000C000C000C000Cull);
+  w = (w & 0x0000000F0000000Full) | ((w >> 12) & 0x000000F0000000F0ull);
+  return (w & 0xFF) | ((w >> 24) & 0xFF00);
+}
+
+// A time's 21 digits: 8, 8, and the last 5 (of the 8 that end them).
+std::int64_t read_time(const char* p) {
+  static_assert(kTimeDigits == 21);
+  const std::uint64_t v =
+      (eight_digits(p) << 26) | (eight_digits(p + 8) << 10) | (eight_digits(p + 13) & 0x3FF);
+  return static_cast<std::int64_t>(v);
 }
 }  // namespace
 
@@ -478,11 +495,12 @@ void CacheCore::settle(Lookup& found, std::chrono::steady_clock::time_point sent
   const char last = v.back();
   if (last != ' ' && last != '\t' && last != '\n' && last != '\r') return;  // a plain entry
   if (v.size() < kSuffix) return;
-  const std::string_view tail = std::string_view(v).substr(v.size() - kSuffix);
-  std::int64_t fresh_until = 0, refresh_at = 0;
-  if (!tail.starts_with(kMark) || !read_time(tail.substr(kMark.size(), kTimeDigits), fresh_until) ||
-      !read_time(tail.substr(kMark.size() + kTimeDigits), refresh_at))
+  const char* tail = v.data() + v.size() - kSuffix;
+  if (std::string_view(tail, kMark.size()) != kMark ||
+      !all_digits(tail + kMark.size(), 2 * kTimeDigits))
     return;
+  const std::int64_t fresh_until = read_time(tail + kMark.size());
+  const std::int64_t refresh_at = read_time(tail + kMark.size() + kTimeDigits);
   v.resize(v.size() - kSuffix);
   const std::int64_t now = wall_ms();
   if (now >= fresh_until) {
