@@ -142,7 +142,10 @@ RedisManager::~RedisManager() {
   if (client) client->close();
 }
 
+// The coroutines below keep the state they use (not `this`) across their waits: a check still
+// waiting when its manager goes (a health check on a frozen Redis) finds the state alive.
 asio::awaitable<void> RedisManager::connect() {
+  const std::shared_ptr<const detail::ManagerState> state = state_;
   std::optional<redis::Client> client;
   {
     auto& s = *state_;
@@ -160,12 +163,12 @@ asio::awaitable<void> RedisManager::connect() {
     client = s.client_;
   }
   client->start();
-  const bool up = co_await client->wait_connected(config().connect_timeout);
+  const bool up = co_await client->wait_connected(state->config.connect_timeout);
   if (up) co_return;
   const std::string why = client->last_error();
-  const std::string message = "Redis at " + config().redacted() + " is unreachable" +
+  const std::string message = "Redis at " + state->config.redacted() + " is unreachable" +
                               (why.empty() ? std::string() : " (" + why + ")");
-  if (options().require_connection) throw redis::ConnectionError(message);
+  if (state->options.require_connection) throw redis::ConnectionError(message);
   tempest::logger("tempest.cache")
       ->warn(
           "{}; starting anyway, the connection keeps retrying and health checks fail until it is "
@@ -209,7 +212,8 @@ bool RedisManager::is_up() const {
 }
 
 asio::awaitable<bool> RedisManager::health_check() {
-  auto client = client_dependency();
+  const std::shared_ptr<const detail::ManagerState> state = state_;
+  auto client = state->client();
   std::string failure;
   if (!client) {
     failure = "not connected (RedisManager::connect() was not called)";
@@ -219,14 +223,14 @@ asio::awaitable<bool> RedisManager::health_check() {
     failure = "not connected" + (why.empty() ? std::string() : " (" + why + ")");
   } else {
     try {
-      (void)co_await client->ping(redis::CallOptions{options().health_timeout});
+      (void)co_await client->ping(redis::CallOptions{state->options.health_timeout});
       co_return true;
     } catch (const std::exception& e) {
       failure = e.what();
     }
   }
   tempest::logger("tempest.cache")
-      ->warn("Redis health check failed: {} ({})", failure, config().redacted());
+      ->warn("Redis health check failed: {} ({})", failure, state->config.redacted());
   co_return false;
 }
 

@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -60,6 +61,11 @@ class Served {
     thread_.join();
   }
   std::uint16_t port() const { return app.port(); }
+  // A RedisManager on this io_context that lives as long as the app does: the app's shutdown
+  // hooks and the work it leaves behind (a health check) still use it when the server stops.
+  tc::RedisManager& manager(const std::string& url) {
+    return redis_.emplace(io.get_executor(), url);
+  }
 
   asio::io_context io;
   th::App app;
@@ -72,6 +78,7 @@ class Served {
     return o;
   }
   std::thread thread_;
+  std::optional<tc::RedisManager> redis_;  // destroyed after ~Served() stopped the app
 };
 
 th::Handler text(std::string body) {
@@ -109,7 +116,7 @@ TEST(HttpRouter, PathParamsQueryParams404And405) {
 
 TEST(HttpDependencies, NoClientMeans503AndTheHandlerDoesNotRun) {
   Served s;
-  tc::RedisManager redis(s.io.get_executor(), "redis://127.0.0.1:1");  // never connected
+  tc::RedisManager& redis = s.manager("redis://127.0.0.1:1");  // never connected
   bool ran = false;
   s.app.router().get(
       "/cached",
@@ -204,7 +211,7 @@ TEST(HealthRouter, ChecksRunConcurrentlyEachBoundedByTheTimeout) {
 TEST(HealthRouter, FrozenRedisTurnsReadinessTo503WithinTheTimeout) {
   RedisServer server;
   Served s;
-  tc::RedisManager redis(s.io.get_executor(), server.url());
+  tc::RedisManager& redis = s.manager(server.url());
   s.app.on_startup([&]() -> asio::awaitable<void> { co_await redis.connect(); });
   s.app.on_shutdown([&]() -> asio::awaitable<void> { co_await redis.disconnect(); });
   s.app.include(th::make_health_router(
@@ -224,7 +231,7 @@ TEST(HealthRouter, FrozenRedisTurnsReadinessTo503WithinTheTimeout) {
 // replica reads), with the node and its role as labels.
 TEST(Metrics, ClusterNodesHaveTheirOwnSeries) {
   Served s;
-  tc::RedisManager redis(s.io.get_executor(), tempest::test::shared_cluster_url());
+  tc::RedisManager& redis = s.manager(tempest::test::shared_cluster_url());
   s.app.on_startup([&]() -> asio::awaitable<void> { co_await redis.connect(); });
   s.app.on_shutdown([&]() -> asio::awaitable<void> { co_await redis.disconnect(); });
   s.app.router().get("/get/{k}", [&](th::Request& r) -> asio::awaitable<th::Response> {
@@ -264,7 +271,7 @@ TEST(Metrics, ClusterNodesHaveTheirOwnSeries) {
 TEST(Metrics, EveryLineFollowsTheExpositionFormat) {
   RedisServer server;
   Served s;
-  tc::RedisManager redis(s.io.get_executor(), server.url());
+  tc::RedisManager& redis = s.manager(server.url());
   auto square =
       tc::cached(redis, {.name = "square"}, [](int x) -> asio::awaitable<int> { co_return x* x; });
   s.app.on_startup([&]() -> asio::awaitable<void> { co_await redis.connect(); });
