@@ -6,6 +6,7 @@
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -130,14 +131,19 @@ using TimedHandler =
 
 // A wait with a limit: whichever of the flight and the timer comes first completes the handler.
 // Both report on one strand, so the flight's win can cancel the timer safely (a pending timer
-// would keep io_context::run() from returning until the limit).
+// would keep io_context::run() from returning until the limit). The strand and the timer keep
+// their concrete executor type: wrapped in an any_io_executor, a strand becomes a shared target
+// whose reference count relies on a fence ThreadSanitizer does not follow.
+using Strand = asio::strand<asio::any_io_executor>;
 struct TimedWait {
   explicit TimedWait(asio::any_io_executor ex)
       : executor(ex), strand(asio::make_strand(ex)), timer(strand) {}
   std::optional<TimedHandler> handler;  // touched on the strand only (after the initiation)
   asio::any_io_executor executor;
-  asio::strand<asio::any_io_executor> strand;
-  asio::steady_timer timer;
+  Strand strand;
+  asio::basic_waitable_timer<std::chrono::steady_clock,
+                             asio::wait_traits<std::chrono::steady_clock>, Strand>
+      timer;
 
   void finish(std::exception_ptr e, bool timed_out, std::shared_ptr<const void> v) {
     if (!handler) return;
@@ -160,8 +166,10 @@ struct TimedWaitInitiation {
     wait->timer.async_wait([wait](boost::system::error_code ec) {
       if (!ec) wait->finish(nullptr, true, nullptr);
     });
-    flight->on_done(wait->strand, [wait](std::exception_ptr e, std::shared_ptr<const void> v) {
-      wait->finish(std::move(e), false, std::move(v));
+    flight->on_done(ex, [wait](std::exception_ptr e, std::shared_ptr<const void> v) {
+      asio::post(wait->strand, [wait, e = std::move(e), v = std::move(v)]() mutable {
+        wait->finish(std::move(e), false, std::move(v));
+      });
     });
   }
 };
