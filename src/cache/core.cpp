@@ -273,7 +273,12 @@ CacheCore::~CacheCore() {
 
 std::string CacheCore::key_for_args(std::string_view args_json,
                                     std::string_view kwargs_json) const {
-  return make_key(options_.key_prefix, options_.name, args_json, kwargs_json);
+  return cache::make_key(options_.key_prefix, options_.name, args_json, kwargs_json);
+}
+
+void CacheCore::key_for_args(KeyBuffer& out, std::string_view args_json,
+                             std::string_view kwargs_json) const {
+  make_key(out, options_.key_prefix, options_.name, args_json, kwargs_json);
 }
 
 std::string CacheCore::key_with_prefix(std::string_view built) const {
@@ -339,7 +344,7 @@ void CacheCore::serve_stale(const std::string& key, const std::string& why) {
              options_.name, key, why, options_.fail_safe_throttle.count());
 }
 
-bool CacheCore::throttled(const std::string& key) {
+bool CacheCore::throttled(std::string_view key) {
   std::lock_guard lock(freshness_mutex_);
   auto it = throttled_.find(key);
   if (it == throttled_.end()) return false;
@@ -348,12 +353,12 @@ bool CacheCore::throttled(const std::string& key) {
   return false;
 }
 
-bool CacheCore::claim_refresh(const std::string& key) {
+bool CacheCore::claim_refresh(std::string_view key) {
   std::lock_guard lock(freshness_mutex_);
   const auto now = Clock::now();
   if (auto it = throttled_.find(key); it != throttled_.end() && it->second > now)
     return false;  // it failed a moment ago
-  auto [it, inserted] = refreshing_.try_emplace(key, Clock::time_point::max());
+  auto [it, inserted] = refreshing_.try_emplace(std::string(key), Clock::time_point::max());
   if (inserted) return true;
   if (it->second > now) return false;  // under way, or another process holds the lock
   it->second = Clock::time_point::max();
@@ -411,7 +416,7 @@ bool CacheCore::propagates(std::exception_ptr e) const {
   }
 }
 
-void CacheCore::corrupt_value(const std::string& key, const std::string& problem) {
+void CacheCore::corrupt_value(std::string_view key, const std::string& problem) {
   corrupt_.fetch_add(1, std::memory_order_relaxed);
   tempest::logger("tempest.cache")
       ->warn(

@@ -444,7 +444,8 @@ void JsonReader::read_string(std::string& out) {
     const char* s = q + 1;
     q = scan_plain(s, end_);
     if (q != end_ && *q == '"') {
-      out.assign(s, q);
+      out.clear();  // then append(pointer, size): a copy, where assign() goes the general way
+      out.append(s, static_cast<std::size_t>(q - s));
       p_ = q + 1;
       return;
     }

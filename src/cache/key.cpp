@@ -7,8 +7,11 @@
 #include <openssl/sha.h>
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -44,13 +47,15 @@ void KeyWriter::open(char bracket) {
 void KeyWriter::integer(long long v) {
   comma();
   char buf[24];
-  out_.append(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+  const char* end = std::to_chars(buf, buf + sizeof buf, v).ptr;
+  out_.append(buf, static_cast<std::size_t>(end - buf));  // (pointer, size): no _M_replace
 }
 
 void KeyWriter::uinteger(unsigned long long v) {
   comma();
   char buf[24];
-  out_.append(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+  const char* end = std::to_chars(buf, buf + sizeof buf, v).ptr;
+  out_.append(buf, static_cast<std::size_t>(end - buf));  // (pointer, size): no _M_replace
 }
 
 void KeyWriter::integer_text(std::string_view digits) {
@@ -255,55 +260,131 @@ std::string python_float_repr(double v) {
 // -------------------------------------------------------------------------------
 
 namespace {
-// Appends the first 32 hex digits of SHA-256 of {"args":<args>,"kwargs":<kwargs>} to `out`.
-void append_digest(std::string& out, std::string_view args_json, std::string_view kwargs_json) {
+// Eight lowercase hex digits of a 32-bit word, most significant first (SWAR: the word's four
+// bytes are spread to one nibble per byte, then each nibble becomes '0'-'9' or 'a'-'f').
+void write_hex_word(char* out, std::uint32_t w) {
+  std::uint64_t x = w;
+  x = (x | (x << 16)) & 0x0000FFFF0000FFFFULL;
+  x = (x | (x << 8)) & 0x00FF00FF00FF00FFULL;  // byte 2i: the word's byte i from the bottom
+  const std::uint64_t n = ((x >> 4) & 0x000F000F000F000FULL) | ((x & 0x000F000F000F000FULL) << 8);
+  const std::uint64_t letters = ((n + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL;
+  const std::uint64_t chars = n + 0x3030303030303030ULL + letters * ('a' - '0' - 10);
+  // chars holds the digits of the lowest byte first: reverse the byte pairs' order.
+  const std::uint64_t swapped = __builtin_bswap64(chars);
+  const std::uint64_t pairs =
+      ((swapped >> 8) & 0x00FF00FF00FF00FFULL) | ((swapped & 0x00FF00FF00FF00FFULL) << 8);
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(out, &pairs, 8);
+  } else {
+    for (int i = 0; i < 8; ++i)
+      out[i] = static_cast<char>(pairs >> (8 * i));
+  }
+}
+
+// Writes the first 32 hex digits of SHA-256 of {"args":<args>,"kwargs":<kwargs>} to `out`.
+void write_digest(char* out, std::string_view args_json, std::string_view kwargs_json) {
   static constexpr std::string_view head = "{\"args\":";
   static constexpr std::string_view middle = ",\"kwargs\":";
-  // One buffer, one update: the low-level SHA256_* calls run the block function directly (the
-  // EVP interface of OpenSSL 3, which SHA256() goes through too, spends several times the hashing
-  // itself on provider dispatch for inputs this small); a typical call's text fits on the stack.
   const std::size_t n = head.size() + args_json.size() + middle.size() + kwargs_json.size() + 1;
-  char stack[512];
-  std::unique_ptr<char[]> heap;
-  char* text = stack;
-  if (n > sizeof stack) {
-    heap.reset(new char[n]);
+  // The text goes straight into SHA-256's 64-byte block when it fits one (55 bytes, the usual
+  // call): padded here and hashed by SHA256_Transform, the block function itself (with SHA-NI
+  // where the CPU has it), without SHA256_Update/Final's buffering. Longer texts go through
+  // the low-level SHA256_* calls in one update (OpenSSL 3's EVP interface, which SHA256() goes
+  // through too, spends several times the hashing itself on provider dispatch).
+  alignas(8) unsigned char block[64];
+  std::unique_ptr<unsigned char[]> heap;
+  unsigned char* text = block;
+  if (n > 55) {
+    heap.reset(new unsigned char[n]);
     text = heap.get();
   }
-  char* p = text;
-  for (std::string_view part : {head, args_json, middle, kwargs_json, std::string_view("}")}) {
-    if (!part.empty()) std::memcpy(p, part.data(), part.size());
-    p += part.size();
+  unsigned char* p = text;
+  std::memcpy(p, head.data(), head.size());
+  p += head.size();
+  if (!args_json.empty()) std::memcpy(p, args_json.data(), args_json.size());
+  p += args_json.size();
+  std::memcpy(p, middle.data(), middle.size());
+  p += middle.size();
+  if (kwargs_json == "{}") {  // the common case: no call through memcpy
+    p[0] = '{';
+    p[1] = '}';
+  } else if (!kwargs_json.empty()) {
+    std::memcpy(p, kwargs_json.data(), kwargs_json.size());
   }
-  unsigned char md[SHA256_DIGEST_LENGTH];
+  p += kwargs_json.size();
+  *p = '}';
   SHA256_CTX ctx;
   SHA256_Init(&ctx);
-  SHA256_Update(&ctx, text, n);
-  SHA256_Final(md, &ctx);
-  static constexpr char hex[] = "0123456789abcdef";
-  const std::size_t at = out.size();
-  out.resize(at + 32);
-  for (std::size_t i = 0; i < 16; ++i) {
-    out[at + 2 * i] = hex[md[i] >> 4];
-    out[at + 2 * i + 1] = hex[md[i] & 15];
+  if (n <= 55) {
+    block[n] = 0x80;
+    std::memset(block + n + 1, 0, 55 - n);
+    const std::uint64_t bits = static_cast<std::uint64_t>(n) * 8;
+    for (int i = 0; i < 8; ++i)
+      block[56 + i] = static_cast<unsigned char>(bits >> (56 - 8 * i));
+    SHA256_Transform(&ctx, block);
+  } else {
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256_Update(&ctx, text, n);
+    SHA256_Final(md, &ctx);
+    for (int i = 0; i < 4; ++i)
+      ctx.h[i] = (std::uint32_t{md[4 * i]} << 24) | (std::uint32_t{md[4 * i + 1]} << 16) |
+                 (std::uint32_t{md[4 * i + 2]} << 8) | md[4 * i + 3];
   }
+  // The digest is h[0..7] big-endian: its first 16 bytes are h[0..3].
+  for (int i = 0; i < 4; ++i)
+    write_hex_word(out + 8 * i, ctx.h[i]);
 }
 }  // namespace
 
 std::string args_digest(std::string_view args_json, std::string_view kwargs_json) {
-  std::string out;
-  append_digest(out, args_json, kwargs_json);
+  std::string out(32, '\0');
+  write_digest(out.data(), args_json, kwargs_json);
   return out;
 }
 
+namespace {
+// key_prefix + name + ':' + digest into p (key_prefix.size() + name.size() + 33 characters).
+void write_key(char* p, std::string_view key_prefix, std::string_view name,
+               std::string_view args_json, std::string_view kwargs_json) {
+  if (!key_prefix.empty()) std::memcpy(p, key_prefix.data(), key_prefix.size());
+  p += key_prefix.size();
+  if (!name.empty()) std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  *p++ = ':';
+  write_digest(p, args_json, kwargs_json);
+}
+}  // namespace
+
 std::string make_key(std::string_view key_prefix, std::string_view name, std::string_view args_json,
                      std::string_view kwargs_json) {
-  std::string key;
-  key.reserve(key_prefix.size() + name.size() + 33);
-  key.append(key_prefix).append(name).append(":");
-  append_digest(key, args_json, kwargs_json);
+  // Sized once, written in place: one allocation, no appends.
+  std::string key(key_prefix.size() + name.size() + 33, '\0');
+  write_key(key.data(), key_prefix, name, args_json, kwargs_json);
   return key;
 }
+
+namespace detail {
+char* KeyBuffer::resize(std::size_t n) {
+  size_ = n;
+  if (n <= inline_.size()) {
+    heap_.reset();
+    return inline_.data();
+  }
+  heap_.reset(new char[n]);
+  return heap_.get();
+}
+
+void KeyBuffer::assign(std::string_view text) {
+  char* p = resize(text.size());
+  if (!text.empty()) std::memcpy(p, text.data(), text.size());
+}
+
+void make_key(KeyBuffer& out, std::string_view key_prefix, std::string_view name,
+              std::string_view args_json, std::string_view kwargs_json) {
+  write_key(out.resize(key_prefix.size() + name.size() + 33), key_prefix, name, args_json,
+            kwargs_json);
+}
+}  // namespace detail
 
 // ---- JSON text to Python's JSON (for the CLI and the reference vectors) -------------------------
 

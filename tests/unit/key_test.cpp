@@ -7,6 +7,7 @@
 #include <limits>
 #include <sstream>
 
+#include <openssl/sha.h>
 #include <boost/json/parse.hpp>
 
 #include "tempest/cache/codec.hpp"
@@ -131,6 +132,27 @@ TEST(Key, TypedArgumentsReproduceTheVectors) {
                 encode_args("x", 1, 1.5, std::optional<int>{}, std::vector<int>{},
                             std::map<std::string, int>{})),
             "mixed:9156ef50484af7af073757c67808be26");
+}
+
+// The digest hashes a text that fits one SHA-256 block (up to 55 bytes) itself, and longer ones
+// through SHA256_Update/Final: every length around the edges against OpenSSL's one-shot SHA256.
+TEST(Key, DigestMatchesSha256AtEveryLength) {
+  for (std::size_t len = 0; len <= 140; ++len) {
+    const std::string args = "[\"" + std::string(len, 'x') + "\"]";
+    for (const std::string kwargs : {"{}", "{\"a\":1}"}) {
+      const std::string text = "{\"args\":" + args + ",\"kwargs\":" + kwargs + "}";
+      unsigned char md[SHA256_DIGEST_LENGTH];
+      SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), md);
+      std::string want;
+      for (int i = 0; i < 16; ++i) {
+        static constexpr char hex[] = "0123456789abcdef";
+        want += hex[md[i] >> 4];
+        want += hex[md[i] & 15];
+      }
+      ASSERT_EQ(args_digest(args, kwargs), want) << text.size() << " bytes: " << text;
+      ASSERT_EQ(make_key("p:", "f", args, kwargs), "p:f:" + want);
+    }
+  }
 }
 
 TEST(Key, DifferentValuesTypesAndOrderGiveDifferentKeys) {

@@ -194,14 +194,37 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     return s.core->key_for_args(encode_args(args...));
   }
 
-  static std::optional<T> try_decode(const State& s, const std::string& key,
+  // key_of(), into a KeyBuffer.
+  static void key_into(const State& s, detail::KeyBuffer& out, const A&... args) {
+    if (s.key_builder) {
+      out.assign(s.core->key_with_prefix(s.key_builder(s.core->options().name, args...)));
+    } else if (!s.keyword_names.empty()) {
+      const auto [a, kw] = encode_call(s.keyword_names, args...);
+      s.core->key_for_args(out, a, kw);
+    } else {
+      s.core->key_for_args(out, encode_args(args...));
+    }
+  }
+
+  static std::optional<T> try_decode(const State& s, std::string_view key,
                                      const std::string& payload) {
+    std::optional<T> out;
+    decode_into(s, key, payload, out);
+    return out;
+  }
+  // Decodes into `out` (left empty when the payload is unreadable: counted, logged): the value
+  // is moved once fewer than through a returned optional.
+  static void decode_into(const State& s, std::string_view key, const std::string& payload,
+                          std::optional<T>& out) {
     try {
-      return std::optional<T>(s.codec.decode(payload));
+      if constexpr (requires { s.codec.decode_into(std::string_view(payload), out); })
+        s.codec.decode_into(std::string_view(payload), out);
+      else
+        out.emplace(s.codec.decode(payload));
     } catch (const std::exception& e) {
+      out.reset();
       s.core->corrupt_value(key, e.what());
     }
-    return std::nullopt;
   }
 
   // Background work (early refresh, a computation that outlives its timeout) takes copies of
@@ -222,7 +245,8 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     } else if (core.near() != nullptr) {
       rest = near_call(st, key_of(*st, args...), args...);
     } else {
-      std::string key = key_of(*st, args...);
+      detail::KeyBuffer key;  // inline: a hit allocates nothing for its key
+      key_into(*st, key, args...);
       detail::Lookup found;
       // core.lookup(key) in steps: the GET is awaited here, one coroutine frame less per call.
       auto start = core.begin_lookup();
@@ -230,18 +254,18 @@ class Cached<F, Codec, T, std::tuple<A...>> {
         std::exception_ptr failure;
         try {
           found = core.looked_up(
-              co_await start.client->get(key, redis::CallOptions{core.options().deadline}));
+              co_await start.client->get(key.view(), redis::CallOptions{core.options().deadline}));
         } catch (...) {
           failure = std::current_exception();
         }
-        if (failure) found = core.lookup_failed(key, failure);
+        if (failure) found = core.lookup_failed(key.str(), failure);
       } else {
         found = core.unavailable(start);
       }
-      Judged j = judge(*st, key, found);
+      Judged j = judge(*st, key.view(), found);
       if (j.answer && !j.refresh) co_return std::move(*j.value);
-      rest = j.answer ? refreshed(st, std::move(key), std::move(*j.value), args...)
-                      : miss(st, std::move(key), std::move(found), std::move(j.value), args...);
+      rest = j.answer ? refreshed(st, key.str(), std::move(*j.value), args...)
+                      : miss(st, key.str(), std::move(found), std::move(j.value), args...);
     }
     co_return co_await std::move(rest);
   }
@@ -253,10 +277,10 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     bool answer = false;
     bool refresh = false;
   };
-  static Judged judge(const State& st, const std::string& key, const detail::Lookup& found) {
+  static Judged judge(const State& st, std::string_view key, const detail::Lookup& found) {
     Judged j;
     if (!found.value) return j;
-    j.value = try_decode(st, key, *found.value);
+    decode_into(st, key, *found.value, j.value);
     if (!j.value) return j;
     detail::CacheCore& core = *st.core;
     if (found.freshness != detail::Freshness::stale) {

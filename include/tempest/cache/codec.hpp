@@ -38,6 +38,7 @@
 #include <boost/json/value_to.hpp>
 
 #include <functional>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -66,6 +67,26 @@ struct JsonCodec {
       }
     } else {
       return decode_document(bytes);
+    }
+  }
+
+  // decode(), into `out` (emplaced; left empty when it throws): no move of the result.
+  static void decode_into(std::string_view bytes, std::optional<T>& out) {
+    if constexpr (detail::json_direct<T>) {
+      try {
+        detail::json_decode_direct_into(bytes, out.emplace());
+        return;
+      } catch (const std::invalid_argument&) {
+        out.reset();
+        try {
+          out.emplace(decode_document(bytes));
+          return;
+        } catch (const std::invalid_argument&) {
+        }
+        throw;  // the direct reading's error
+      }
+    } else {
+      out.emplace(decode_document(bytes));
     }
   }
 

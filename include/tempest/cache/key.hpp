@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -82,6 +83,30 @@ std::string args_digest(std::string_view args_json, std::string_view kwargs_json
 // key_prefix + name + ":" + args_digest(args_json, kwargs_json)
 std::string make_key(std::string_view key_prefix, std::string_view name, std::string_view args_json,
                      std::string_view kwargs_json = "{}");
+namespace detail {
+// A key built in place: a typical one (prefix + name + ':' + 32 hex digits) fits inline, so a
+// cached hit allocates nothing for its key; a longer one goes to the heap.
+class KeyBuffer {
+ public:
+  KeyBuffer() = default;
+  KeyBuffer(const KeyBuffer&) = delete;
+  KeyBuffer& operator=(const KeyBuffer&) = delete;
+  // Room for exactly n characters, to be written by the caller.
+  char* resize(std::size_t n);
+  void assign(std::string_view text);
+  std::string_view view() const noexcept { return {heap_ ? heap_.get() : inline_.data(), size_}; }
+  std::string str() const { return std::string(view()); }
+
+ private:
+  std::array<char, 88> inline_;
+  std::unique_ptr<char[]> heap_;
+  std::size_t size_ = 0;
+};
+// make_key(), into `out`.
+void make_key(KeyBuffer& out, std::string_view key_prefix, std::string_view name,
+              std::string_view args_json, std::string_view kwargs_json = "{}");
+}  // namespace detail
+
 // The key for arguments given as JSON text (a JSON array), as the CLI takes them. Integers stay
 // integers, decimals become the nearest double, objects keep their member order. Throws
 // std::invalid_argument naming what is wrong with the text.

@@ -67,6 +67,7 @@ struct Lookup {
 };
 
 class NearStore;
+class KeyBuffer;
 class CircuitBreaker;
 class ManagerState;
 
@@ -84,6 +85,8 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   const CachedOptions& options() const noexcept { return options_; }
   std::string key_for_args(std::string_view args_json, std::string_view kwargs_json = "{}") const;
   std::string key_with_prefix(std::string_view built) const;
+  void key_for_args(KeyBuffer& out, std::string_view args_json,
+                    std::string_view kwargs_json = "{}") const;
 
   // Single-flight: the first caller for a key leads; later ones get a flight to wait on.
   struct Joined {
@@ -139,10 +142,10 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   // the key is not recomputed again for fail_safe_throttle.
   void serve_stale(const std::string& key, const std::string& why);
   // Whether the key's function failed within the last fail_safe_throttle (serve stale values).
-  bool throttled(const std::string& key);
+  bool throttled(std::string_view key);
   // Early refresh: at most one background refresh of a key at a time in this process, and none
   // for lock.wait after another process was found holding the key's lock (`lost_lock`).
-  bool claim_refresh(const std::string& key);
+  bool claim_refresh(std::string_view key);
   void end_refresh(const std::string& key, std::exception_ptr error, bool lost_lock);
   void count_refresh() { refreshes_.fetch_add(1, std::memory_order_relaxed); }
   // Computations under a timeout, by key, while they run: a later caller waits for the one that
@@ -154,7 +157,7 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   bool propagates(std::exception_ptr e) const;
   void count_stale() { stale_served_.fetch_add(1, std::memory_order_relaxed); }
   void count_timeout() { timeouts_.fetch_add(1, std::memory_order_relaxed); }
-  void corrupt_value(const std::string& key, const std::string& problem);
+  void corrupt_value(std::string_view key, const std::string& problem);
   void unserializable(const std::string& key, const std::string& problem);
   CacheStats stats() const;
 

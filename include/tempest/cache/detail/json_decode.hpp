@@ -257,11 +257,16 @@ inline constexpr bool json_direct = json_kind<T>() != JsonKind::fallback;
 
 // The direct reading of the whole text, without the document path's second opinion.
 template <class T>
-T json_decode_direct(std::string_view text) {
+void json_decode_direct_into(std::string_view text, T& out) {
   JsonReader r(text);
-  T out{};
   json_read(r, out);
   r.finish();
+}
+
+template <class T>
+T json_decode_direct(std::string_view text) {
+  T out{};
+  json_decode_direct_into(text, out);
   return out;
 }
 
