@@ -591,11 +591,10 @@ Lookup CacheCore::unavailable(const LookupStart& start) {
   return Lookup{std::nullopt, false};
 }
 
-Lookup CacheCore::looked_up(std::optional<std::string> value) {
+void CacheCore::looked_up(Lookup& found) {
   if (CircuitBreaker* breaker = manager_->breaker.get()) breaker->record(true);
-  Lookup found{std::move(value), true};
+  found.redis_ok = true;
   if (found.value) settle(found, Clock::time_point{});
-  return found;
 }
 
 Lookup CacheCore::lookup_failed(const std::string& key, std::exception_ptr e) {
@@ -628,8 +627,12 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
   if (!start.client) co_return unavailable(start);
   std::exception_ptr failure;
   try {
-    if (near_ == nullptr)
-      co_return looked_up(co_await start.client->get(key, redis::CallOptions{options_.deadline}));
+    if (near_ == nullptr) {
+      Lookup found;
+      found.value = co_await start.client->get(key, redis::CallOptions{options_.deadline});
+      looked_up(found);
+      co_return found;
+    }
     // The near cache keeps an entry no longer than Redis does: PTTL with the GET.
     const auto sent = Clock::now();
     auto r = co_await start.client->get_with_ttl(key, redis::CallOptions{options_.deadline});

@@ -6,6 +6,10 @@
 
 #include <openssl/sha.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -260,25 +264,36 @@ std::string python_float_repr(double v) {
 // -------------------------------------------------------------------------------
 
 namespace {
-// Eight lowercase hex digits of a 32-bit word, most significant first (SWAR: the word's four
-// bytes are spread to one nibble per byte, then each nibble becomes '0'-'9' or 'a'-'f').
-void write_hex_word(char* out, std::uint32_t w) {
-  std::uint64_t x = w;
-  x = (x | (x << 16)) & 0x0000FFFF0000FFFFULL;
-  x = (x | (x << 8)) & 0x00FF00FF00FF00FFULL;  // byte 2i: the word's byte i from the bottom
-  const std::uint64_t n = ((x >> 4) & 0x000F000F000F000FULL) | ((x & 0x000F000F000F000FULL) << 8);
-  const std::uint64_t letters = ((n + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL;
-  const std::uint64_t chars = n + 0x3030303030303030ULL + letters * ('a' - '0' - 10);
-  // chars holds the digits of the lowest byte first: reverse the byte pairs' order.
-  const std::uint64_t swapped = __builtin_bswap64(chars);
-  const std::uint64_t pairs =
-      ((swapped >> 8) & 0x00FF00FF00FF00FFULL) | ((swapped & 0x00FF00FF00FF00FFULL) << 8);
-  if constexpr (std::endian::native == std::endian::little) {
-    std::memcpy(out, &pairs, 8);
-  } else {
-    for (int i = 0; i < 8; ++i)
-      out[i] = static_cast<char>(pairs >> (8 * i));
+// The 32 lowercase hex digits of the digest's first 16 bytes, h[0..3] big-endian.
+void write_hex_digest(char* out, const std::uint32_t* h) {
+#if defined(__SSE2__)
+  // All at once: split each byte into its two nibbles, interleave them, add '0' or 'a' - 10.
+  alignas(16) unsigned char bytes[16];
+  for (int i = 0; i < 4; ++i) {
+    const std::uint32_t be =
+        std::endian::native == std::endian::little ? __builtin_bswap32(h[i]) : h[i];
+    std::memcpy(bytes + 4 * i, &be, 4);
   }
+  const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(bytes));
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), low4);
+  const __m128i lo = _mm_and_si128(v, low4);
+  const auto to_hex = [](__m128i n) {
+    const __m128i letter = _mm_cmpgt_epi8(n, _mm_set1_epi8(9));
+    return _mm_add_epi8(_mm_add_epi8(n, _mm_set1_epi8('0')),
+                        _mm_and_si128(letter, _mm_set1_epi8('a' - '0' - 10)));
+  };
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), to_hex(_mm_unpacklo_epi8(hi, lo)));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), to_hex(_mm_unpackhi_epi8(hi, lo)));
+#else
+  static constexpr char hex[] = "0123456789abcdef";
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const unsigned byte = (h[i] >> (24 - 8 * j)) & 0xFF;
+      out[8 * i + 2 * j] = hex[byte >> 4];
+      out[8 * i + 2 * j + 1] = hex[byte & 15];
+    }
+#endif
 }
 
 // Writes the first 32 hex digits of SHA-256 of {"args":<args>,"kwargs":<kwargs>} to `out`.
@@ -291,7 +306,7 @@ void write_digest(char* out, std::string_view args_json, std::string_view kwargs
   // where the CPU has it), without SHA256_Update/Final's buffering. Longer texts go through
   // the low-level SHA256_* calls in one update (OpenSSL 3's EVP interface, which SHA256() goes
   // through too, spends several times the hashing itself on provider dispatch).
-  alignas(8) unsigned char block[64];
+  alignas(16) unsigned char block[64] = {};  // zero: SHA-256's padding when the text fits
   std::unique_ptr<unsigned char[]> heap;
   unsigned char* text = block;
   if (n > 55) {
@@ -317,8 +332,7 @@ void write_digest(char* out, std::string_view args_json, std::string_view kwargs
   SHA256_Init(&ctx);
   if (n <= 55) {
     block[n] = 0x80;
-    std::memset(block + n + 1, 0, 55 - n);
-    const std::uint64_t bits = static_cast<std::uint64_t>(n) * 8;
+    const std::uint64_t bits = static_cast<std::uint64_t>(n) * 8;  // the length, big-endian
     for (int i = 0; i < 8; ++i)
       block[56 + i] = static_cast<unsigned char>(bits >> (56 - 8 * i));
     SHA256_Transform(&ctx, block);
@@ -331,8 +345,7 @@ void write_digest(char* out, std::string_view args_json, std::string_view kwargs
                  (std::uint32_t{md[4 * i + 2]} << 8) | md[4 * i + 3];
   }
   // The digest is h[0..7] big-endian: its first 16 bytes are h[0..3].
-  for (int i = 0; i < 4; ++i)
-    write_hex_word(out + 8 * i, ctx.h[i]);
+  write_hex_digest(out, ctx.h);
 }
 }  // namespace
 

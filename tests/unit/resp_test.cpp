@@ -55,6 +55,15 @@ TEST(Command, EncodesBinarySafeArguments) {
   EXPECT_EQ(c.argument(4), "");
 }
 
+TEST(Command, LengthPrefixesAtEveryDigitCount) {
+  for (const std::size_t n : {1, 9, 10, 11, 99, 100, 101, 999, 1000, 12345, 100000}) {
+    const std::string a(n, 'k');
+    EXPECT_EQ(cmd("GET", a).wire(),
+              "*2\r\n$3\r\nGET\r\n$" + std::to_string(n) + "\r\n" + a + "\r\n")
+        << n;
+  }
+}
+
 TEST(Command, EmptyArgument) {
   EXPECT_EQ(cmd("GET", "").wire(), "*2\r\n$3\r\nGET\r\n$0\r\n\r\n");
 }

@@ -253,8 +253,9 @@ class Cached<F, Codec, T, std::tuple<A...>> {
       if (start.client) {
         std::exception_ptr failure;
         try {
-          found = core.looked_up(
-              co_await start.client->get(key.view(), redis::CallOptions{core.options().deadline}));
+          found.value =
+              co_await start.client->get(key.view(), redis::CallOptions{core.options().deadline});
+          core.looked_up(found);
         } catch (...) {
           failure = std::current_exception();
         }

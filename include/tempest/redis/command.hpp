@@ -30,20 +30,24 @@ class Command {
   // Appends "$<len>\r\n<bytes>\r\n" (inline: a literal name folds to a few stores).
   Command& arg(std::string_view a) {
     const std::size_t n = a.size();
-    std::size_t digits = 1;
-    for (std::size_t v = n; v >= 10; v /= 10)
+    std::size_t digits = n < 10 ? 1 : 2;  // the usual lengths: below 100
+    for (std::size_t v = n / 100; v != 0; v /= 10)
       ++digits;
     const std::size_t need = digits + n + 5;
     if (size_ + need > capacity_) reserve_more(need);
     char* out = buffer() + kHead + size_;
     *out++ = '$';
-    out += digits;
-    char* d = out;
-    std::size_t v = n;
-    do {
-      *--d = static_cast<char>('0' + v % 10);
-      v /= 10;
-    } while (v != 0);
+    if (n < 10) {
+      *out++ = static_cast<char>('0' + n);
+    } else {
+      out += digits;
+      char* d = out;
+      std::size_t v = n;
+      do {
+        *--d = static_cast<char>('0' + v % 10);
+        v /= 10;
+      } while (v != 0);
+    }
     *out++ = '\r';
     *out++ = '\n';
     if (n != 0) std::memcpy(out, a.data(), n);

@@ -103,7 +103,7 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   asio::awaitable<Lookup> lookup(const std::string& key);
   // The same in steps, for cached()'s hit path to await the GET itself (one coroutine frame
   // less per call): begin_lookup() gives the client to ask, or none (Redis known down, not
-  // connected, or the breaker open: then unavailable() is the lookup); then looked_up() with the
+  // connected, or the breaker open: then unavailable() is the lookup); then looked_up() on the
   // GET's reply, or lookup_failed() with its exception. unavailable() and lookup_failed() throw
   // with OnRedisError::propagate.
   struct LookupStart {
@@ -113,7 +113,7 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   };
   LookupStart begin_lookup();
   Lookup unavailable(const LookupStart& start);
-  Lookup looked_up(std::optional<std::string> value);
+  void looked_up(Lookup& found);  // found.value: the GET's reply, read in place
   Lookup lookup_failed(const std::string& key, std::exception_ptr e);
   // The near cache this function uses, or null.
   NearStore* near() const noexcept { return near_; }
