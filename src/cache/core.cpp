@@ -463,42 +463,36 @@ void append_time(std::string& out, std::int64_t ms) {
     out += kDigits[(v >> (2 * i)) & 3];
 }
 
-// Whether all 8 bytes of `w` are ours (' ', '\t', '\n', '\r'), 8 at a time: a byte's high bit
-// in eq() is set when it equals c.
+// 8 digits at p as a 16-bit number, the first the most significant; false when a byte is not
+// one of ours. A digit is its character's low two bits plus 2 for bit 2 (' ' 0x20 is 0, '\t'
+// 0x09 1, '\n' 0x0A 2, '\r' 0x0D 3). The check writes the digits back as characters (0 to
+// 0x20, others to 8 + d, plus 2 for 3: no byte carries into the next) and compares; then the
+// digits are packed pairwise: 8 digits in two dozen operations.
 constexpr std::uint64_t kOnes = 0x0101010101010101ull;
-constexpr std::uint64_t kLow7 = kOnes * 0x7F;
-constexpr std::uint64_t eq(std::uint64_t w, unsigned char c) {
-  const std::uint64_t t = w ^ (kOnes * c);
-  return ~(((t & kLow7) + kLow7) | t | kLow7);
-}
-bool all_digits(const char* p, std::size_t n) {  // n >= 8
-  for (std::size_t at = 0;; at = std::min(at + 8, n - 8)) {
-    std::uint64_t w;
-    std::memcpy(&w, p + at, 8);
-    if ((eq(w, ' ') | eq(w, '\t') | eq(w, '\n') | eq(w, '\r')) != kOnes * 0x80) return false;
-    if (at == n - 8) return true;
-  }
-}
-
-// 8 digits (checked by all_digits), the first the most significant, as a 16-bit number. A
-// digit is its character's low two bits plus 2 for bit 2 (' ' 0x20 is 0, '\t' 0x09 1, '\n' 0x0A
-// 2, '\r' 0x0D 3); the bytes are then packed pairwise: 8 digits in a dozen operations.
-std::uint64_t eight_digits(const char* p) {
+[[gnu::always_inline]] inline bool eight_digits(const char* p, std::uint64_t& out) {
   std::uint64_t w;
   std::memcpy(&w, p, 8);
-  w = (w & (kOnes * 3)) | ((w >> 1) & (kOnes * 2));
-  w = __builtin_bswap64(w);  // the first digit in the top byte
-  w = (w & 0x0003000300030003ull) | ((w >> 6) & 0x000C000C000C000Cull);
-  w = (w & 0x0000000F0000000Full) | ((w >> 12) & 0x000000F0000000F0ull);
-  return (w & 0xFF) | ((w >> 24) & 0xFF00);
+  const std::uint64_t d = (w & (kOnes * 3)) | ((w >> 1) & (kOnes * 2));
+  const std::uint64_t b0 = d & kOnes, b1 = (d >> 1) & kOnes, nonzero = b0 | b1;
+  if ((((nonzero << 3) + d + ((b0 & b1) << 1)) | ((nonzero ^ kOnes) << 5)) != w) return false;
+  std::uint64_t x = __builtin_bswap64(d);  // the first digit in the top byte
+  x = (x & 0x0003000300030003ull) | ((x >> 6) & 0x000C000C000C000Cull);
+  x = (x & 0x0000000F0000000Full) | ((x >> 12) & 0x000000F0000000F0ull);
+  out = (x & 0xFF) | ((x >> 24) & 0xFF00);
+  return true;
 }
 
-// A time's 21 digits: 8, 8, and the last 5 (of the 8 that end them).
-std::int64_t read_time(const char* p) {
+// The two times after the mark, 21 digits each (8, 8, and the last 5 of the 8 that end them),
+// every byte checked; false when one is not a digit.
+bool read_times(const char* p, std::int64_t& first, std::int64_t& second) {
   static_assert(kTimeDigits == 21);
-  const std::uint64_t v =
-      (eight_digits(p) << 26) | (eight_digits(p + 8) << 10) | (eight_digits(p + 13) & 0x3FF);
-  return static_cast<std::int64_t>(v);
+  std::uint64_t a, b, c, d, e, f;
+  if (!eight_digits(p, a) || !eight_digits(p + 8, b) || !eight_digits(p + 13, c) ||
+      !eight_digits(p + 21, d) || !eight_digits(p + 29, e) || !eight_digits(p + 34, f))
+    return false;
+  first = static_cast<std::int64_t>((a << 26) | (b << 10) | (c & 0x3FF));
+  second = static_cast<std::int64_t>((d << 26) | (e << 10) | (f & 0x3FF));
+  return true;
 }
 }  // namespace
 
@@ -509,11 +503,10 @@ void CacheCore::settle(Lookup& found, std::chrono::steady_clock::time_point sent
   if (last != ' ' && last != '\t' && last != '\n' && last != '\r') return;  // a plain entry
   if (v.size() < kSuffix) return;
   const char* tail = v.data() + v.size() - kSuffix;
+  std::int64_t fresh_until = 0, refresh_at = 0;
   if (std::string_view(tail, kMark.size()) != kMark ||
-      !all_digits(tail + kMark.size(), 2 * kTimeDigits))
+      !read_times(tail + kMark.size(), fresh_until, refresh_at))
     return;
-  const std::int64_t fresh_until = read_time(tail + kMark.size());
-  const std::int64_t refresh_at = read_time(tail + kMark.size() + kTimeDigits);
   v.resize(v.size() - kSuffix);
   const std::int64_t now = wall_ms();
   if (now >= fresh_until) {
