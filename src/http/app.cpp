@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -15,7 +16,12 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <cctype>
 #include <list>
+#include <optional>
+#include <stdexcept>
+#include <string_view>
+#include <vector>
 
 #include "tempest/cache/manager.hpp"
 #include "tempest/log.hpp"
@@ -54,6 +60,24 @@ std::string decode(std::string_view s, bool plus_is_space) {
   return out;
 }
 
+// Text for a log line or an error: control characters as \xNN, at most 64 characters.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (const char c : s.substr(0, 64)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u >= 0x7F) {
+      static constexpr char digits[] = "0123456789abcdef";
+      out += "\\x";
+      out += digits[u >> 4];
+      out += digits[u & 15];
+    } else {
+      out += c;
+    }
+  }
+  if (s.size() > 64) out += "...";
+  return out;
+}
+
 Request to_request(bhttp::request<bhttp::string_body>&& raw) {
   Request r;
   r.method = std::string(raw.method_string());
@@ -82,13 +106,81 @@ Request to_request(bhttp::request<bhttp::string_body>&& raw) {
   return r;
 }
 
+// RFC 9110 5.6.2: the characters of a token (a field name, a transfer coding).
+bool is_tchar(unsigned char c) {
+  if (std::isalnum(c) != 0) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+}
+
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return is_tchar(c); });
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// A response header a handler set must not carry its own line breaks (response splitting): its
+// name a token, its value without control characters but HTAB.
+void check_header(std::string_view name, std::string_view value) {
+  if (!is_token(name))
+    throw std::invalid_argument("response header name is not a token: \"" + printable(name) + "\"");
+  for (const char c : value) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u == 0x7F)
+      throw std::invalid_argument("response header " + std::string(name) +
+                                  " holds a control character (CR, LF or NUL would split the "
+                                  "response)");
+  }
+}
+
+// RFC 9112 6.1 and 6.3: the one transfer coding this server decodes is chunked, alone. Any
+// other Transfer-Encoding leaves the request without a length this server could know, and a
+// guess would read the rest of the connection as the next request (smuggling): 0 when the
+// framing is sound; 400, or 501 for codings it does not implement before a final chunked.
+// (Content-Length beside Transfer-Encoding is a 400 too; Beast reads a chunked body itself.)
+unsigned framing_status(const bhttp::request<bhttp::string_body>& raw) {
+  std::size_t fields = 0;
+  std::string_view value;
+  for (const auto& f : raw)
+    if (f.name() == bhttp::field::transfer_encoding) {
+      ++fields;
+      value = f.value();
+    }
+  if (fields == 0) return 0;
+  if (fields > 1 || raw.count(bhttp::field::content_length) != 0) return 400;
+  std::vector<std::string_view> codings;
+  for (;;) {
+    const auto comma = value.find(',');
+    std::string_view item = value.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
+      item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t'))
+      item.remove_suffix(1);
+    if (!is_token(item)) return 400;  // empty, parameters, quotes, line breaks
+    codings.push_back(item);
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  const auto chunked = std::count_if(codings.begin(), codings.end(),
+                                     [](std::string_view c) { return iequals(c, "chunked"); });
+  if (chunked != 1 || !iequals(codings.back(), "chunked")) return 400;
+  return codings.size() == 1 ? 0 : 501;
+}
+
 bhttp::response<bhttp::string_body> to_response(Response&& res, unsigned version, bool keep_alive,
                                                 bool head) {
   bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(res.status), version};
   out.set(bhttp::field::server, "tempest");
+  check_header("content-type", res.content_type);
   out.set(bhttp::field::content_type, res.content_type);
-  for (auto& [k, v] : res.headers)
+  for (auto& [k, v] : res.headers) {
+    check_header(k, v);
     out.set(k, v);
+  }
   out.body() = std::move(res.body);
   out.prepare_payload();
   if (head) out.body().clear();
@@ -163,8 +255,113 @@ asio::awaitable<Response> App::handle(Request& request) {
 
 namespace {
 
+// Closes a connection and releases its counts however its coroutine ends (an exception
+// included), and wakes a shutdown waiting for them: a response that cannot be written can never
+// hold a max_connections slot or keep shutdown waiting.
+class ConnectionGuard {
+ public:
+  ConnectionGuard(App::Impl& impl, beast::tcp_stream& stream) : impl_(impl), stream_(stream) {}
+  ConnectionGuard(const ConnectionGuard&) = delete;
+  ConnectionGuard& operator=(const ConnectionGuard&) = delete;
+  ~ConnectionGuard() {
+    if (in_flight_) --impl_.in_flight;
+    busy();
+    error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.close();
+    --impl_.connections;
+    if (impl_.stopping) impl_.stop_signal.cancel();
+  }
+  // Waiting for a request (closed at once on shutdown), or not.
+  void idle() { idle_ = impl_.idle.insert(impl_.idle.begin(), &stream_); }
+  void busy() {
+    if (idle_) impl_.idle.erase(*idle_);
+    idle_.reset();
+  }
+  void begin_request() {
+    in_flight_ = true;
+    ++impl_.in_flight;
+  }
+  void end_request() {
+    in_flight_ = false;
+    --impl_.in_flight;
+    if (impl_.stopping && impl_.in_flight == 0) impl_.stop_signal.cancel();
+  }
+
+ private:
+  App::Impl& impl_;
+  beast::tcp_stream& stream_;
+  bool in_flight_ = false;
+  std::optional<std::list<beast::tcp_stream*>::iterator> idle_;
+};
+
+const char* reason(unsigned status) {
+  switch (status) {
+    case 431:
+      return "Request Header Fields Too Large";
+    case 413:
+      return "Payload Too Large";
+    case 501:
+      return "Not Implemented";
+    default:
+      return "Bad Request";
+  }
+}
+
+// The response to a request: the handler's, or a 500 when it cannot be written as it is (a body
+// on a 204 or 304, a header that would split the response, one over Beast's size for a field).
+bhttp::response<bhttp::string_body> respond(App::Impl& impl, const Request& request,
+                                            Response&& response, unsigned version, bool keep_alive,
+                                            bool head) {
+  try {
+    return to_response(std::move(response), version, keep_alive, head);
+  } catch (const std::exception& e) {
+    impl.log->error("{} {}: the response cannot be written ({}): 500 instead", request.method,
+                    request.route, e.what());
+  }
+  return to_response(Response::error(500, "Internal Server Error"), version, keep_alive, head);
+}
+
+// Whether the header at the start of `bytes` (complete or not) folds a line: a line that starts
+// with SP or HTAB (obs-fold, RFC 9112 5.2). Beast would unfold it; this server refuses it (400),
+// as a proxy in front that reads it otherwise would disagree about the request's framing.
+bool folds_a_line(std::string_view bytes) {
+  const auto end = bytes.find("\r\n\r\n");
+  if (end != std::string_view::npos) bytes = bytes.substr(0, end + 2);
+  for (auto at = bytes.find('\n'); at != std::string_view::npos && at + 1 < bytes.size();
+       at = bytes.find('\n', at + 1))
+    if (bytes[at + 1] == ' ' || bytes[at + 1] == '\t') return true;
+  return false;
+}
+
+// bhttp::async_read_header, with the obs-fold check on the raw bytes first (Beast's parser takes
+// a header once it is all in the buffer, so each check sees it whole before the parser does).
+asio::awaitable<void> read_header(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                                  bhttp::request_parser<bhttp::string_body>& parser,
+                                  error_code& ec) {
+  for (;;) {
+    if (buffer.size() > 0) {
+      const std::string_view bytes(static_cast<const char*>(buffer.data().data()), buffer.size());
+      if (folds_a_line(bytes)) {
+        ec = bhttp::error::bad_field;
+        co_return;
+      }
+      buffer.consume(parser.put(buffer.data(), ec));
+      if (ec != bhttp::error::need_more) co_return;  // the header, or what is wrong with it
+      ec = {};
+    }
+    const std::size_t n = co_await stream.async_read_some(
+        buffer.prepare(4096), asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == asio::error::eof)
+      ec = buffer.size() == 0 ? bhttp::error::end_of_stream : bhttp::error::partial_message;
+    if (ec) co_return;
+    buffer.commit(n);
+  }
+}
+
 asio::awaitable<void> session(App& app, App::Impl& impl, tcp::socket socket) {
   beast::tcp_stream stream(std::move(socket));
+  ConnectionGuard guard(impl, stream);
   beast::flat_buffer buffer;
   bool first = true;
   for (;;) {
@@ -174,16 +371,17 @@ asio::awaitable<void> session(App& app, App::Impl& impl, tcp::socket socket) {
     stream.expires_after(first ? impl.options.read_timeout : impl.options.idle_timeout);
     first = false;
     error_code ec;
-    impl.idle.push_front(&stream);
-    const auto idle_pos = impl.idle.begin();
     if (impl.stopping) break;
-    co_await bhttp::async_read(stream, buffer, parser,
-                               asio::redirect_error(asio::use_awaitable, ec));
-    impl.idle.erase(idle_pos);
+    guard.idle();
+    co_await read_header(stream, buffer, parser, ec);
+    guard.busy();
+    if (!ec && !parser.is_done())  // the body
+      co_await bhttp::async_read(stream, buffer, parser,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    // Oversized or malformed requests, and requests whose length cannot be known, get their 4xx
+    // and the connection is closed; timeouts and clients that went away are just closed.
+    unsigned status = 0;
     if (ec) {
-      // Oversized or malformed requests get their 4xx and the connection is closed; timeouts
-      // and clients that went away are just closed.
-      unsigned status = 0;
       if (ec == bhttp::error::header_limit)
         status = 431;
       else if (ec == bhttp::error::body_limit)
@@ -193,18 +391,18 @@ asio::awaitable<void> session(App& app, App::Impl& impl, tcp::socket socket) {
                ec != asio::error::connection_reset &&
                ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category())
         status = 400;
+    } else {
+      status = framing_status(parser.get());
+    }
+    if (ec || status != 0) {
       if (status != 0) {
-        auto res =
-            to_response(Response::error(status, status == 431   ? "Request Header Fields Too Large"
-                                                : status == 413 ? "Payload Too Large"
-                                                                : "Bad Request"),
-                        11, false, false);
+        auto res = to_response(Response::error(status, reason(status)), 11, false, false);
         stream.expires_after(std::chrono::seconds(5));
         co_await bhttp::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
       }
       break;
     }
-    ++impl.in_flight;
+    guard.begin_request();
     const auto started = Clock::now();
     auto raw = parser.release();
     const unsigned version = raw.version();
@@ -212,25 +410,14 @@ asio::awaitable<void> session(App& app, App::Impl& impl, tcp::socket socket) {
     const bool head = raw.method() == bhttp::verb::head;
     Request request = to_request(std::move(raw));
     Response response = co_await app.handle(request);
-    app.metrics().observe(request.route, request.method, response.status, Clock::now() - started);
     const bool keep_alive = wants_keep_alive && !impl.stopping;
-    auto out = to_response(std::move(response), version, keep_alive, head);
+    auto out = respond(impl, request, std::move(response), version, keep_alive, head);
+    app.metrics().observe(request.route, request.method, out.result_int(), Clock::now() - started);
     stream.expires_after(impl.options.read_timeout);
     co_await bhttp::async_write(stream, out, asio::redirect_error(asio::use_awaitable, ec));
-    --impl.in_flight;
-    if (impl.stopping && impl.in_flight == 0) impl.stop_signal.cancel();
+    guard.end_request();
     if (ec || !keep_alive) break;
   }
-  for (auto it = impl.idle.begin(); it != impl.idle.end(); ++it)
-    if (*it == &stream) {
-      impl.idle.erase(it);
-      break;
-    }
-  error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  stream.close();
-  --impl.connections;
-  if (impl.stopping) impl.stop_signal.cancel();
 }
 
 asio::awaitable<void> accept_loop(App& app, App::Impl& impl) {

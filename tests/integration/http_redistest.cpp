@@ -15,6 +15,7 @@
 #include "support/redis_cluster.hpp"
 #include "support/redis_server.hpp"
 #include "support/run.hpp"
+#include "support/served_app.hpp"
 #include "tempest/cache/cached.hpp"
 #include "tempest/http/app.hpp"
 #include "tempest/http/health.hpp"
@@ -30,56 +31,10 @@ using tempest::test::http_request;
 using tempest::test::ms_since;
 using tempest::test::raw_http;
 using tempest::test::RedisServer;
+using tempest::test::Served;
 using tempest::test::sleep_for;
 
 namespace {
-
-// An App served by serve() on its own io_context thread, on a free port.
-class Served {
- public:
-  explicit Served(th::ServerOptions options = {}) : app(io, with_free_port(std::move(options))) {}
-  ~Served() { stop(); }
-
-  void start() {
-    thread_ = std::thread([this] {
-      asio::co_spawn(io, app.serve(), [this](std::exception_ptr e) {
-        failure = e;
-        finished = true;
-      });
-      while (!finished && !io.stopped())
-        io.run_one();
-      // Work the app left behind (a health check still waiting for a frozen Redis, say) gets a
-      // bounded time to finish, so nothing is abandoned half way (LeakSanitizer would object).
-      io.run_for(std::chrono::seconds(2));
-    });
-    for (int i = 0; i < 500 && !app.accepting() && !finished; ++i)
-      std::this_thread::sleep_for(5ms);
-  }
-  void stop() {
-    if (!thread_.joinable()) return;
-    app.stop();
-    thread_.join();
-  }
-  std::uint16_t port() const { return app.port(); }
-  // A RedisManager on this io_context that lives as long as the app does: the app's shutdown
-  // hooks and the work it leaves behind (a health check) still use it when the server stops.
-  tc::RedisManager& manager(const std::string& url) {
-    return redis_.emplace(io.get_executor(), url);
-  }
-
-  asio::io_context io;
-  th::App app;
-  std::atomic<bool> finished{false};
-  std::exception_ptr failure;
-
- private:
-  static th::ServerOptions with_free_port(th::ServerOptions o) {
-    o.port = 0;
-    return o;
-  }
-  std::thread thread_;
-  std::optional<tc::RedisManager> redis_;  // destroyed after ~Served() stopped the app
-};
 
 th::Handler text(std::string body) {
   return [body](th::Request&) -> asio::awaitable<th::Response> {
