@@ -208,6 +208,39 @@ TEST(JsonReader, ProfileRoundTrip) {
   EXPECT_TRUE(std::signbit(back.score));
 }
 
+// Members in T's order are read on a fast path; any other layout is read the general way, from
+// the start again, to the same value (or the same error).
+TEST(JsonReader, EveryLayoutOfTheMembersReadsAlike) {
+  const Profile p{"15", "Ana", "ana@example.com", 37, 9.5};
+  for (
+      const std::string text : {
+          R"({"id": "15", "name": "Ana", "email": "ana@example.com", "age": 37, "score": 9.5})",
+          R"({"id":"15","name":"Ana","email":"ana@example.com","age":37,"score":9.5})",
+          R"({ "id" : "15" , "name" : "Ana", "email": "ana@example.com", "age": 37, "score": 9.5 })",
+          R"({"score": 9.5, "age": 37, "email": "ana@example.com", "name": "Ana", "id": "15"})",
+          R"({"id": "15", "x": [1, {"y": 2}], "name": "Ana", "email": "ana@example.com", )"
+          R"("age": 37, "score": 9.5})",
+          R"({"id": "15", "name": "Ana", "email": "ana@example.com", "age": 37, "score": 9.5, )"
+          R"("extra": null})",
+          R"({"id": "15", "name": "Ana", "email": "ana@example.com", "age": 37, )"
+          R"("score": 9.5})",
+          R"({"id": "1", "name": "Ana", "email": "ana@example.com", "age": 37, "score": 9.5, )"
+          R"("id": "15"})",
+      }) {
+    EXPECT_EQ(read<Profile>(text), p) << text;
+    EXPECT_EQ(tc::JsonCodec<Profile>::decode(text), p) << text;
+  }
+  // Cut short after each member, or a member missing: the same error as the general way's.
+  EXPECT_THROW(read<Profile>(R"({"id": "15", "name": "Ana", "email": "e", "age": 37})"),
+               std::invalid_argument);
+  EXPECT_THROW(read<Profile>(R"({"id": "15", "name": "Ana", "email": "e", "age": "37", )"
+                             R"("score": 9.5})"),
+               std::invalid_argument);
+  EXPECT_THROW(read<Profile>(R"({"id": "15", "name": "Ana", "email": "e", "age": 37, )"
+                             R"("score": 9.5)"),
+               std::invalid_argument);
+}
+
 TEST(JsonReader, PythonTextWithEscapesAndUnicode) {
   // json.dumps({"id": "u\u00e9\U0001F600", "name": "q\"\\/\b\f\n\r\t\u0001", ...}), its
   // ensure_ascii escapes, then the same with the characters as UTF-8 (ensure_ascii=False).

@@ -167,6 +167,22 @@ bool json_read_known_member(JsonReader& r, T& out, bool* seen, boost::mp11::mp_l
           ...);
 }
 
+// T's members in their order, each name as is, and nothing else (how a value T's own encoder or
+// json.dumps wrote is laid out): true when read so; false at the first difference, with `out`
+// partly read (the general reading then reads every member again).
+template <class T, class D>
+[[gnu::always_inline]] inline bool json_read_one_in_order(JsonReader& r, T& out, bool first) {
+  constexpr std::size_t len = std::char_traits<char>::length(D::name);  // memcmp on constants
+  if (!r.member_in_order(first, D::name, len)) return false;
+  json_read(r, out.*D::pointer);
+  return true;
+}
+template <class T, class D0, class... D>
+bool json_read_in_order(JsonReader& r, T& out, boost::mp11::mp_list<D0, D...>) {
+  return json_read_one_in_order<T, D0>(r, out, true) &&
+         (json_read_one_in_order<T, D>(r, out, false) && ...) && r.end_in_order();
+}
+
 // The same for a name read (unescaped) by the reader.
 template <class T, class... D>
 bool json_read_member(JsonReader& r, T& out, std::string_view name, bool* seen,
@@ -187,6 +203,9 @@ void json_read_struct(JsonReader& r, T& out) {
     while (r.next_member(name))
       r.skip_value();
   } else {
+    const JsonReader::Mark start = r.mark();
+    if (json_read_in_order(r, out, Ds())) return;
+    r.reset(start);  // another order, other members, escapes, whitespace: the general way
     bool seen[n] = {};
     while (r.next_key()) {
       if (json_read_known_member(r, out, seen, Ds())) continue;

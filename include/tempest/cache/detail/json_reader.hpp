@@ -53,6 +53,44 @@ class JsonReader {
     return true;
   }
   void key(std::string_view& name);
+  // The layout of an object whose members come in the reader's expected order, as a JSON writer
+  // writes them (Python's {"a": 1, "b": 2}, or compact): right after begin_object() or a value,
+  // the member `"plain":` (after its ',' unless first; one space after the ',' allowed)? It is
+  // consumed, and the value is next. Otherwise false, and nothing is consumed.
+  [[gnu::always_inline]] bool member_in_order(bool first, const char* plain,
+                                              std::size_t len) noexcept {
+    const char* q = p_;
+    if (!first) {
+      if (q == end_ || *q != ',') return false;
+      ++q;
+      if (q != end_ && *q == ' ') ++q;
+    }
+    if (static_cast<std::size_t>(end_ - q) < len + 3 || q[0] != '"' || q[len + 1] != '"' ||
+        q[len + 2] != ':' || std::memcmp(q + 1, plain, len) != 0)
+      return false;
+    p_ = q + len + 3;
+    first_ = false;
+    return true;
+  }
+  // The '}' right after the last value? Consumed (the object ends); otherwise false.
+  bool end_in_order() noexcept {
+    if (p_ == end_ || *p_ != '}') return false;
+    ++p_;
+    --depth_;
+    return true;
+  }
+  // Where the reader is, to read an object again another way (see member_in_order).
+  struct Mark {
+    const char* p;
+    int depth;
+    bool first;
+  };
+  Mark mark() const noexcept { return {p_, depth_, first_}; }
+  void reset(const Mark& m) noexcept {
+    p_ = m.p;
+    depth_ = m.depth;
+    first_ = m.first;
+  }
   // Arrays: begin_array(), then next_element() until it returns false (it consumes the ']').
   void begin_array();
   bool next_element();
