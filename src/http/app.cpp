@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -10,6 +11,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
@@ -17,6 +19,8 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <cctype>
+#include <cstdio>
+#include <ctime>
 #include <list>
 #include <optional>
 #include <stdexcept>
@@ -35,30 +39,6 @@ using boost::system::error_code;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-int hex(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Percent-decoding; '+' is a space in query strings. Malformed escapes are kept as they are.
-std::string decode(std::string_view s, bool plus_is_space) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-      i += 2;
-    } else if (plus_is_space && s[i] == '+') {
-      out += ' ';
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
 
 // Text for a log line or an error: control characters as \xNN, at most 64 characters.
 std::string printable(std::string_view s) {
@@ -83,7 +63,7 @@ Request to_request(bhttp::request<bhttp::string_body>&& raw) {
   r.method = std::string(raw.method_string());
   r.target = std::string(raw.target());
   const auto q = r.target.find('?');
-  r.path = decode(std::string_view(r.target).substr(0, q), false);
+  r.path = detail::percent_decode(std::string_view(r.target).substr(0, q), false);
   if (q != std::string::npos) {
     std::string_view query = std::string_view(r.target).substr(q + 1);
     while (!query.empty()) {
@@ -92,15 +72,20 @@ Request to_request(bhttp::request<bhttp::string_body>&& raw) {
       query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
       if (item.empty()) continue;
       const auto eq = item.find('=');
-      r.query[decode(item.substr(0, eq), true)] =
-          eq == std::string_view::npos ? std::string() : decode(item.substr(eq + 1), true);
+      std::string name = detail::percent_decode(item.substr(0, eq), true);
+      std::string value = eq == std::string_view::npos
+                              ? std::string()
+                              : detail::percent_decode(item.substr(eq + 1), true);
+      r.query[name] = value;  // the last of a repeated one
+      r.query_items.emplace_back(std::move(name), std::move(value));
     }
   }
   for (const auto& field : raw) {
     std::string name(field.name_string());
     std::transform(name.begin(), name.end(), name.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    r.headers[name] = std::string(field.value());
+    auto [it, fresh] = r.headers.try_emplace(std::move(name), field.value());
+    if (!fresh) (it->second += it->first == "cookie" ? "; " : ", ") += field.value();
   }
   r.body = std::move(raw.body());
   return r;
@@ -171,19 +156,52 @@ unsigned framing_status(const bhttp::request<bhttp::string_body>& raw) {
   return codings.size() == 1 ? 0 : 501;
 }
 
+// The Date field's value (RFC 9110 IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT"), made once a
+// second per thread, with English names whatever the locale.
+const std::string& http_date() {
+  thread_local std::time_t made = -1;
+  thread_local std::string text;
+  const std::time_t now = std::time(nullptr);
+  if (now != made) {
+    static constexpr const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
+                  tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                  tm.tm_sec);
+    text = buf;
+    made = now;
+  }
+  return text;
+}
+
 bhttp::response<bhttp::string_body> to_response(Response&& res, unsigned version, bool keep_alive,
                                                 bool head) {
   bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(res.status), version};
   out.set(bhttp::field::server, "tempest");
+  out.set(bhttp::field::date, http_date());
   check_header("content-type", res.content_type);
   out.set(bhttp::field::content_type, res.content_type);
   for (auto& [k, v] : res.headers) {
     check_header(k, v);
     out.set(k, v);
   }
-  out.body() = std::move(res.body);
-  out.prepare_payload();
-  if (head) out.body().clear();
+  if (res.status / 100 == 1 || res.status == 204 || res.status == 304) {
+    // No body, and no Content-Length either (RFC 9110 8.6: a 304's would have to be the
+    // representation's, which the handler did not give).
+    if (!res.body.empty())
+      throw std::invalid_argument("a " + std::to_string(res.status) +
+                                  " response cannot have a body");
+    out.erase(bhttp::field::content_length);
+    out.erase(bhttp::field::transfer_encoding);
+  } else {
+    out.body() = std::move(res.body);
+    out.prepare_payload();
+    if (head) out.body().clear();
+  }
   out.keep_alive(keep_alive);
   return out;
 }
@@ -228,9 +246,15 @@ void App::stop() {
 }
 
 asio::awaitable<Response> App::handle(Request& request) {
-  auto m = router_.match(request.method, request.path);
+  // Routing splits the path as sent, then decodes each segment ("%2F" stays in its segment).
+  auto m = router_.match(request.method, request.target.substr(0, request.target.find('?')));
+  if (m.bad_path) {
+    request.route = "(unmatched)";
+    co_return Response::error(400, "Invalid path: a segment decodes to NUL or invalid UTF-8");
+  }
   if (!m.handler) {
-    request.route = m.allowed.empty() ? "(unmatched)" : request.path;
+    // Labels stay bounded: a 405 is counted under the pattern its path matched.
+    request.route = m.allowed.empty() ? "(unmatched)" : m.route;
     if (m.allowed.empty()) co_return Response::error(404, "Not Found");
     Response r = Response::error(405, "Method Not Allowed");
     std::string allow;
@@ -303,6 +327,8 @@ const char* reason(unsigned status) {
       return "Payload Too Large";
     case 501:
       return "Not Implemented";
+    case 417:
+      return "Expectation Failed";
     default:
       return "Bad Request";
   }
@@ -359,6 +385,30 @@ asio::awaitable<void> read_header(beast::tcp_stream& stream, beast::flat_buffer&
   }
 }
 
+// What an Expect field asks of a request with a body: 0 (none), 100 (100-continue: answer
+// "100 Continue" first), or 417 for any other expectation (RFC 9110 10.1.1).
+unsigned expectation(const bhttp::request<bhttp::string_body>& header) {
+  const auto it = header.find(bhttp::field::expect);
+  if (it == header.end()) return 0;
+  std::string_view v = it->value();
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
+    v.remove_suffix(1);
+  return iequals(v, "100-continue") && header.version() >= 11 ? 100 : 417;
+}
+
+// After an error answer, the connection closes: first stop sending, then read and drop what
+// the client still sends (a body over the limit, say; at most 1 MiB, for at most a second), so
+// its TCP does not meet a reset that could discard the answer before it was read (RFC 9112 9.6).
+asio::awaitable<void> linger(beast::tcp_stream& stream) {
+  error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  stream.expires_after(std::chrono::seconds(1));
+  std::array<char, 4096> scratch;
+  for (std::size_t dropped = 0; !ec && dropped < (std::size_t{1} << 20);)
+    dropped += co_await stream.async_read_some(asio::buffer(scratch),
+                                               asio::redirect_error(asio::use_awaitable, ec));
+}
+
 asio::awaitable<void> session(App& app, App::Impl& impl, tcp::socket socket) {
   beast::tcp_stream stream(std::move(socket));
   ConnectionGuard guard(impl, stream);
@@ -375,12 +425,25 @@ asio::awaitable<void> session(App& app, App::Impl& impl, tcp::socket socket) {
     guard.idle();
     co_await read_header(stream, buffer, parser, ec);
     guard.busy();
-    if (!ec && !parser.is_done())  // the body
-      co_await bhttp::async_read(stream, buffer, parser,
-                                 asio::redirect_error(asio::use_awaitable, ec));
     // Oversized or malformed requests, and requests whose length cannot be known, get their 4xx
     // and the connection is closed; timeouts and clients that went away are just closed.
-    unsigned status = 0;
+    unsigned status = ec ? 0 : framing_status(parser.get());
+    if (!ec && status == 0 && !parser.is_done()) {  // the body
+      status = expectation(parser.get());
+      if (status == 100 && parser.content_length() &&
+          *parser.content_length() > impl.options.max_body_bytes)
+        status = 413;  // say so now, rather than ask for a body that will be refused
+      if (status == 100) {
+        // RFC 9110 10.1.1: the client waits for this before it sends the body.
+        static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+        co_await asio::async_write(stream, asio::buffer(go_on.data(), go_on.size()),
+                                   asio::redirect_error(asio::use_awaitable, ec));
+        status = 0;
+      }
+      if (!ec && status == 0)
+        co_await bhttp::async_read(stream, buffer, parser,
+                                   asio::redirect_error(asio::use_awaitable, ec));
+    }
     if (ec) {
       if (ec == bhttp::error::header_limit)
         status = 431;
@@ -391,14 +454,13 @@ asio::awaitable<void> session(App& app, App::Impl& impl, tcp::socket socket) {
                ec != asio::error::connection_reset &&
                ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category())
         status = 400;
-    } else {
-      status = framing_status(parser.get());
     }
     if (ec || status != 0) {
       if (status != 0) {
         auto res = to_response(Response::error(status, reason(status)), 11, false, false);
         stream.expires_after(std::chrono::seconds(5));
         co_await bhttp::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+        if (!ec) co_await linger(stream);
       }
       break;
     }

@@ -1,6 +1,7 @@
 #include "tempest/http/metrics.hpp"
 
 #include <cstdio>
+#include <string_view>
 
 #include "tempest/cache/manager.hpp"
 #include "tempest/cache/options.hpp"
@@ -42,13 +43,22 @@ void header(std::string& out, const char* name, const char* type, const char* he
   out += '\n';
 }
 
+// The methods a label may name; any other token a client sends counts as "other", so that
+// clients cannot grow the series without bound.
+std::string_view method_label(std::string_view method) {
+  for (const std::string_view known :
+       {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
+    if (method == known) return known;
+  return "other";
+}
+
 }  // namespace
 
 void HttpMetrics::observe(const std::string& route, const std::string& method, unsigned status,
                           std::chrono::nanoseconds took) {
   const double seconds = std::chrono::duration<double>(took).count();
   std::lock_guard lock(mutex_);
-  auto& s = series_[{route, method, status}];
+  auto& s = series_[{route, std::string(method_label(method)), status}];
   ++s.count;
   s.sum += seconds;
   for (std::size_t i = 0; i < kBuckets.size(); ++i)

@@ -6,18 +6,56 @@
 namespace tempest::http {
 
 namespace {
-std::vector<std::string> split_path(const std::string& path) {
+// The segments of a path, split on '/' before any percent-decoding, empty ones kept: "/a//b/"
+// is a, "", b, "" (so "%2F" stays inside its segment, and "//" does not fold into "/").
+std::vector<std::string> split_path(std::string_view path) {
   std::vector<std::string> out;
-  std::size_t i = 0;
-  while (i < path.size()) {
-    while (i < path.size() && path[i] == '/')
-      ++i;
+  if (path.size() <= 1) return out;  // "/" (or nothing): no segments
+  for (std::size_t i = 1;;) {
     const auto j = path.find('/', i);
-    const auto end = j == std::string::npos ? path.size() : j;
-    if (end > i) out.push_back(path.substr(i, end - i));
-    i = end;
+    out.emplace_back(path.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i));
+    if (j == std::string_view::npos) return out;
+    i = j + 1;
   }
-  return out;
+}
+
+// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool is_utf8(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n;
+    unsigned cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      n = 1, cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2, cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;  // cut short
+    for (std::size_t k = 1; k <= n; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+int hex(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
 }
 
 bool is_param(const std::string& segment) {
@@ -25,10 +63,35 @@ bool is_param(const std::string& segment) {
 }
 }  // namespace
 
+namespace detail {
+std::string percent_decode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else if (plus_is_space && s[i] == '+') {
+      out += ' ';
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+}  // namespace detail
+
 std::string Request::param(const std::string& name) const {
   const auto it = params.find(name);
   if (it == params.end()) throw std::out_of_range("no path parameter '" + name + "'");
   return it->second;
+}
+
+std::vector<std::string> Request::query_values(const std::string& name) const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : query_items)
+    if (k == name) out.push_back(v);
+  return out;
 }
 
 std::optional<std::string> Request::query_param(const std::string& name) const {
@@ -79,15 +142,23 @@ Router& Router::include(const Router& other) {
   return *this;
 }
 
-Router::Match Router::match(const std::string& method, const std::string& path) const {
+Router::Match Router::match(const std::string& method, std::string_view path) const {
   Match m;
-  const auto segments = split_path(path);
+  auto segments = split_path(path);
+  for (auto& segment : segments) {
+    segment = detail::percent_decode(segment, false);
+    if (segment.find('\0') != std::string::npos || !is_utf8(segment)) {
+      m.bad_path = true;
+      return m;
+    }
+  }
   for (const auto& r : routes_) {
     if (r.segments.size() != segments.size()) continue;
     std::map<std::string, std::string> params;
     bool ok = true;
     for (std::size_t i = 0; i < segments.size() && ok; ++i) {
       if (is_param(r.segments[i])) {
+        ok = !segments[i].empty();  // "//" gives no parameter an empty value
         params[r.segments[i].substr(1, r.segments[i].size() - 2)] = segments[i];
       } else {
         ok = r.segments[i] == segments[i];
@@ -101,6 +172,7 @@ Router::Match Router::match(const std::string& method, const std::string& path) 
       m.allowed.clear();
       return m;
     }
+    if (m.route.empty()) m.route = r.pattern;  // for a 405: the pattern, not the path
     if (std::find(m.allowed.begin(), m.allowed.end(), r.method) == m.allowed.end())
       m.allowed.push_back(r.method);
   }

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -10,6 +12,7 @@
 #include "support/run.hpp"
 #include "support/served_app.hpp"
 #include "tempest/http/app.hpp"
+#include "tempest/http/metrics.hpp"
 
 namespace asio = boost::asio;
 namespace th = tempest::http;
@@ -173,4 +176,160 @@ TEST(HttpHostile, ResponsesThatCannotBeWrittenGive500AndReleaseTheirConnection) 
   s.stop();
   EXPECT_TRUE(s.finished);
   EXPECT_LT(ms_since(t), 2000.0);  // no connection left counted: no wait for the timeout
+}
+
+// Labels come from the route patterns, methods outside RFC 9110's nine count as "other", paths
+// no route matches as "(unmatched)": 100,000 requests with random paths and method tokens leave
+// /metrics with as many series as the first pass over every kind of request left it.
+TEST(HttpHostile, RandomPathsAndMethodsLeaveTheMetricsBounded) {
+  Served s;
+  s.app.router().get("/users/{id}", [](th::Request&) -> asio::awaitable<th::Response> {
+    co_return th::Response::text(200, "user");
+  });
+  s.app.include(th::make_metrics_router(s.app.metrics(), {}));
+  s.start();
+  std::mt19937 rng(11);
+  const auto token = [&](std::size_t n) {
+    static constexpr char chars[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-";
+    std::string t;
+    for (std::size_t i = 0; i < n; ++i)
+      t += chars[rng() % (sizeof chars - 1)];
+    return t;
+  };
+  // Requests on keep-alive connections, 1,000 a connection; the last closes it.
+  const auto batch = [&](int n) {
+    std::string wire;
+    for (int i = 0; i < n; ++i) {
+      std::string method, path;
+      switch (rng() % 4) {
+        case 0:  // a known route, a known method
+          method = "GET", path = "/users/" + token(8);
+          break;
+        case 1:  // a known route, a method it lacks (405) or nobody knows
+          method = rng() % 2 ? "DELETE" : token(6), path = "/users/" + token(8);
+          break;
+        default:  // nothing matches
+          method = rng() % 2 ? "GET" : token(7), path = "/" + token(10) + "/" + token(5);
+      }
+      wire += method + " " + path + " HTTP/1.1\r\nHost: x\r\n" +
+              (i + 1 == n ? "Connection: close\r\n" : "") + "\r\n";
+    }
+    const auto r = raw_http(s.port(), wire, 20s, false);
+    EXPECT_TRUE(r.closed);
+    EXPECT_EQ(count_of(r.text, "HTTP/1.1 "), n);
+  };
+  // Its size in series (lines): counts and sums grow digits, the set of series must not.
+  const auto metrics_size = [&] { return count_of(http_get(s.port(), "/metrics").body(), "\n"); };
+  batch(1000);
+  (void)metrics_size();  // the /metrics route's own series
+  const int before = metrics_size();
+  for (int i = 0; i < 100; ++i)
+    batch(1000);
+  EXPECT_EQ(metrics_size(), before);
+  const std::string text = http_get(s.port(), "/metrics").body();
+  EXPECT_NE(text.find("route=\"/users/{id}\",method=\"other\",status=\"405\""), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("route=\"(unmatched)\",method=\"other\",status=\"404\""), std::string::npos);
+}
+
+// A path is split on '/' as sent, then each segment is percent-decoded: "%2F" stays inside its
+// segment, "//" and a trailing '/' are empty segments that no pattern segment matches (no
+// silent folding into another route), and a segment decoding to NUL or to invalid UTF-8 is a
+// 400, before any handler runs.
+TEST(HttpHostile, PathsAreSplitBeforeDecodingAndBadSegmentsAre400) {
+  Served s;
+  s.app.router()
+      .get("/files/{name}",
+           [](th::Request& r) -> asio::awaitable<th::Response> {
+             co_return th::Response::text(200, "file:" + r.param("name"));
+           })
+      .get("/a/b",
+           [](th::Request&) -> asio::awaitable<th::Response> {
+             co_return th::Response::text(200, "ab");
+           })
+      .get("/users/{id}/orders", [](th::Request& r) -> asio::awaitable<th::Response> {
+        co_return th::Response::text(200, "orders:" + r.param("id"));
+      });
+  s.start();
+  const auto get = [&](const std::string& target) { return http_get(s.port(), target); };
+  EXPECT_EQ(get("/files/a%2Fb").body(), "file:a/b");
+  EXPECT_EQ(get("/files/caf%C3%A9?x=1").body(), "file:caf\xC3\xA9");
+  EXPECT_EQ(get("/%61/b").body(), "ab");
+  EXPECT_EQ(get("/a/b").body(), "ab");
+  for (const std::string folded : {"/a%2Fb", "/a//b", "//a/b", "/a/b/", "/users//orders"})
+    EXPECT_EQ(get(folded).status, 404) << folded;
+  for (const std::string bad : {"/files/%00", "/files/a%00b", "/files/%FF", "/files/%C3",
+                                "/files/%ED%A0%80", "/files/%C0%AF", "/%FF/b"}) {
+    const auto r = get(bad);
+    EXPECT_EQ(r.status, 400) << bad << r.text;
+    EXPECT_EQ(r.text.find("file:"), std::string::npos) << bad;
+  }
+  EXPECT_EQ(get("/users/u-1/orders").body(), "orders:u-1");
+}
+
+// Protocol details: a Date on every response; Expect: 100-continue answered before the body is
+// read (another expectation: 417); an error answer is read by a client still sending its body
+// (the server drains it before closing); 204 and 304 carry no Content-Length; repeated header
+// fields and query parameters all reach the handler.
+TEST(HttpHostile, ProtocolDetails) {
+  th::ServerOptions o;
+  o.max_body_bytes = 100;
+  Served s(o);
+  s.app.router()
+      .post("/echo",
+            [](th::Request& r) -> asio::awaitable<th::Response> {
+              co_return th::Response::text(200, "echo:" + r.body);
+            })
+      .get("/repeated",
+           [](th::Request& r) -> asio::awaitable<th::Response> {
+             std::string qs;
+             for (const auto& v : r.query_values("q"))
+               qs += "[" + v + "]";
+             co_return th::Response::text(
+                 200, r.headers["x-a"] + "|" + r.headers["cookie"] + "|" + qs + "|" + r.query["q"]);
+           })
+      .get("/status/{code}", [](th::Request& r) -> asio::awaitable<th::Response> {
+        co_return th::Response::text(static_cast<unsigned>(std::stoi(r.param("code"))), "");
+      });
+  s.start();
+  const std::regex date(
+      R"(\r\nDate: (Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT\r\n)");
+  EXPECT_TRUE(std::regex_search(http_get(s.port(), "/status/200").text, date));
+  EXPECT_TRUE(std::regex_search(http_get(s.port(), "/nowhere").text, date));
+  {
+    tempest::test::RawConnection c(s.port());
+    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    EXPECT_EQ(c.read_until("\r\n\r\n", 2000ms), "HTTP/1.1 100 Continue\r\n\r\n");
+    c.send("hello");
+    EXPECT_NE(c.read_until("echo:hello", 2000ms).find("HTTP/1.1 200 OK"), std::string::npos);
+  }
+  {
+    tempest::test::RawConnection c(s.port());
+    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 200-ok\r\n\r\n");
+    EXPECT_TRUE(c.read_until("never", 2000ms).starts_with("HTTP/1.1 417"));
+    EXPECT_TRUE(c.closed());
+  }
+  {  // over the limit before any 100 Continue: 413 at once
+    tempest::test::RawConnection c(s.port());
+    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\nExpect: 100-continue\r\n\r\n");
+    EXPECT_TRUE(c.read_until("never", 2000ms).starts_with("HTTP/1.1 413")) << c.read_until("");
+  }
+  // A client that sends its whole 200 KB body anyway still reads its 413.
+  for (int i = 0; i < 5; ++i) {
+    const auto r = raw_http(s.port(),
+                            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" +
+                                std::string(200000, 'b'),
+                            3000ms, false);
+    EXPECT_EQ(r.status, 413) << r.text;
+  }
+  for (const std::string code : {"204", "304"}) {
+    const auto r = raw_http(s.port(), "GET /status/" + code + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(r.status, std::stoi(code));
+    EXPECT_EQ(r.text.find("Content-Length"), std::string::npos) << r.text;
+  }
+  const auto r = raw_http(s.port(),
+                          "GET /repeated?q=1&q=two&q=3 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n"
+                          "X-A: 2\r\nCookie: a=1\r\nCookie: b=2\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(r.body(), "1, 2|a=1; b=2|[1][two][3]|3");
 }

@@ -20,6 +20,26 @@ RawResponse raw_http(std::uint16_t port, const std::string& request,
                      std::chrono::milliseconds timeout = std::chrono::milliseconds(3000),
                      bool stop_after_response = true);
 
+// One connection driven step by step (an interim 100 Continue, then the body).
+class RawConnection {
+ public:
+  explicit RawConnection(std::uint16_t port);
+  ~RawConnection();
+  RawConnection(const RawConnection&) = delete;
+  RawConnection& operator=(const RawConnection&) = delete;
+  void send(const std::string& bytes);
+  // Everything received so far, after waiting until it holds `needle`, the server closed, or the
+  // timeout passed.
+  const std::string& read_until(const std::string& needle, std::chrono::milliseconds timeout =
+                                                               std::chrono::milliseconds(3000));
+  bool closed() const { return closed_; }
+
+ private:
+  int fd_ = -1;
+  std::string received_;
+  bool closed_ = false;
+};
+
 // GET/POST helpers over one short-lived connection.
 RawResponse http_get(std::uint16_t port, const std::string& target);
 RawResponse http_request(std::uint16_t port, const std::string& method, const std::string& target,

@@ -18,7 +18,8 @@ class RedisManager;
 
 namespace tempest::http {
 
-// Requests and latency by route, method and status.
+// Requests and latency by route, method and status. Bounded: the route is a pattern of the
+// router (or "(unmatched)"), and methods other than the nine of RFC 9110 count as "other".
 class HttpMetrics {
  public:
   static constexpr std::array<double, 11> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,

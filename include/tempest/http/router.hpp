@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tempest/http/types.hpp"
@@ -30,12 +31,16 @@ class Router {
   Router& include(const Router& other);
 
   struct Match {
+    bool bad_path = false;  // a segment decodes to NUL or to invalid UTF-8: 400, nothing matched
     const Handler* handler = nullptr;  // set when a route matched path and method
     std::string route;                 // the pattern, for metrics and logs
     std::map<std::string, std::string> params;
     std::vector<std::string> allowed;  // path matched but not the method: 405 with these
   };
-  Match match(const std::string& method, const std::string& path) const;
+  // `path` as sent (percent-encoded, without the query): split on '/' first, each segment then
+  // decoded; a literal segment matches its decoded text, a {name} one non-empty segment, and an
+  // empty segment ("//", a trailing '/') matches no pattern segment.
+  Match match(const std::string& method, std::string_view path) const;
 
  private:
   struct Route {
@@ -47,5 +52,11 @@ class Router {
   std::string prefix_;
   std::vector<Route> routes_;
 };
+
+namespace detail {
+// Percent-decoding; '+' is a space when plus_is_space (query strings). Malformed escapes stay as
+// they are.
+std::string percent_decode(std::string_view s, bool plus_is_space);
+}  // namespace detail
 
 }  // namespace tempest::http

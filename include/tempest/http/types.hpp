@@ -7,23 +7,30 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace tempest::http {
 
 namespace asio = boost::asio;
 
 struct Request {
-  std::string method;                          // "GET", "POST", ...
-  std::string target;                          // as sent: path and query
-  std::string path;                            // percent-decoded path
-  std::map<std::string, std::string> query;    // percent-decoded query parameters
-  std::map<std::string, std::string> params;   // path parameters: /users/{id} -> params["id"]
-  std::map<std::string, std::string> headers;  // lower-case names
+  std::string method;  // "GET", "POST", ...
+  std::string target;  // as sent: path and query
+  std::string path;    // percent-decoded path
+  // Percent-decoded query parameters; a repeated one holds its last value (as Starlette's
+  // query_params[name]), and query_items all of them in order (query_values(name): one name's).
+  std::map<std::string, std::string> query;
+  std::vector<std::pair<std::string, std::string>> query_items;
+  std::map<std::string, std::string> params;  // path parameters: /users/{id} -> params["id"]
+  // Lower-case names; a repeated field's values joined by ", " (RFC 9110 5.3; "; " for Cookie).
+  std::map<std::string, std::string> headers;
   std::string body;
   std::string route;  // the matched pattern, e.g. "/users/{id}"
 
   std::string param(const std::string& name) const;  // throws std::out_of_range if absent
   std::optional<std::string> query_param(const std::string& name) const;
+  std::vector<std::string> query_values(const std::string& name) const;
 };
 
 struct Response {
