@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <ctime>
 #include <list>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string_view>
@@ -217,6 +218,7 @@ struct App::Impl {
   bool stopping = false;
   std::size_t connections = 0;
   std::size_t in_flight = 0;
+  std::map<asio::ip::address, std::size_t> per_address;  // open connections by client address
   // Sessions waiting for a request (not handling one): closed at once on shutdown.
   std::list<beast::tcp_stream*> idle;
   std::shared_ptr<spdlog::logger> log = tempest::logger("tempest.http");
@@ -284,7 +286,8 @@ namespace {
 // hold a max_connections slot or keep shutdown waiting.
 class ConnectionGuard {
  public:
-  ConnectionGuard(App::Impl& impl, beast::tcp_stream& stream) : impl_(impl), stream_(stream) {}
+  ConnectionGuard(App::Impl& impl, beast::tcp_stream& stream, asio::ip::address from)
+      : impl_(impl), stream_(stream), from_(std::move(from)) {}
   ConnectionGuard(const ConnectionGuard&) = delete;
   ConnectionGuard& operator=(const ConnectionGuard&) = delete;
   ~ConnectionGuard() {
@@ -294,6 +297,8 @@ class ConnectionGuard {
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     stream_.close();
     --impl_.connections;
+    if (auto it = impl_.per_address.find(from_); it != impl_.per_address.end() && --it->second == 0)
+      impl_.per_address.erase(it);
     if (impl_.stopping) impl_.stop_signal.cancel();
   }
   // Waiting for a request (closed at once on shutdown), or not.
@@ -315,6 +320,7 @@ class ConnectionGuard {
  private:
   App::Impl& impl_;
   beast::tcp_stream& stream_;
+  asio::ip::address from_;
   bool in_flight_ = false;
   std::optional<std::list<beast::tcp_stream*>::iterator> idle_;
 };
@@ -409,9 +415,10 @@ asio::awaitable<void> linger(beast::tcp_stream& stream) {
                                                asio::redirect_error(asio::use_awaitable, ec));
 }
 
-asio::awaitable<void> session(App& app, App::Impl& impl, tcp::socket socket) {
+asio::awaitable<void> session(App& app, App::Impl& impl, tcp::socket socket,
+                              asio::ip::address from) {
   beast::tcp_stream stream(std::move(socket));
-  ConnectionGuard guard(impl, stream);
+  ConnectionGuard guard(impl, stream, std::move(from));
   beast::flat_buffer buffer;
   bool first = true;
   for (;;) {
@@ -483,21 +490,43 @@ asio::awaitable<void> session(App& app, App::Impl& impl, tcp::socket socket) {
 }
 
 asio::awaitable<void> accept_loop(App& app, App::Impl& impl) {
+  std::chrono::milliseconds backoff{0};
+  std::size_t failures = 0;  // accept() failures in a row
   for (;;) {
     error_code ec;
     tcp::socket socket =
         co_await impl.acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (impl.stopping || ec == asio::error::operation_aborted) co_return;
-      impl.log->warn("accept failed: {}", ec.message());
+      // Out of file descriptors (EMFILE, ENFILE) or memory: accepting again at once would spin
+      // on the same error. Wait, 10 ms doubling to 1 s, and log once per burst.
+      if (failures++ == 0) impl.log->warn("accept failed: {}; backing off", ec.message());
+      backoff = std::min(std::max(backoff * 2, std::chrono::milliseconds(10)),
+                         std::chrono::milliseconds(1000));
+      asio::steady_timer pause(impl.io, backoff);
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
-    if (impl.connections >= impl.options.max_connections) {
-      socket.close(ec);  // over the limit: refuse fast rather than queue
+    if (failures > 0) {
+      impl.log->info("accepting again after {} failed accept(s)", failures);
+      failures = 0;
+      backoff = std::chrono::milliseconds(0);
+    }
+    const auto remote = socket.remote_endpoint(ec);
+    if (ec || impl.connections >= impl.options.max_connections) {
+      socket.close(ec);  // over the limit (or gone already): refuse fast rather than queue
       continue;
     }
+    std::size_t& from_there = impl.per_address[remote.address()];
+    if (from_there >= impl.options.max_connections_per_address) {
+      if (from_there == 0) impl.per_address.erase(remote.address());
+      socket.close(ec);
+      continue;
+    }
+    ++from_there;
     ++impl.connections;
-    asio::co_spawn(impl.io, session(app, impl, std::move(socket)), asio::detached);
+    asio::co_spawn(impl.io, session(app, impl, std::move(socket), remote.address()),
+                   asio::detached);
   }
 }
 

@@ -1,11 +1,15 @@
 // tempest::http against hostile or careless input: request smuggling through Transfer-Encoding,
 // response splitting through handler headers, responses that cannot be written.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
+#include <memory>
 #include <random>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/http_client.hpp"
@@ -332,4 +336,54 @@ TEST(HttpHostile, ProtocolDetails) {
                           "GET /repeated?q=1&q=two&q=3 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n"
                           "X-A: 2\r\nCookie: a=1\r\nCookie: b=2\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(r.body(), "1, 2|a=1; b=2|[1][two][3]|3");
+}
+
+// One address holding 1,100 slow connections (more than max_connections, 1,024) gets at most
+// max_connections_per_address (768) of them: a health probe from another address (127.0.0.2)
+// still gets its 200, while a new connection from the crowded address is refused.
+TEST(HttpHostile, OneAddressCannotTakeEveryConnection) {
+  rlimit files{};
+  ::getrlimit(RLIMIT_NOFILE, &files);
+  const rlim_t saved = files.rlim_cur;
+  if (files.rlim_cur < 4096) {  // the test's 1,100 ends plus the server's 768
+    files.rlim_cur = std::min<rlim_t>(4096, files.rlim_max);
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
+  ASSERT_GE(files.rlim_cur, 2500u) << "the hard limit on open files is too low for this test";
+  Served s;
+  s.app.router().get("/ok", [](th::Request&) -> asio::awaitable<th::Response> {
+    co_return th::Response::text(200, "ok");
+  });
+  s.start();
+  {
+    std::vector<std::unique_ptr<tempest::test::RawConnection>> slow;
+    for (int i = 0; i < 1100; ++i) {
+      slow.push_back(std::make_unique<tempest::test::RawConnection>(s.port()));
+      slow.back()->send("GET /ok HTTP/1.1\r\nHo");
+    }
+    std::this_thread::sleep_for(300ms);  // the server has accepted (or refused) them all
+    tempest::test::RawConnection probe(s.port(), "127.0.0.2");
+    probe.send("GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    EXPECT_TRUE(probe.read_until("\r\n\r\nok", 3000ms).starts_with("HTTP/1.1 200")) << "probe";
+    tempest::test::RawConnection crowded(s.port());
+    crowded.send("GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const std::string got = crowded.read_until("\r\n\r\nok", 3000ms);
+    EXPECT_TRUE(got.empty() && crowded.closed()) << got;
+    int refused = 0;
+    for (auto& c : slow) {
+      c->read_until("never", 5ms);
+      refused += c->closed();
+    }
+    EXPECT_EQ(refused, 1100 - 768);
+  }
+  // The crowd gone, the address is welcome again.
+  int status = 0;
+  for (int i = 0; i < 100 && status != 200; ++i) {
+    status = http_get(s.port(), "/ok").status;
+    if (status != 200) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(status, 200);
+  s.stop();
+  files.rlim_cur = saved;
+  ::setrlimit(RLIMIT_NOFILE, &files);
 }

@@ -23,7 +23,9 @@ RawResponse raw_http(std::uint16_t port, const std::string& request,
 // One connection driven step by step (an interim 100 Continue, then the body).
 class RawConnection {
  public:
-  explicit RawConnection(std::uint16_t port);
+  // from: the local address to connect from (another loopback address, 127.0.0.2, plays another
+  // client); null: the system's choice.
+  explicit RawConnection(std::uint16_t port, const char* from = nullptr);
   ~RawConnection();
   RawConnection(const RawConnection&) = delete;
   RawConnection& operator=(const RawConnection&) = delete;

@@ -33,6 +33,10 @@ struct ServerOptions {
   std::chrono::milliseconds read_timeout{10000};  // a request must arrive within this: else closed
   std::chrono::milliseconds idle_timeout{30000};  // keep-alive connections idle longer: closed
   std::size_t max_connections = 1024;             // more: accepted and closed at once
+  // Of those, at most this many from one client address, so that one address holding slow
+  // connections cannot lock out the others (a health probe, say). Behind a reverse proxy, every
+  // connection comes from the proxy: raise it to max_connections there.
+  std::size_t max_connections_per_address = 768;
   std::chrono::milliseconds shutdown_timeout{10000};  // in-flight requests get this long
 };
 
