@@ -271,11 +271,6 @@ CacheCore::~CacheCore() {
   registry().cores.erase(this);
 }
 
-std::string CacheCore::key_for_args(std::string_view args_json,
-                                    std::string_view kwargs_json) const {
-  return cache::make_key(options_.key_prefix, options_.name, args_json, kwargs_json);
-}
-
 void CacheCore::key_for_args(KeyBuffer& out, std::string_view args_json,
                              std::string_view kwargs_json) const {
   make_key(out, options_.key_prefix, options_.name, args_json, kwargs_json);

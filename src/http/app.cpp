@@ -517,13 +517,13 @@ asio::awaitable<void> accept_loop(App& app, App::Impl& impl) {
       socket.close(ec);  // over the limit (or gone already): refuse fast rather than queue
       continue;
     }
-    std::size_t& from_there = impl.per_address[remote.address()];
-    if (from_there >= impl.options.max_connections_per_address) {
-      if (from_there == 0) impl.per_address.erase(remote.address());
+    const auto there = impl.per_address.find(remote.address());
+    if ((there == impl.per_address.end() ? 0 : there->second) >=
+        impl.options.max_connections_per_address) {
       socket.close(ec);
       continue;
     }
-    ++from_there;
+    ++impl.per_address[remote.address()];
     ++impl.connections;
     asio::co_spawn(impl.io, session(app, impl, std::move(socket), remote.address()),
                    asio::detached);

@@ -32,39 +32,12 @@ bool complete(const std::string& text) {
 
 RawResponse raw_http(std::uint16_t port, const std::string& request,
                      std::chrono::milliseconds timeout, bool stop_after_response) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
+  RawConnection c(port);
+  c.send(request);
   RawResponse r;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    throw std::runtime_error("raw_http: connect failed");
-  }
-  std::size_t sent = 0;
-  while (sent < request.size()) {
-    const auto n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    sent += static_cast<std::size_t>(n);
-  }
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  char buf[65536];
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        until - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
-    const auto n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) {
-      r.closed = true;
-      break;
-    }
-    r.text.append(buf, static_cast<std::size_t>(n));
-    if (stop_after_response && complete(r.text)) break;
-  }
-  ::close(fd);
+  r.text = c.read_while(
+      [&](const std::string& text) { return !(stop_after_response && complete(text)); }, timeout);
+  r.closed = c.closed();
   if (r.text.starts_with("HTTP/1.")) r.status = std::stoi(r.text.substr(9, 3));
   return r;
 }
@@ -87,7 +60,7 @@ RawConnection::RawConnection(std::uint16_t port, const char* from)
   addr.sin_port = htons(port);
   if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd_);
-    throw std::runtime_error("RawConnection: connect failed");
+    throw std::runtime_error("raw_http: connect failed");
   }
 }
 
@@ -106,9 +79,15 @@ void RawConnection::send(const std::string& bytes) {
 
 const std::string& RawConnection::read_until(const std::string& needle,
                                              std::chrono::milliseconds timeout) {
+  return read_while([&](const std::string& text) { return text.find(needle) == std::string::npos; },
+                    timeout);
+}
+
+const std::string& RawConnection::read_while(const std::function<bool(const std::string&)>& more,
+                                             std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;
   char buf[65536];
-  while (!closed_ && received_.find(needle) == std::string::npos) {
+  while (!closed_ && more(received_)) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         until - std::chrono::steady_clock::now());
     if (left.count() <= 0) break;

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace tempest::test {
@@ -34,6 +35,9 @@ class RawConnection {
   // timeout passed.
   const std::string& read_until(const std::string& needle, std::chrono::milliseconds timeout =
                                                                std::chrono::milliseconds(3000));
+  // The same, while more(everything received) says so.
+  const std::string& read_while(const std::function<bool(const std::string&)>& more,
+                                std::chrono::milliseconds timeout);
   bool closed() const { return closed_; }
 
  private:

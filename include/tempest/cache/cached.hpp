@@ -185,16 +185,12 @@ class Cached<F, Codec, T, std::tuple<A...>> {
   }
 
   static std::string key_of(const State& s, const A&... args) {
-    if (s.key_builder)
-      return s.core->key_with_prefix(s.key_builder(s.core->options().name, args...));
-    if (!s.keyword_names.empty()) {
-      const auto [a, kw] = encode_call(s.keyword_names, args...);
-      return s.core->key_for_args(a, kw);
-    }
-    return s.core->key_for_args(encode_args(args...));
+    detail::KeyBuffer key;
+    key_into(s, key, args...);
+    return key.str();
   }
 
-  // key_of(), into a KeyBuffer.
+  // The key of a call, built in place (a hit allocates nothing for it).
   static void key_into(const State& s, detail::KeyBuffer& out, const A&... args) {
     if (s.key_builder) {
       out.assign(s.core->key_with_prefix(s.key_builder(s.core->options().name, args...)));

@@ -55,22 +55,13 @@ struct JsonCodec {
     return python_json(boost::json::value_from(value), JsonStyle::python_default);
   }
   static T decode(std::string_view bytes) {
-    if constexpr (detail::json_direct<T>) {
-      try {
-        return detail::json_decode_direct<T>(bytes);
-      } catch (const std::invalid_argument&) {
-        try {
-          return decode_document(bytes);
-        } catch (const std::invalid_argument&) {
-        }
-        throw;  // the direct reading's error
-      }
-    } else {
-      return decode_document(bytes);
-    }
+    std::optional<T> out;
+    decode_into(bytes, out);
+    return std::move(*out);
   }
 
   // decode(), into `out` (emplaced; left empty when it throws): no move of the result.
+  // The direct reading first; when it fails, the document path has the last word.
   static void decode_into(std::string_view bytes, std::optional<T>& out) {
     if constexpr (detail::json_direct<T>) {
       try {

@@ -83,7 +83,6 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   ~CacheCore();
 
   const CachedOptions& options() const noexcept { return options_; }
-  std::string key_for_args(std::string_view args_json, std::string_view kwargs_json = "{}") const;
   std::string key_with_prefix(std::string_view built) const;
   void key_for_args(KeyBuffer& out, std::string_view args_json,
                     std::string_view kwargs_json = "{}") const;
