@@ -18,6 +18,7 @@
 #include <tempest/http/app.hpp>
 #include <tempest/http/health.hpp>
 #include <tempest/http/metrics.hpp>
+#include <tempest/http/response_cache.hpp>
 
 namespace asio = boost::asio;
 namespace tc = tempest::cache;
@@ -115,6 +116,15 @@ int serve() {
             return fresh.value_or(false);
           });
   tc::CacheInvalidator invalidator(redis, "users:");
+  // The SDK's response cache on a read-only route: whole responses kept in Redis for 30 s and
+  // served without the handler (X-Cache: HIT), a strong ETag, If-None-Match answered 304. Shared
+  // with a Python service running ResponseCacheMiddleware on the same Redis.
+  app.use(th::response_cache({.store = std::make_shared<th::RedisResponseCacheStore>(redis),
+                              .ttl = 30s,
+                              .cacheable = [](const th::Request& req) {
+                                return req.route == "/users/{id}/orders" &&
+                                       req.query_param("fresh") != "true";
+                              }}));
 
   auto& r = app.router();
   r.get(

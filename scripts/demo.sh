@@ -42,6 +42,7 @@ if ((smoke == 0)); then
 
 users_service is up at $BASE (Redis: $REDIS_URL). Try:
   curl $BASE/users/1                      # 20 ms the first time, then a cache hit
+  curl -i $BASE/users/1/orders            # X-Cache: MISS, then HIT (the response cache)
   curl $BASE/users/1/orders?fresh=true    # bypasses the cache
   curl -X POST -d '{"name":"Zoe"}' $BASE/users/1   # updates and invalidates tag user:1
   curl $BASE/named   $BASE/cached
@@ -152,6 +153,14 @@ orders=$(curl -s "$BASE/users/1/orders")
 echo "GET /users/1/orders: $orders"
 check "numbers written as Python writes them (19.9, 5.0; no exponent form)" \
   sh -c "echo '$orders' | grep -q '\"total\":19.9' && echo '$orders' | grep -q '\"total\":5.0' && ! echo '$orders' | grep -q 'E[0-9]'"
+headers() { curl -s -o /dev/null -D - "$@" | tr -d '\r'; }
+second=$(headers "$BASE/users/1/orders")
+etag=$(awk 'tolower($1) == "etag:" {print $2}' <<<"$second")
+echo "GET /users/1/orders again: $(grep -i '^x-cache' <<<"$second"), etag $etag"
+check "the response cache answers the second GET /users/1/orders (X-Cache: HIT)" \
+  grep -qi '^x-cache: HIT' <<<"$second"
+check "If-None-Match with its ETag: 304" \
+  test "$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag" "$BASE/users/1/orders")" = 304
 check "unknown route 404" test "$(status /nope)" = 404
 kill -TERM "$SERVICE_PID"
 wait "$SERVICE_PID"

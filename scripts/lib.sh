@@ -9,7 +9,7 @@ TEMPEST_PACKAGES=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libhiredis-dev libspdlog-dev libssl-dev openssl
   libgtest-dev libbenchmark-dev
-  redis-server redis-tools python3-redis curl bc
+  redis-server redis-tools python3-redis python3-starlette curl bc
   clang-14 libclang-rt-14-dev clang-format
 )
 

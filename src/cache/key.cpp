@@ -397,6 +397,10 @@ void make_key(KeyBuffer& out, std::string_view key_prefix, std::string_view name
   write_key(out.resize(key_prefix.size() + name.size() + 33), key_prefix, name, args_json,
             kwargs_json);
 }
+
+void append_python_json_string(std::string& out, std::string_view utf8) {
+  append_python_string(out, utf8);
+}
 }  // namespace detail
 
 // ---- JSON text to Python's JSON (for the CLI and the reference vectors) -------------------------

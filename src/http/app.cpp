@@ -184,8 +184,10 @@ bhttp::response<bhttp::string_body> to_response(Response&& res, unsigned version
   bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(res.status), version};
   out.set(bhttp::field::server, "tempest");
   out.set(bhttp::field::date, http_date());
-  check_header("content-type", res.content_type);
-  out.set(bhttp::field::content_type, res.content_type);
+  if (!res.content_type.empty()) {
+    check_header("content-type", res.content_type);
+    out.set(bhttp::field::content_type, res.content_type);
+  }
   for (auto& [k, v] : res.headers) {
     check_header(k, v);
     out.set(k, v);
@@ -213,6 +215,7 @@ struct App::Impl {
   asio::io_context& io;
   ServerOptions options;
   std::vector<Hook> startup, shutdown;
+  std::vector<Middleware> middleware;
   std::optional<tcp::acceptor> acceptor;
   asio::steady_timer stop_signal;
   bool stopping = false;
@@ -247,16 +250,50 @@ void App::stop() {
   });
 }
 
+App& App::use(Middleware middleware) {
+  if (!middleware) throw std::invalid_argument("App::use: the middleware is empty");
+  impl_->middleware.push_back(std::move(middleware));
+  return *this;
+}
+
 asio::awaitable<Response> App::handle(Request& request) {
   // Routing splits the path as sent, then decodes each segment ("%2F" stays in its segment).
+  // It comes before the middleware, which see the route; the answer comes after them.
   auto m = router_.match(request.method, request.target.substr(0, request.target.find('?')));
-  if (m.bad_path) {
-    request.route = "(unmatched)";
-    co_return Response::error(400, "Invalid path: a segment decodes to NUL or invalid UTF-8");
-  }
-  if (!m.handler) {
+  if (m.bad_path || !m.handler) {
     // Labels stay bounded: a 405 is counted under the pattern its path matched.
-    request.route = m.allowed.empty() ? "(unmatched)" : m.route;
+    request.route = m.bad_path || m.allowed.empty() ? "(unmatched)" : m.route;
+  } else {
+    request.params = std::move(m.params);
+    request.route = m.route;
+  }
+  if (impl_->middleware.empty()) co_return co_await run_route(request, m);
+  std::string failure;
+  try {
+    co_return co_await step(request, m, 0);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "unknown exception";
+  }
+  impl_->log->error("{} {}: a middleware failed: {}", request.method, request.route, failure);
+  co_return Response::error(500, "Internal Server Error");
+}
+
+asio::awaitable<Response> Next::operator()(Request& request) const {
+  return app_->step(request, *static_cast<const Router::Match*>(match_), index_);
+}
+
+asio::awaitable<Response> App::step(Request& request, const Router::Match& match,
+                                    std::size_t index) const {
+  if (index == impl_->middleware.size()) return run_route(request, match);
+  return impl_->middleware[index](request, Next(this, &match, index + 1));
+}
+
+asio::awaitable<Response> App::run_route(Request& request, const Router::Match& m) const {
+  if (m.bad_path)
+    co_return Response::error(400, "Invalid path: a segment decodes to NUL or invalid UTF-8");
+  if (!m.handler) {
     if (m.allowed.empty()) co_return Response::error(404, "Not Found");
     Response r = Response::error(405, "Method Not Allowed");
     std::string allow;
@@ -265,8 +302,6 @@ asio::awaitable<Response> App::handle(Request& request) {
     r.headers["allow"] = allow;
     co_return r;
   }
-  request.params = std::move(m.params);
-  request.route = m.route;
   std::string failure;
   try {
     co_return co_await (*m.handler)(request);

@@ -105,6 +105,10 @@ class KeyBuffer {
 // make_key(), into `out`.
 void make_key(KeyBuffer& out, std::string_view key_prefix, std::string_view name,
               std::string_view args_json, std::string_view kwargs_json = "{}");
+
+// Appends `utf8` as a JSON string literal the way Python's json.dumps (ensure_ascii) writes it:
+// everything outside ' '..'~' escaped; what is not UTF-8 becomes U+FFFD.
+void append_python_json_string(std::string& out, std::string_view utf8);
 }  // namespace detail
 
 // The key for arguments given as JSON text (a JSON array), as the CLI takes them. Integers stay

@@ -53,6 +53,9 @@ class App {
   void on_shutdown(Hook hook);
 
   Router& router() { return router_; }
+  // Adds a middleware around every request (before run()/serve()). Routing comes first, so a
+  // middleware sees request.route and request.params; the first added is the outermost.
+  App& use(Middleware middleware);
   App& include(const Router& r) {
     router_.include(r);
     return *this;
@@ -77,6 +80,11 @@ class App {
   struct Impl;
 
  private:
+  friend class Next;
+  asio::awaitable<Response> step(Request& request, const Router::Match& match,
+                                 std::size_t index) const;
+  asio::awaitable<Response> run_route(Request& request, const Router::Match& match) const;
+
   std::unique_ptr<Impl> impl_;
   Router router_;
   std::shared_ptr<HttpMetrics> metrics_;

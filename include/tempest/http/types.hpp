@@ -2,6 +2,7 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <cstddef>
 #include <functional>
 #include <map>
 #include <optional>
@@ -36,7 +37,7 @@ struct Request {
 struct Response {
   unsigned status = 200;
   std::string body;
-  std::string content_type = "application/json";
+  std::string content_type = "application/json";  // empty: no Content-Type header
   std::map<std::string, std::string> headers;
 
   // A JSON body from already serialized JSON text.
@@ -48,5 +49,26 @@ struct Response {
 
 using Handler = std::function<asio::awaitable<Response>(Request&)>;
 using Hook = std::function<asio::awaitable<void>()>;
+
+class App;
+
+// What follows a middleware: the next middleware, then the matched route's handler (or the
+// routing answer: 404, 405, 400). Call it at most once per request; it lives for the request.
+class Next {
+ public:
+  asio::awaitable<Response> operator()(Request& request) const;
+
+ private:
+  friend class App;
+  Next(const App* app, const void* match, std::size_t index)
+      : app_(app), match_(match), index_(index) {}
+  const App* app_;
+  const void* match_;  // the request's routing result
+  std::size_t index_;  // the middleware to run next
+};
+
+// Runs around every request, in the order App::use() added them (the first is the outermost):
+// it may answer itself, or call next(request) and return or change what it gives.
+using Middleware = std::function<asio::awaitable<Response>(Request&, Next next)>;
 
 }  // namespace tempest::http
