@@ -1,6 +1,6 @@
 // users_service: the documentation page's example service in C++, on tempest::http.
 // Environment: REDIS_URL (redis://127.0.0.1:6379/0), HOST (127.0.0.1), PORT (8000),
-// REDIS_REQUIRED (0).
+// REDIS_REQUIRED (0), THREADS (0: one per CPU), NEAR_CACHE (0).
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -12,7 +12,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <mutex>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <tempest/cache/cached.hpp>
 #include <tempest/cache/invalidator.hpp>
 #include <tempest/http/app.hpp>
@@ -44,6 +47,22 @@ std::string env(const char* name, const char* fallback) {
   return v && *v ? v : fallback;
 }
 
+// A whole number from the environment, at most `max`; anything else is an error naming it.
+unsigned long env_number(const char* name, const char* fallback, unsigned long max) {
+  const std::string text = env(name, fallback);
+  std::size_t used = 0;
+  unsigned long n = 0;
+  try {
+    n = std::stoul(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || text[0] == '-' || n > max)
+    throw std::invalid_argument(std::string(name) + " must be a whole number from 0 to " +
+                                std::to_string(max) + ", got \"" + text + "\"");
+  return n;
+}
+
 template <class T>
 th::Response json(const T& value) {
   // Numbers as a Python (or JS) service writes them: 19.9 and 5.0, not 1.99E1 and 5E0.
@@ -63,7 +82,7 @@ int serve();
 int main() {
   try {
     return serve();
-  } catch (const std::exception& e) {  // a bad REDIS_URL, HOST or PORT
+  } catch (const std::exception& e) {  // a bad REDIS_URL, HOST, PORT or THREADS
     std::fprintf(stderr, "users_service: %s\n", e.what());
     return 1;
   }
@@ -73,7 +92,10 @@ int serve() {
   asio::io_context io(1);
   th::ServerOptions server;
   server.host = env("HOST", "127.0.0.1");
-  server.port = static_cast<std::uint16_t>(std::stoi(env("PORT", "8000")));
+  server.port = static_cast<std::uint16_t>(env_number("PORT", "8000", 65535));
+  // Every core by default: handlers run on several threads at once (the names below have a
+  // mutex; tempest's manager, cached() and stores are thread-safe).
+  server.threads = static_cast<unsigned>(env_number("THREADS", "0", 1024));
   th::App app(io, server);
   // REDIS_REQUIRED=1: refuse to start without Redis (by default the service starts and serves
   // uncached while readiness reports Redis down).
@@ -90,10 +112,12 @@ int serve() {
 
   // The simulated database: a 20 ms read.
   std::map<std::string, std::string> names = {{"1", "Ana"}, {"2", "Bruno"}};
+  std::mutex names_mutex;
   auto get_user_profile =
       tc::cached(redis, {.name = "get_user_profile", .ttl = 300s, .key_prefix = "users:"},
-                 [&names](std::string user_id) -> asio::awaitable<UserProfile> {
+                 [&](std::string user_id) -> asio::awaitable<UserProfile> {
                    co_await sleep_for(20ms);
+                   std::lock_guard lock(names_mutex);
                    const auto it = names.find(user_id);
                    UserProfile p{user_id, it == names.end() ? "User " + user_id : it->second};
                    co_return p;
@@ -158,7 +182,10 @@ int serve() {
         !body.as_object().at("name").is_string())
       co_return th::Response::error(422, "body must be a JSON object with a string \"name\"");
     const std::string id = req.param("id");
-    names[id] = std::string(body.as_object().at("name").as_string());
+    {
+      std::lock_guard lock(names_mutex);
+      names[id] = std::string(body.as_object().at("name").as_string());
+    }
     const auto removed = co_await invalidator.invalidate_tag("user:" + id);
     co_return th::Response::json(
         200, "{\"id\":" + boost::json::serialize(boost::json::value(id)) +

@@ -6,6 +6,7 @@
 #include <array>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -23,9 +24,11 @@
 #include <ctime>
 #include <list>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "tempest/cache/manager.hpp"
@@ -211,23 +214,38 @@ bhttp::response<bhttp::string_body> to_response(Response&& res, unsigned version
 
 }  // namespace
 
+// One thread's share of the server: its io_context (the App's own for the first), its listener
+// on the shared port, and its idle connections. Only its own thread touches acceptor and idle.
+struct Worker {
+  asio::io_context* io = nullptr;
+  std::optional<tcp::acceptor> acceptor;
+  std::list<beast::tcp_stream*> idle;  // connections waiting for a request: closed on shutdown
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> keep;
+  std::thread thread;
+  std::atomic<bool> done{false};            // its thread returned from run()
+  std::unique_ptr<asio::io_context> owned;  // the io_context of the workers after the first
+};
+
 struct App::Impl {
   asio::io_context& io;
   ServerOptions options;
   std::vector<Hook> startup, shutdown;
   std::vector<Middleware> middleware;
-  std::optional<tcp::acceptor> acceptor;
-  asio::steady_timer stop_signal;
-  bool stopping = false;
-  std::size_t connections = 0;
-  std::size_t in_flight = 0;
+  std::vector<std::unique_ptr<Worker>> workers;
+  asio::steady_timer stop_signal;  // on io only
+  std::atomic<bool> stopping{false};
+  std::atomic<std::size_t> in_flight{0};
+  std::atomic<std::size_t> connections{0};
+  std::mutex mutex;  // guards per_address, and connections' check-and-increment
   std::map<asio::ip::address, std::size_t> per_address;  // open connections by client address
-  // Sessions waiting for a request (not handling one): closed at once on shutdown.
-  std::list<beast::tcp_stream*> idle;
   std::shared_ptr<spdlog::logger> log = tempest::logger("tempest.http");
 
   Impl(asio::io_context& ctx, ServerOptions o)
       : io(ctx), options(std::move(o)), stop_signal(ctx, Clock::time_point::max()) {}
+  // Wakes serve() from any thread (it re-checks what it waits for).
+  void wake() {
+    asio::post(io, [this] { stop_signal.cancel(); });
+  }
 };
 
 App::App(asio::io_context& io, ServerOptions options)
@@ -244,10 +262,8 @@ void App::on_shutdown(Hook hook) {
 }
 
 void App::stop() {
-  asio::post(impl_->io, [impl = impl_.get()] {
-    impl->stopping = true;
-    impl->stop_signal.cancel();
-  });
+  impl_->stopping = true;
+  impl_->wake();
 }
 
 App& App::use(Middleware middleware) {
@@ -321,8 +337,9 @@ namespace {
 // hold a max_connections slot or keep shutdown waiting.
 class ConnectionGuard {
  public:
-  ConnectionGuard(App::Impl& impl, beast::tcp_stream& stream, asio::ip::address from)
-      : impl_(impl), stream_(stream), from_(std::move(from)) {}
+  ConnectionGuard(App::Impl& impl, Worker& worker, beast::tcp_stream& stream,
+                  asio::ip::address from)
+      : impl_(impl), worker_(worker), stream_(stream), from_(std::move(from)) {}
   ConnectionGuard(const ConnectionGuard&) = delete;
   ConnectionGuard& operator=(const ConnectionGuard&) = delete;
   ~ConnectionGuard() {
@@ -331,15 +348,19 @@ class ConnectionGuard {
     error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     stream_.close();
-    --impl_.connections;
-    if (auto it = impl_.per_address.find(from_); it != impl_.per_address.end() && --it->second == 0)
-      impl_.per_address.erase(it);
-    if (impl_.stopping) impl_.stop_signal.cancel();
+    {
+      std::lock_guard lock(impl_.mutex);
+      --impl_.connections;
+      if (auto it = impl_.per_address.find(from_);
+          it != impl_.per_address.end() && --it->second == 0)
+        impl_.per_address.erase(it);
+    }
+    if (impl_.stopping) impl_.wake();
   }
   // Waiting for a request (closed at once on shutdown), or not.
-  void idle() { idle_ = impl_.idle.insert(impl_.idle.begin(), &stream_); }
+  void idle() { idle_ = worker_.idle.insert(worker_.idle.begin(), &stream_); }
   void busy() {
-    if (idle_) impl_.idle.erase(*idle_);
+    if (idle_) worker_.idle.erase(*idle_);
     idle_.reset();
   }
   void begin_request() {
@@ -348,12 +369,12 @@ class ConnectionGuard {
   }
   void end_request() {
     in_flight_ = false;
-    --impl_.in_flight;
-    if (impl_.stopping && impl_.in_flight == 0) impl_.stop_signal.cancel();
+    if (--impl_.in_flight == 0 && impl_.stopping) impl_.wake();
   }
 
  private:
   App::Impl& impl_;
+  Worker& worker_;
   beast::tcp_stream& stream_;
   asio::ip::address from_;
   bool in_flight_ = false;
@@ -450,10 +471,10 @@ asio::awaitable<void> linger(beast::tcp_stream& stream) {
                                                asio::redirect_error(asio::use_awaitable, ec));
 }
 
-asio::awaitable<void> session(App& app, App::Impl& impl, tcp::socket socket,
+asio::awaitable<void> session(App& app, App::Impl& impl, Worker& worker, tcp::socket socket,
                               asio::ip::address from) {
   beast::tcp_stream stream(std::move(socket));
-  ConnectionGuard guard(impl, stream, std::move(from));
+  ConnectionGuard guard(impl, worker, stream, std::move(from));
   beast::flat_buffer buffer;
   bool first = true;
   for (;;) {
@@ -524,13 +545,13 @@ asio::awaitable<void> session(App& app, App::Impl& impl, tcp::socket socket,
   }
 }
 
-asio::awaitable<void> accept_loop(App& app, App::Impl& impl) {
+asio::awaitable<void> accept_loop(App& app, App::Impl& impl, Worker& worker) {
   std::chrono::milliseconds backoff{0};
   std::size_t failures = 0;  // accept() failures in a row
   for (;;) {
     error_code ec;
     tcp::socket socket =
-        co_await impl.acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+        co_await worker.acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (impl.stopping || ec == asio::error::operation_aborted) co_return;
       // Out of file descriptors (EMFILE, ENFILE) or memory: accepting again at once would spin
@@ -538,7 +559,7 @@ asio::awaitable<void> accept_loop(App& app, App::Impl& impl) {
       if (failures++ == 0) impl.log->warn("accept failed: {}; backing off", ec.message());
       backoff = std::min(std::max(backoff * 2, std::chrono::milliseconds(10)),
                          std::chrono::milliseconds(1000));
-      asio::steady_timer pause(impl.io, backoff);
+      asio::steady_timer pause(*worker.io, backoff);
       co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
@@ -548,21 +569,44 @@ asio::awaitable<void> accept_loop(App& app, App::Impl& impl) {
       backoff = std::chrono::milliseconds(0);
     }
     const auto remote = socket.remote_endpoint(ec);
-    if (ec || impl.connections >= impl.options.max_connections) {
-      socket.close(ec);  // over the limit (or gone already): refuse fast rather than queue
-      continue;
+    bool admitted = false;
+    if (!ec) {
+      std::lock_guard lock(impl.mutex);
+      const auto there = impl.per_address.find(remote.address());
+      // Over a limit (or gone already): refused fast rather than queued.
+      if (impl.connections < impl.options.max_connections &&
+          (there == impl.per_address.end() ? 0 : there->second) <
+              impl.options.max_connections_per_address) {
+        ++impl.per_address[remote.address()];
+        ++impl.connections;
+        admitted = true;
+      }
     }
-    const auto there = impl.per_address.find(remote.address());
-    if ((there == impl.per_address.end() ? 0 : there->second) >=
-        impl.options.max_connections_per_address) {
+    if (!admitted) {
       socket.close(ec);
       continue;
     }
-    ++impl.per_address[remote.address()];
-    ++impl.connections;
-    asio::co_spawn(impl.io, session(app, impl, std::move(socket), remote.address()),
+    asio::co_spawn(*worker.io, session(app, impl, worker, std::move(socket), remote.address()),
                    asio::detached);
   }
+}
+
+// Runs `f` on the worker's own thread (at once for the first worker: serve() runs there).
+template <class F>
+void on_worker(App::Impl& impl, Worker& w, F f) {
+  if (w.io == &impl.io)
+    f();
+  else
+    asio::post(*w.io, std::move(f));
+}
+
+void close_idle(App::Impl& impl) {
+  for (auto& w : impl.workers)
+    on_worker(impl, *w, [&w = *w] {
+      error_code ec;
+      for (auto* s : w.idle)
+        s->socket().cancel(ec);
+    });
 }
 
 }  // namespace
@@ -571,17 +615,45 @@ asio::awaitable<void> App::serve() {
   Impl& impl = *impl_;
   for (auto& hook : impl.startup)
     co_await hook();
+  unsigned threads = impl.options.threads;
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   const auto address = asio::ip::make_address(impl.options.host);
-  impl.acceptor.emplace(impl.io);
-  const tcp::endpoint endpoint(address, impl.options.port);
-  impl.acceptor->open(endpoint.protocol());
-  impl.acceptor->set_option(tcp::acceptor::reuse_address(true));
-  impl.acceptor->bind(endpoint);
-  impl.acceptor->listen();
-  bound_port_ = impl.acceptor->local_endpoint().port();
+  tcp::endpoint endpoint(address, impl.options.port);
+  impl.workers.clear();
+  for (unsigned i = 0; i < threads; ++i) {
+    auto w = std::make_unique<Worker>();
+    if (i == 0) {
+      w->io = &impl.io;
+    } else {
+      w->owned = std::make_unique<asio::io_context>(1);
+      w->io = w->owned.get();
+    }
+    // One listener per thread on one port: the kernel spreads new connections over them.
+    w->acceptor.emplace(*w->io);
+    w->acceptor->open(endpoint.protocol());
+    w->acceptor->set_option(tcp::acceptor::reuse_address(true));
+    if (threads > 1)
+      w->acceptor->set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
+    w->acceptor->bind(endpoint);
+    w->acceptor->listen();
+    endpoint.port(w->acceptor->local_endpoint().port());  // port 0: the others take the same
+    impl.workers.push_back(std::move(w));
+  }
+  bound_port_ = endpoint.port();
+  impl.log->info("listening on http://{}:{} ({} thread{})", impl.options.host, bound_port_.load(),
+                 threads, threads == 1 ? "" : "s");
+  for (auto& w : impl.workers) {
+    asio::co_spawn(*w->io, accept_loop(*this, impl, *w), asio::detached);
+    if (w->owned) {
+      w->keep.emplace(w->io->get_executor());
+      w->thread = std::thread([&impl, w = w.get()] {
+        w->io->run();
+        w->done = true;
+        impl.wake();
+      });
+    }
+  }
   accepting_ = true;
-  impl.log->info("listening on http://{}:{}", impl.options.host, bound_port_.load());
-  asio::co_spawn(impl.io, accept_loop(*this, impl), asio::detached);
 
   error_code ec;
   while (!impl.stopping)
@@ -590,19 +662,42 @@ asio::awaitable<void> App::serve() {
   // Graceful shutdown: stop accepting, close idle keep-alive connections, let requests in
   // flight finish (bounded), then run the shutdown hooks.
   accepting_ = false;
-  impl.acceptor->close(ec);
-  for (auto* s : impl.idle)
-    s->socket().cancel(ec);
+  for (auto& w : impl.workers)
+    on_worker(impl, *w, [&w = *w] {
+      error_code ignored;
+      w.acceptor->close(ignored);
+    });
+  close_idle(impl);
   const auto deadline = Clock::now() + impl.options.shutdown_timeout;
   while (impl.connections > 0 && Clock::now() < deadline) {
     impl.stop_signal.expires_at(std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
     co_await impl.stop_signal.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    for (auto* s : impl.idle)
-      s->socket().cancel(ec);
+    close_idle(impl);
   }
   if (impl.connections > 0)
-    impl.log->warn("shutdown: {} connection(s) still open after {} ms", impl.connections,
+    impl.log->warn("shutdown: {} connection(s) still open after {} ms", impl.connections.load(),
                    impl.options.shutdown_timeout.count());
+  // The other threads end once their work is done, waited for here without blocking this
+  // thread (their work may need it: a Redis reply, say), and stopped once the deadline passed;
+  // what they leave is destroyed with their io_context.
+  for (auto& w : impl.workers)
+    w->keep.reset();
+  const auto running = [&] {
+    return std::any_of(impl.workers.begin(), impl.workers.end(),
+                       [](const auto& w) { return w->owned && !w->done; });
+  };
+  while (running() && Clock::now() < deadline) {
+    impl.stop_signal.expires_at(std::min(deadline, Clock::now() + std::chrono::milliseconds(20)));
+    co_await impl.stop_signal.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  for (auto& w : impl.workers) {
+    if (!w->owned) continue;
+    w->io->stop();
+    w->thread.join();
+    w->acceptor.reset();
+    w->owned.reset();
+  }
+  impl.workers.front()->acceptor.reset();
   for (auto& hook : impl.shutdown) {
     try {
       co_await hook();

@@ -57,6 +57,8 @@ class Served {
  private:
   static tempest::http::ServerOptions with_free_port(tempest::http::ServerOptions o) {
     o.port = 0;
+    // One thread unless a test asks for more: handlers in tests share plain variables.
+    if (o.threads == 0) o.threads = 1;
     return o;
   }
   std::thread thread_;

@@ -38,6 +38,13 @@ struct ServerOptions {
   // connection comes from the proxy: raise it to max_connections there.
   std::size_t max_connections_per_address = 768;
   std::chrono::milliseconds shutdown_timeout{10000};  // in-flight requests get this long
+  // Threads serving connections; 0: one per CPU. Each has its own io_context and its own
+  // SO_REUSEPORT listener on the port, and the kernel spreads new connections over them. The
+  // first is the io_context given to the App (which run() runs; with serve(), you do), the
+  // others are the App's own. Handlers and middleware then run on several threads at once:
+  // what they share must be thread-safe (tempest's Client, RedisManager, cached(), the
+  // invalidator, the response-cache stores and the metrics are).
+  unsigned threads = 0;
 };
 
 class App {
