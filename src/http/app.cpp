@@ -204,6 +204,9 @@ bhttp::response<bhttp::string_body> to_response(Response&& res, unsigned version
     out.erase(bhttp::field::content_length);
     out.erase(bhttp::field::transfer_encoding);
   } else {
+    // Framed by Content-Length alone: a Transfer-Encoding a handler set (gzip, say) would
+    // contradict it (RFC 9112 6.1), and this server applies no transfer coding.
+    out.erase(bhttp::field::transfer_encoding);
     out.body() = std::move(res.body);
     out.prepare_payload();
     if (head) out.body().clear();
