@@ -3,7 +3,7 @@
 redis.asyncio from Debian's packages, with the documented @cached on get_user_profile (the SDK's
 decorator as in bench/python_cached.py) and a 20 ms simulated database read.
 
-  REDIS_URL=... PORT=... python_app.py
+  REDIS_URL=... PORT=... [WORKERS=N] python_app.py
 """
 import asyncio
 import os
@@ -33,5 +33,10 @@ async def read_user(user_id: str) -> dict:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8001")), log_level="warning",
+    # WORKERS=N: uvicorn --workers N (processes; each imports this module by name).
+    workers = int(os.environ.get("WORKERS", "1"))
+    here = os.path.dirname(os.path.abspath(__file__))
+    os.environ["PYTHONPATH"] = here + os.pathsep + os.environ.get("PYTHONPATH", "")
+    uvicorn.run("python_app:app" if workers > 1 else app, host="127.0.0.1",
+                port=int(os.environ.get("PORT", "8001")), log_level="warning", workers=workers,
                 loop="uvloop", http="httptools" if __import__("importlib").util.find_spec("httptools") else "h11")

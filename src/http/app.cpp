@@ -18,8 +18,8 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
-#include <boost/beast/http/write.hpp>
 #include <cctype>
+#include <charconv>
 #include <cstdio>
 #include <ctime>
 #include <list>
@@ -115,6 +115,8 @@ bool iequals(std::string_view a, std::string_view b) {
 // A response header a handler set must not carry its own line breaks (response splitting): its
 // name a token, its value without control characters but HTAB.
 void check_header(std::string_view name, std::string_view value) {
+  if (name.size() + value.size() > 65535)
+    throw std::invalid_argument("response header " + printable(name) + " is over 64 KiB");
   if (!is_token(name))
     throw std::invalid_argument("response header name is not a token: \"" + printable(name) + "\"");
   for (const char c : value) {
@@ -182,36 +184,81 @@ const std::string& http_date() {
   return text;
 }
 
-bhttp::response<bhttp::string_body> to_response(Response&& res, unsigned version, bool keep_alive,
-                                                bool head) {
-  bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(res.status), version};
-  out.set(bhttp::field::server, "tempest");
-  out.set(bhttp::field::date, http_date());
-  if (!res.content_type.empty()) {
+// A response as the bytes that go on the wire, and its status (for the metrics).
+struct Wire {
+  std::string bytes;
+  unsigned status = 0;
+};
+
+// Serializes a handler's response: the status line, Server, Date and Content-Type unless the
+// handler set its own, the handler's fields (checked), the framing (Content-Length; none on
+// 1xx, 204 and 304), Connection as keep_alive says, the body (none for HEAD). Throws what makes
+// it unwritable: a status outside 100..999, a body where none may be, a bad or oversized field.
+Wire to_wire(Response&& res, unsigned version, bool keep_alive, bool head) {
+  if (res.status < 100 || res.status > 999)
+    throw std::invalid_argument("status " + std::to_string(res.status) +
+                                " is not an HTTP status code");
+  const bool bodiless = res.status / 100 == 1 || res.status == 204 || res.status == 304;
+  // No body, and no Content-Length either (RFC 9110 8.6: a 304's would have to be the
+  // representation's, which the handler did not give).
+  if (bodiless && !res.body.empty())
+    throw std::invalid_argument("a " + std::to_string(res.status) + " response cannot have a body");
+  bool own_server = false, own_date = false, own_type = false;
+  std::size_t fields = 0;
+  for (const auto& [name, value] : res.headers) {
+    check_header(name, value);
+    own_server = own_server || iequals(name, "server");
+    own_date = own_date || iequals(name, "date");
+    own_type = own_type || iequals(name, "content-type");
+    fields += name.size() + value.size() + 4;
+  }
+  Wire out;
+  out.status = res.status;
+  std::string& w = out.bytes;
+  w.reserve(128 + fields + res.content_type.size() + (head ? 0 : res.body.size()));
+  w += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  w += static_cast<char>('0' + res.status / 100);
+  w += static_cast<char>('0' + res.status / 10 % 10);
+  w += static_cast<char>('0' + res.status % 10);
+  w += ' ';
+  const auto reason_text = bhttp::obsolete_reason(static_cast<bhttp::status>(res.status));
+  w.append(reason_text.data(), reason_text.size());
+  w += "\r\n";
+  if (!own_server) w += "Server: tempest\r\n";
+  if (!own_date) {
+    w += "Date: ";
+    w += http_date();
+    w += "\r\n";
+  }
+  if (!own_type && !res.content_type.empty()) {
     check_header("content-type", res.content_type);
-    out.set(bhttp::field::content_type, res.content_type);
+    w += "Content-Type: ";
+    w += res.content_type;
+    w += "\r\n";
   }
-  for (auto& [k, v] : res.headers) {
-    check_header(k, v);
-    out.set(k, v);
+  for (const auto& [name, value] : res.headers) {
+    // The framing and the connection are this server's: a Transfer-Encoding a handler set
+    // (gzip, say) would contradict the Content-Length (RFC 9112 6.1), and this server applies
+    // no transfer coding.
+    if (iequals(name, "content-length") || iequals(name, "transfer-encoding") ||
+        iequals(name, "connection"))
+      continue;
+    w += name;
+    w += ": ";
+    w += value;
+    w += "\r\n";
   }
-  if (res.status / 100 == 1 || res.status == 204 || res.status == 304) {
-    // No body, and no Content-Length either (RFC 9110 8.6: a 304's would have to be the
-    // representation's, which the handler did not give).
-    if (!res.body.empty())
-      throw std::invalid_argument("a " + std::to_string(res.status) +
-                                  " response cannot have a body");
-    out.erase(bhttp::field::content_length);
-    out.erase(bhttp::field::transfer_encoding);
-  } else {
-    // Framed by Content-Length alone: a Transfer-Encoding a handler set (gzip, say) would
-    // contradict it (RFC 9112 6.1), and this server applies no transfer coding.
-    out.erase(bhttp::field::transfer_encoding);
-    out.body() = std::move(res.body);
-    out.prepare_payload();
-    if (head) out.body().clear();
+  if (!bodiless) {
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, res.body.size()).ptr;
+    w += "Content-Length: ";
+    w.append(digits, end);
+    w += "\r\n";
   }
-  out.keep_alive(keep_alive);
+  if (version >= 11 && !keep_alive) w += "Connection: close\r\n";
+  if (version < 11 && keep_alive) w += "Connection: keep-alive\r\n";
+  w += "\r\n";
+  if (!bodiless && !head) w += res.body;
   return out;
 }
 
@@ -401,16 +448,15 @@ const char* reason(unsigned status) {
 
 // The response to a request: the handler's, or a 500 when it cannot be written as it is (a body
 // on a 204 or 304, a header that would split the response, one over Beast's size for a field).
-bhttp::response<bhttp::string_body> respond(App::Impl& impl, const Request& request,
-                                            Response&& response, unsigned version, bool keep_alive,
-                                            bool head) {
+Wire respond(App::Impl& impl, const Request& request, Response&& response, unsigned version,
+             bool keep_alive, bool head) {
   try {
-    return to_response(std::move(response), version, keep_alive, head);
+    return to_wire(std::move(response), version, keep_alive, head);
   } catch (const std::exception& e) {
     impl.log->error("{} {}: the response cannot be written ({}): 500 instead", request.method,
                     request.route, e.what());
   }
-  return to_response(Response::error(500, "Internal Server Error"), version, keep_alive, head);
+  return to_wire(Response::error(500, "Internal Server Error"), version, keep_alive, head);
 }
 
 // Whether the header at the start of `bytes` (complete or not) folds a line: a line that starts
@@ -523,9 +569,10 @@ asio::awaitable<void> session(App& app, App::Impl& impl, Worker& worker, tcp::so
     }
     if (ec || status != 0) {
       if (status != 0) {
-        auto res = to_response(Response::error(status, reason(status)), 11, false, false);
+        auto res = to_wire(Response::error(status, reason(status)), 11, false, false);
         stream.expires_after(std::chrono::seconds(5));
-        co_await bhttp::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+        co_await asio::async_write(stream, asio::buffer(res.bytes),
+                                   asio::redirect_error(asio::use_awaitable, ec));
         if (!ec) co_await linger(stream);
       }
       break;
@@ -540,9 +587,10 @@ asio::awaitable<void> session(App& app, App::Impl& impl, Worker& worker, tcp::so
     Response response = co_await app.handle(request);
     const bool keep_alive = wants_keep_alive && !impl.stopping;
     auto out = respond(impl, request, std::move(response), version, keep_alive, head);
-    app.metrics().observe(request.route, request.method, out.result_int(), Clock::now() - started);
+    app.metrics().observe(request.route, request.method, out.status, Clock::now() - started);
     stream.expires_after(impl.options.read_timeout);
-    co_await bhttp::async_write(stream, out, asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::async_write(stream, asio::buffer(out.bytes),
+                               asio::redirect_error(asio::use_awaitable, ec));
     guard.end_request();
     if (ec || !keep_alive) break;
   }

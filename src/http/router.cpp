@@ -154,21 +154,17 @@ Router::Match Router::match(const std::string& method, std::string_view path) co
   }
   for (const auto& r : routes_) {
     if (r.segments.size() != segments.size()) continue;
-    std::map<std::string, std::string> params;
     bool ok = true;
-    for (std::size_t i = 0; i < segments.size() && ok; ++i) {
-      if (is_param(r.segments[i])) {
-        ok = !segments[i].empty();  // "//" gives no parameter an empty value
-        params[r.segments[i].substr(1, r.segments[i].size() - 2)] = segments[i];
-      } else {
-        ok = r.segments[i] == segments[i];
-      }
-    }
+    for (std::size_t i = 0; i < segments.size() && ok; ++i)
+      ok = is_param(r.segments[i]) ? !segments[i].empty()  // "//" gives no parameter ""
+                                   : r.segments[i] == segments[i];
     if (!ok) continue;
     if (r.method == method || (method == "HEAD" && r.method == "GET")) {
       m.handler = &r.handler;
       m.route = r.pattern;
-      m.params = std::move(params);
+      for (std::size_t i = 0; i < segments.size(); ++i)
+        if (is_param(r.segments[i]))
+          m.params[r.segments[i].substr(1, r.segments[i].size() - 2)] = std::move(segments[i]);
       m.allowed.clear();
       return m;
     }

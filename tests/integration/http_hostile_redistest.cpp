@@ -1,10 +1,14 @@
 // tempest::http against hostile or careless input: request smuggling through Transfer-Encoding,
 // response splitting through handler headers, responses that cannot be written.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <filesystem>
 #include <memory>
 #include <random>
 #include <regex>
@@ -13,6 +17,7 @@
 #include <vector>
 
 #include "support/http_client.hpp"
+#include "support/log_capture.hpp"
 #include "support/run.hpp"
 #include "support/served_app.hpp"
 #include "tempest/http/app.hpp"
@@ -386,4 +391,52 @@ TEST(HttpHostile, OneAddressCannotTakeEveryConnection) {
   s.stop();
   files.rlim_cur = saved;
   ::setrlimit(RLIMIT_NOFILE, &files);
+}
+
+// Out of file descriptors, accept() fails with EMFILE while a connection waits in the backlog:
+// the server backs off (10 ms doubling to 1 s) instead of spinning on the error, says so once,
+// and accepts the connection once descriptors are free again.
+TEST(HttpHostile, AcceptOutOfFileDescriptorsBacksOffAndRecovers) {
+  tempest::test::LogCapture log("tempest.http");
+  Served s;
+  s.app.router().get("/ok", [](th::Request&) -> asio::awaitable<th::Response> {
+    co_return th::Response::text(200, "ok");
+  });
+  s.start();
+  rlimit files{};
+  ::getrlimit(RLIMIT_NOFILE, &files);
+  const rlim_t saved = files.rlim_cur;
+  const auto open_now = std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                                      std::filesystem::directory_iterator());
+  files.rlim_cur = static_cast<rlim_t>(open_now) + 16;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &files), 0);
+  std::vector<int> spare;
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY)) >= 0;)
+    spare.push_back(fd);
+  ASSERT_EQ(errno, EMFILE);
+  ::close(spare.back());  // room for the client's socket, none for the server's end of it
+  spare.pop_back();
+  auto client = std::make_unique<tempest::test::RawConnection>(s.port());
+  client->send("GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+
+  rusage before{}, after{};
+  ::getrusage(RUSAGE_SELF, &before);
+  std::this_thread::sleep_for(1500ms);
+  ::getrusage(RUSAGE_SELF, &after);
+  const auto cpu_ms = [](const rusage& u) {
+    return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000.0 +
+           (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1000.0;
+  };
+  // A loop retrying accept() at once would burn the whole 1.5 s; backing off costs a few ms.
+  EXPECT_LT(cpu_ms(after) - cpu_ms(before), 500.0);
+  EXPECT_EQ(log.count("accept failed"), 1u);
+
+  for (const int fd : spare)
+    ::close(fd);
+  files.rlim_cur = saved;
+  ::setrlimit(RLIMIT_NOFILE, &files);
+  const std::string got = client->read_until("\r\n\r\nok", 3000ms);
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 200")) << got;
+  EXPECT_EQ(log.count("accepting again after"), 1u);
+  EXPECT_EQ(http_get(s.port(), "/ok").status, 200);
 }
