@@ -9,7 +9,7 @@ TEMPEST_PACKAGES=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libhiredis-dev libspdlog-dev libssl-dev openssl
   libgtest-dev libbenchmark-dev
-  redis-server redis-tools python3-redis python3-starlette curl bc
+  redis-server redis-tools redis-sentinel python3-redis python3-starlette curl bc
   clang-14 libclang-rt-14-dev clang-format
 )
 
@@ -130,6 +130,111 @@ stop_cluster() {
   done
   rm -rf "$CLUSTER_DIR"
   CLUSTER_DIR=""
+}
+
+# start_sentinel_group [service]: a throwaway Redis Sentinel deployment on free ports: a master,
+# one replica and three sentinels (quorum 2, down-after 1000 ms, failover-timeout 5000 ms),
+# waited for (15 s at most) until the replica's link is up and every sentinel knows the master,
+# the replica and the two other sentinels. Sets SENTINEL_DIR, SENTINEL_SERVICE, SENTINEL_PORTS
+# (the sentinels'), SENTINEL_DATA_PORTS (master first), SENTINEL_URL
+# (redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/<service>). Pair with
+# stop_sentinel_group (the callers trap it on EXIT).
+start_sentinel_group() {
+  local service=${1:-mymaster} port i ok conf used=() replicaof=() sentinel=redis-sentinel
+  command -v redis-sentinel >/dev/null 2>&1 || sentinel=redis-server
+  SENTINEL_DIR=$(mktemp -d /tmp/tempest-sentinel.XXXXXX)
+  SENTINEL_SERVICE=$service
+  SENTINEL_DATA_PORTS=()
+  SENTINEL_PORTS=()
+  export SENTINEL_DIR SENTINEL_SERVICE
+  for i in 0 1; do
+    port=$(free_port)
+    while [[ " ${used[*]} " == *" $port "* ]]; do port=$(free_port); done
+    used+=("$port")
+    mkdir -p "$SENTINEL_DIR/$port"
+    # --repl-diskless-sync-delay 0: a replica's full sync starts at once, not 5 s later.
+    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+      --repl-diskless-sync-delay 0 --dir "$SENTINEL_DIR/$port" \
+      --logfile "$SENTINEL_DIR/$port/redis.log" --enable-debug-command yes "${replicaof[@]}" \
+      --daemonize yes --pidfile "$SENTINEL_DIR/$port/redis.pid" || return 1
+    SENTINEL_DATA_PORTS+=("$port")
+    replicaof=(--replicaof 127.0.0.1 "$port")
+  done
+  # The replica's link first: a sentinel's first INFO of the master then lists it.
+  for i in $(seq 1 200); do
+    redis-cli -p "${SENTINEL_DATA_PORTS[1]}" info replication 2>/dev/null |
+      grep -q 'master_link_status:up' && break
+    ((i == 200)) && { echo "the replica's link did not come up within 10 s" >&2; return 1; }
+    sleep 0.05
+  done
+  for i in 0 1 2; do
+    port=$(free_port)
+    while [[ " ${used[*]} " == *" $port "* ]]; do port=$(free_port); done
+    used+=("$port")
+    conf="$SENTINEL_DIR/sentinel-$port.conf"
+    # Each sentinel rewrites its own config file as it learns.
+    cat >"$conf" <<CONF
+port $port
+bind 127.0.0.1
+daemonize yes
+pidfile $SENTINEL_DIR/sentinel-$port.pid
+logfile $SENTINEL_DIR/sentinel-$port.log
+dir $SENTINEL_DIR
+sentinel monitor $service 127.0.0.1 ${SENTINEL_DATA_PORTS[0]} 2
+sentinel down-after-milliseconds $service 1000
+sentinel failover-timeout $service 5000
+sentinel parallel-syncs $service 1
+CONF
+    if [[ $sentinel == redis-sentinel ]]; then
+      redis-sentinel "$conf" || return 1
+    else
+      redis-server "$conf" --sentinel || return 1
+    fi
+    SENTINEL_PORTS+=("$port")
+  done
+  for i in $(seq 1 150); do
+    ok=1
+    for port in "${SENTINEL_PORTS[@]}"; do
+      # SENTINEL master: one line per key and per value.
+      [[ $(redis-cli -p "$port" sentinel master "$service" 2>/dev/null | awk '
+        NR % 2 == 1 { k = $0; next } { v[k] = $0 }
+        END { print v["flags"], v["num-slaves"], v["num-other-sentinels"] }') == "master 1 2" ]] ||
+        { ok=0; break; }
+    done
+    if ((ok)); then
+      SENTINEL_URL="redis+sentinel://127.0.0.1:${SENTINEL_PORTS[0]},127.0.0.1:${SENTINEL_PORTS[1]},127.0.0.1:${SENTINEL_PORTS[2]}/$service"
+      export SENTINEL_URL
+      echo "== redis sentinel: master ${SENTINEL_DATA_PORTS[0]}, replica ${SENTINEL_DATA_PORTS[1]}, sentinels ${SENTINEL_PORTS[*]}"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "the sentinels did not all know the master, the replica and each other within 15 s" \
+    "(logs in $SENTINEL_DIR)" >&2
+  return 1
+}
+
+# sentinel_master_port: the port the sentinels of start_sentinel_group name as the master now.
+sentinel_master_port() {
+  local port
+  for port in "${SENTINEL_PORTS[@]}"; do
+    redis-cli -p "$port" sentinel get-master-addr-by-name "$SENTINEL_SERVICE" 2>/dev/null |
+      sed -n 2p | grep -E '^[0-9]+$' && return 0
+  done
+  return 1
+}
+
+stop_sentinel_group() {
+  local f pid
+  [[ -z ${SENTINEL_DIR:-} ]] && return 0
+  for f in "$SENTINEL_DIR"/sentinel-*.pid "$SENTINEL_DIR"/*/redis.pid; do
+    [[ -f $f ]] || continue
+    pid=$(cat "$f")
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  rm -rf "$SENTINEL_DIR"
+  SENTINEL_DIR=""
 }
 
 # configure_build DIR [cmake args...]: configures (once) and builds DIR.

@@ -212,6 +212,12 @@ void apply_param(Config& c, std::string_view key, std::string_view raw) {
     const std::size_t n = parse_count(k, v);
     if (n > 255) fail("bad value '" + v + "' for parameter 'max_redirects': at most 255");
     c.cluster.max_redirects = static_cast<int>(n);
+  } else if (k == "sentinel_username") {
+    need_value();
+    c.sentinel.username = v;
+  } else if (k == "sentinel_password") {
+    need_value();
+    c.sentinel.password = v;
   } else if (k == "tls_server_name") {
     need_value();
     c.tls.server_name = v;
@@ -237,9 +243,15 @@ Config Config::from_url(std::string_view url) {
   Config c;
   const auto sep = url.find("://");
   if (sep == std::string_view::npos)
-    fail("missing scheme (expected redis://, rediss:// or unix://)");
+    fail("missing scheme (expected redis://, rediss://, redis+sentinel:// or unix://)");
   std::string scheme = lower(url.substr(0, sep));
-  if (scheme.ends_with("+cluster")) {
+  if (scheme.ends_with("+sentinel")) {
+    scheme.resize(scheme.size() - 9);
+    if (scheme != "redis" && scheme != "rediss")
+      fail("unsupported scheme '" + scheme +
+           "+sentinel' (expected redis+sentinel:// or rediss+sentinel://)");
+    c.sentinel.enabled = true;
+  } else if (scheme.ends_with("+cluster")) {
     scheme.resize(scheme.size() - 8);
     if (scheme != "redis" && scheme != "rediss")
       fail("unsupported scheme '" + scheme +
@@ -276,6 +288,31 @@ Config Config::from_url(std::string_view url) {
     if (rest.front() != '/')
       fail("socket path must be absolute (expected unix:///path/to/redis.sock)");
     c.path = percent_decode(rest, "the socket path");
+  } else if (c.sentinel.enabled) {
+    // host:port[,host:port...]/service[/db]
+    const auto slash = rest.find('/');
+    std::string_view hosts = rest.substr(0, slash);
+    while (true) {
+      const auto comma = hosts.find(',');
+      Config node;
+      node.port = 26379;
+      parse_host_port(hosts.substr(0, comma), node);
+      c.sentinel.sentinels.push_back(Endpoint{node.host, node.port});
+      if (comma == std::string_view::npos) break;
+      hosts.remove_prefix(comma + 1);
+    }
+    std::string_view path =
+        slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
+    const auto next = path.find('/');
+    c.sentinel.service = percent_decode(path.substr(0, next), "the service name");
+    if (c.sentinel.service.empty())
+      fail("missing service name (expected redis+sentinel://host:port/service_name)");
+    if (next != std::string_view::npos && next + 1 < path.size())
+      c.db = parse_db(path.substr(next + 1));
+    // Until discovery: the first sentinel, so that a Config is complete (never connected to as
+    // a data node: the handshake checks ROLE).
+    c.host = c.sentinel.sentinels.front().host;
+    c.port = c.sentinel.sentinels.front().port;
   } else {
     const auto slash = rest.find('/');
     parse_host_port(rest.substr(0, slash), c);
@@ -333,6 +370,18 @@ void Config::validate() const {
   } else if (!cluster.seeds.empty()) {
     bad("cluster seeds given without cluster=true");
   }
+  if (sentinel.enabled) {
+    if (cluster.enabled) bad("Sentinel and Redis Cluster cannot be combined");
+    if (transport != Transport::tcp) bad("Sentinel needs TCP, not a Unix socket");
+    if (sentinel.service.empty()) bad("Sentinel needs the master's service name");
+    if (sentinel.sentinels.empty()) bad("Sentinel needs at least one sentinel address");
+    for (const auto& s : sentinel.sentinels)
+      if (s.host.empty() || s.port == 0) bad("a sentinel without host or port");
+    if (!sentinel.username.empty() && sentinel.password.empty())
+      bad("a sentinel user name without a sentinel password");
+  } else if (!sentinel.sentinels.empty() || !sentinel.password.empty()) {
+    bad("sentinel settings given without redis+sentinel://");
+  }
   if (!username.empty() && password.empty()) bad("a user name without a password");
   if (client_name.find_first_of(" \r\n\t") != std::string::npos)
     bad("a client name cannot contain spaces");
@@ -357,6 +406,22 @@ void Config::validate() const {
 
 std::string Config::redacted() const {
   std::string out;
+  if (sentinel.enabled) {
+    out = tls.enabled ? "rediss+sentinel://" : "redis+sentinel://";
+    if (!password.empty()) out += username + ":***@";
+    for (std::size_t i = 0; i < sentinel.sentinels.size(); ++i) {
+      if (i > 0) out += ',';
+      const auto& s = sentinel.sentinels[i];
+      out += s.host.find(':') != std::string::npos ? "[" + s.host + "]" : s.host;
+      out += ':';
+      out += std::to_string(s.port);
+    }
+    out += '/';
+    out += sentinel.service;
+    out += '/';
+    out += std::to_string(db);
+    return out;
+  }
   if (transport == Transport::unix_socket) {
     out = "unix://";
   } else {

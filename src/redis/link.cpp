@@ -1,4 +1,6 @@
 #include "link.hpp"
+
+#include "sentinel.hpp"
 #include "tracking.hpp"
 
 #include <array>
@@ -204,6 +206,8 @@ Link::Link(asio::any_io_executor executor, Config config, Venue venue)
       session_(validated(std::move(config)), tempest::logger("tempest.redis")),
       resolver_(executor_),
       timer_(executor_) {
+  if (session_.config().sentinel.enabled)
+    sentinel_ = std::make_shared<SentinelDiscovery>(executor_, session_.config());
   // A dedicated connection carries state of its caller's (WATCH, a transaction, a blocking
   // command): after a lost link it ends instead of quietly reconnecting without that state.
   if (venue_ == Venue::dedicated) session_.set_reconnect(false);
@@ -216,6 +220,7 @@ Link::Link(asio::any_io_executor executor, Config config, Venue venue)
 }
 
 Link::~Link() {
+  if (sentinel_) sentinel_->stop();
   if (LinkRegistry* registry = registry_) registry->remove(this);
 }
 
@@ -490,8 +495,42 @@ bool Link::started() const {
   return session_.phase() != Session::Phase::idle;
 }
 
+void Link::retry_now() {
+  step(false, [&](TimePoint now) {
+    session_.retry_now(now);
+    return true;
+  });
+}
+
 void Link::begin_open() {
   const std::uint64_t gen = link_gen_;
+  if (sentinel_) {
+    // Sentinel: the master first (again on every attempt: a failover moves it), then the
+    // connection to it as to any node; its handshake checks ROLE.
+    sentinel_->find_master(
+        session_.failed_attempts() > 0,
+        [self = shared_from_this(), gen](std::optional<Endpoint> master, std::string error) {
+          self->step(true, [&](TimePoint now) {
+            if (gen != self->link_gen_) return false;
+            if (!master) {
+              self->session_.on_open_failed(now, error);
+              return true;
+            }
+            self->session_.set_endpoint(master->host, master->port);
+            self->open_endpoint(gen);
+            // A switch the sentinels announce cuts the reconnect backoff short.
+            self->sentinel_->watch([weak = std::weak_ptr<Link>(self)] {
+              if (auto link = weak.lock()) link->retry_now();
+            });
+            return true;
+          });
+        });
+    return;
+  }
+  open_endpoint(gen);
+}
+
+void Link::open_endpoint(std::uint64_t gen) {
   if (!alternates_.empty() && session_.failed_attempts() > 0) {
     const Endpoint& e = alternates_[next_alternate_++ % alternates_.size()];
     session_.set_endpoint(e.host, e.port);
@@ -706,6 +745,7 @@ Request* Link::carry_out(TimePoint now) {
     if (a.open) begin_open();
     if (a.write && write(now)) continue;  // the write failed at once: take the close action
     if (session_.phase() == Session::Phase::stopped) {
+      if (sentinel_) sentinel_->stop();  // nothing more to reconnect: the watch ends too
       if (armed_ != TimePoint::max()) {
         armed_ = TimePoint::max();
         ++timer_gen_;

@@ -35,6 +35,7 @@ class LinkRegistry;
 
 class Link;
 class Tracker;
+class SentinelDiscovery;
 
 // "host:port", or the Unix socket's path: the server a config names.
 std::string where_of(const Config& c);
@@ -127,7 +128,10 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   // completed requests to deliver after the lock is released.
   Request* carry_out(TimePoint now);
   Request* track_events(TimePoint now, Request* done, std::vector<Session::Pushed>& pushed);
+  // Waiting to reconnect: try now.
+  void retry_now();
   void begin_open();
+  void open_endpoint(std::uint64_t gen);
   void connect_next(std::uint64_t gen, std::size_t index);
   void connected(std::uint64_t gen, boost::system::error_code ec, std::size_t index);
   std::string tls_failure(const TlsFilter& tls) const;
@@ -160,11 +164,12 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   std::shared_ptr<Transport> transport_;  // the current attempt's (null when closed)
   asio::steady_timer timer_;
   std::size_t flush_every_ = kFlushEvery;
-  MessageSink sink_;                      // set before start(), read after
-  std::weak_ptr<TrackingHook> tracking_;  // set before start(), read after
-  bool tracked_ = false;                  // tracking_ was set
-  std::shared_ptr<Tracker> tracker_;      // track(): the Tracker of this single-node client
-  std::vector<Endpoint> alternates_;      // set_alternates()
+  MessageSink sink_;                             // set before start(), read after
+  std::weak_ptr<TrackingHook> tracking_;         // set before start(), read after
+  bool tracked_ = false;                         // tracking_ was set
+  std::shared_ptr<Tracker> tracker_;             // track(): the Tracker of this single-node client
+  std::vector<Endpoint> alternates_;             // set_alternates()
+  std::shared_ptr<SentinelDiscovery> sentinel_;  // Sentinel: finds the master before a connect
   std::size_t next_alternate_ = 0;
   std::size_t write_parts_ = 8;  // a large delivery's requests go out in this many writes
   bool burst_ = false;           // a flush is posted for requests submitted from outside a delivery

@@ -268,6 +268,8 @@ void Session::on_open(TimePoint now) {
   if (readonly_) queue_internal(RequestKind::handshake, Command("READONLY"));
   // Always answered: a peer that is not Redis (or accepts and closes) fails here.
   queue_internal(RequestKind::handshake, Command("PING"));
+  // A sentinel can name a node that is no longer the master (stale, or a failover under way).
+  if (cfg_.sentinel.enabled) queue_internal(RequestKind::handshake, Command("ROLE"));
   if (tracking_ && redirect_ != 0)
     queue_internal(RequestKind::handshake, cmd("CLIENT", "TRACKING", "on", "REDIRECT", redirect_));
   // Before SUBSCRIBE: a RESP2 subscriber can run nothing else.
@@ -397,6 +399,12 @@ void Session::on_link_error(TimePoint now, std::string why) {
         " before answering the handshake (is this a Redis server, and does it accept this "
         "client?)";
   link_down(now, std::move(why));
+}
+
+void Session::retry_now(TimePoint now) {
+  if (phase_ != Phase::backoff) return;
+  reconnect_at_ = now;
+  on_timer(now);
 }
 
 void Session::on_timer(TimePoint now) {
@@ -691,6 +699,9 @@ void Session::complete_in_place(Request* r, TimePoint now) {
   record_latency(now - r->created());
   r->set_result_in_place();
   append_done(r);
+  // Under Sentinel, -READONLY: the master was demoted (see on_reply).
+  if (cfg_.sentinel.enabled && r->reply().is_error() && r->reply().str().starts_with("READONLY"))
+    link_down(now, demoted_error());
 }
 
 void Session::append_done(Request* r) noexcept {
@@ -711,6 +722,10 @@ void Session::on_reply(Reply&& reply, TimePoint now, bool rejected) {
     return;
   }
   ++r->replies_seen;
+  // Under Sentinel, a write answered -READONLY reached a master that was demoted (a failover):
+  // the link is dropped once this reply is delivered, and the next one finds the new master.
+  const bool demoted =
+      reply.is_error() && cfg_.sentinel.enabled && reply.str().starts_with("READONLY");
   if (r->kind() == RequestKind::user && !r->is_pipeline() && !r->completed() && !rejected) {
     // The common case, in one step: the in-flight reference moves to the done list.
     in_flight_.remove(r);
@@ -721,6 +736,7 @@ void Session::on_reply(Reply&& reply, TimePoint now, bool rejected) {
     bump(counters_.commands);
     record_latency(now - r->created());
     finish(r, nullptr, std::move(reply));
+    if (demoted) link_down(now, demoted_error());
     return;
   }
   if (rejected) bump(counters_.rejected);
@@ -764,6 +780,13 @@ void Session::on_reply(Reply&& reply, TimePoint now, bool rejected) {
     unlink_in_flight(r);
     r->release();
   }
+  if (demoted && transport_open()) link_down(now, demoted_error());
+}
+
+std::string Session::demoted_error() const {
+  return cfg_.host + ":" + std::to_string(cfg_.port) +
+         " answered READONLY: no longer the master of '" + cfg_.sentinel.service +
+         "' (a failover); finding the master again through the sentinels";
 }
 
 void Session::unlink_in_flight(Request* r) {
@@ -808,6 +831,13 @@ void Session::on_handshake_reply(const Request& r, const Reply& reply, bool reje
     } else if (name == "CLIENT" && r.command().argument(1) == "ID") {
       handshake_failure_ =
           "CLIENT ID was answered with " + reply.debug_string().substr(0, 80) + ", not an integer";
+    } else if (name == "ROLE") {
+      const auto& e = reply.elements();
+      const std::string role = reply.is_array() && !e.empty() ? e.front().str() : "?";
+      if (role != "master")
+        handshake_failure_ = cfg_.host + ":" + std::to_string(cfg_.port) + " says ROLE " + role +
+                             ", not master: it is not the master of '" + cfg_.sentinel.service +
+                             "' (the sentinel that named it is stale, or a failover is under way)";
     } else if (name == "PING" && !(reply.is_status() && reply.str() == "PONG")) {
       handshake_failure_ = "PING was answered with " + reply.debug_string().substr(0, 80) +
                            ", not PONG (is this a Redis server?)";

@@ -35,7 +35,6 @@ std::uint16_t free_port() {
   return ntohs(addr.sin_port);
 }
 
-namespace {
 bool can_connect(std::uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -46,7 +45,46 @@ bool can_connect(std::uint16_t port) {
   ::close(fd);
   return ok;
 }
-}  // namespace
+
+pid_t spawn(std::vector<std::string> args) {
+  if (args.empty()) throw std::invalid_argument("spawn: no program");
+  // Built before fork(): the child of a threaded process should not allocate.
+  std::vector<char*> argv;
+  for (auto& a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    // The server holds none of the test's descriptors: a server left behind by a crashed test
+    // must not hold ctest's output pipe, or ctest waits for it forever. (No PR_SET_PDEATHSIG:
+    // it fires when the forking *thread* ends, and tests start servers from short threads.)
+    const int null = ::open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      ::dup2(null, 0);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+    }
+    ::close_range(3, ~0U, 0);
+    ::execvp(argv[0], argv.data());
+    std::_Exit(127);
+  }
+  return pid;
+}
+
+std::string redis_cli_at(std::uint16_t port, const std::string& args, int timeout_s) {
+  const std::string command =
+      // Bounded: a frozen server would keep redis-cli waiting forever.
+      "timeout " + std::to_string(timeout_s) + " redis-cli -h 127.0.0.1 -p " +
+      std::to_string(port) + " " + args + " 2>&1";
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
+  if (!pipe) throw std::runtime_error("popen failed");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (auto n = std::fread(buf.data(), 1, buf.size(), pipe.get()))
+    out.append(buf.data(), n);
+  return out;
+}
 
 RedisServer::RedisServer(std::vector<std::string> extra, std::uint16_t port, bool tls)
     : extra_(std::move(extra)), port_(port == 0 ? free_port() : port), tls_(tls) {
@@ -88,27 +126,7 @@ void RedisServer::start() {
     args.insert(args.end(), {"--port", std::to_string(port_)});
   }
   args.insert(args.end(), extra_.begin(), extra_.end());
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    // The server holds none of the test's descriptors: a server left behind by a crashed test
-    // must not hold ctest's output pipe, or ctest waits for it forever. (No PR_SET_PDEATHSIG:
-    // it fires when the forking *thread* ends, and tests start servers from short threads.)
-    const int null = ::open("/dev/null", O_RDWR);
-    if (null >= 0) {
-      ::dup2(null, 0);
-      ::dup2(null, 1);
-      ::dup2(null, 2);
-    }
-    ::close_range(3, ~0U, 0);
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execvp("redis-server", argv.data());
-    std::_Exit(127);
-  }
-  pid_ = pid;
+  pid_ = spawn(std::move(args));
   wait_ready();
 }
 
@@ -159,16 +177,7 @@ std::string RedisServer::url(const std::string& path_and_query) const {
 }
 
 std::string RedisServer::cli(const std::string& args) const {
-  const std::string command =
-      // Bounded: a frozen server would keep redis-cli waiting forever.
-      "timeout 20 redis-cli -h 127.0.0.1 -p " + std::to_string(port_) + " " + args + " 2>&1";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
-  if (!pipe) throw std::runtime_error("popen failed");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (auto n = std::fread(buf.data(), 1, buf.size(), pipe.get()))
-    out.append(buf.data(), n);
-  return out;
+  return redis_cli_at(port_, args);
 }
 
 const std::string& shared_redis_url() {

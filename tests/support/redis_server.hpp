@@ -12,6 +12,17 @@ namespace tempest::test {
 // Returns a TCP port on 127.0.0.1 that was free a moment ago.
 std::uint16_t free_port();
 
+// True when something accepts TCP connections on 127.0.0.1:port now.
+bool can_connect(std::uint16_t port);
+
+// Starts args[0] (looked up in PATH) with `args`, its standard streams on /dev/null and none of
+// this process's other descriptors; returns its pid (the caller reaps it).
+pid_t spawn(std::vector<std::string> args);
+
+// Runs `redis-cli -h 127.0.0.1 -p port args` (killed after `timeout_s`) and returns its stdout and
+// stderr.
+std::string redis_cli_at(std::uint16_t port, const std::string& args, int timeout_s = 20);
+
 class RedisServer {
  public:
   // `extra` are redis-server options such as {"--requirepass", "secret"}. A port of 0 picks one.

@@ -254,4 +254,42 @@ INSTANTIATE_TEST_SUITE_P(
         BadUrl{"redis://h?cluster=true&seed=", "missing host"},
         BadUrl{"redis://h?cluster=true&max_redirects=0", "parameter 'max_redirects'"},
         BadUrl{"redis://h?cluster=true&max_redirects=256", "at most 255"},
-        BadUrl{"redis://h?cluster=maybe", "parameter 'cluster'"}));
+        BadUrl{"redis://h?cluster=maybe", "parameter 'cluster'"},
+        BadUrl{"redis+sentinel://:hunter2@s1:26379", "missing service name"},
+        BadUrl{"redis+sentinel://s1:26379/", "missing service name"},
+        BadUrl{"redis+sentinel://s1,,s2/m", "missing host"},
+        BadUrl{"redis+sentinel://s1:0/m", "bad port '0'"},
+        BadUrl{"redis+sentinel://s1/m/x", "bad db 'x'"},
+        BadUrl{"redis+sentinel://s1/m?cluster=true", "cannot be combined"},
+        BadUrl{"unix+sentinel:///r.sock", "unsupported scheme 'unix+sentinel'"},
+        BadUrl{"redis://h?sentinel_password=hunter2", "without redis+sentinel://"},
+        BadUrl{"redis+sentinel://s1/m?sentinel_username=u", "without a sentinel password"}));
+
+TEST(ConfigUrl, SentinelAddressesServiceDbAndCredentials) {
+  const auto c = Config::from_url(
+      "redis+sentinel://app:p%40ss@10.0.0.1:26380,[::1],sentinel-3:5000/orders/2"
+      "?sentinel_username=watch&sentinel_password=s3cret&connect_timeout=500ms");
+  EXPECT_TRUE(c.sentinel.enabled);
+  EXPECT_FALSE(c.tls.enabled);
+  EXPECT_EQ(c.sentinel.service, "orders");
+  ASSERT_EQ(c.sentinel.sentinels.size(), 3u);
+  EXPECT_EQ(c.sentinel.sentinels[0].host, "10.0.0.1");
+  EXPECT_EQ(c.sentinel.sentinels[0].port, 26380);
+  EXPECT_EQ(c.sentinel.sentinels[1].host, "::1");
+  EXPECT_EQ(c.sentinel.sentinels[1].port, 26379);  // the sentinels' default port
+  EXPECT_EQ(c.sentinel.sentinels[2].host, "sentinel-3");
+  EXPECT_EQ(c.sentinel.sentinels[2].port, 5000);
+  EXPECT_EQ(c.db, 2);
+  EXPECT_EQ(c.username, "app");  // the master's credentials
+  EXPECT_EQ(c.password, "p@ss");
+  EXPECT_EQ(c.sentinel.username, "watch");
+  EXPECT_EQ(c.sentinel.password, "s3cret");
+  EXPECT_EQ(c.connect_timeout, milliseconds(500));
+  const std::string shown = c.redacted();
+  EXPECT_EQ(shown, "redis+sentinel://app:***@10.0.0.1:26380,[::1]:26379,sentinel-3:5000/orders/2");
+  EXPECT_EQ(shown.find("s3cret"), std::string::npos);
+  const auto tls = Config::from_url("rediss+sentinel://s1/m?tls_verify=false");
+  EXPECT_TRUE(tls.tls.enabled);
+  EXPECT_FALSE(tls.tls.verify_peer);
+  EXPECT_EQ(tls.db, 0);
+}

@@ -40,6 +40,19 @@ struct ClusterOptions {
   int max_redirects = 16;  // MOVED / ASK / TRYAGAIN followed per request, within its deadline
 };
 
+// Redis Sentinel: the client asks the sentinels for the master of `service` before every
+// connect, checks with ROLE that the node it reaches is that master (a sentinel can be stale),
+// and finds the master again when the link drops or a write is answered -READONLY (a failover).
+// Host and port of the Config are then the master's, as last discovered.
+struct SentinelOptions {
+  SentinelOptions() = default;  // not an aggregate: see ScanOptions in client.hpp
+  bool enabled = false;         // redis+sentinel://s1:26379,s2:26379/service
+  std::string service;          // the master's name, as the sentinels monitor it
+  std::vector<Endpoint> sentinels;
+  std::string username;  // for the sentinels (sentinel_username); the URL's are the master's
+  std::string password;  // sentinel_password. Never logged, never in an error message.
+};
+
 struct Config {
   Config() = default;  // not an aggregate: see ScanOptions in client.hpp
   enum class Transport { tcp, unix_socket };
@@ -80,10 +93,15 @@ struct Config {
 
   TlsOptions tls;
   ClusterOptions cluster;
+  SentinelOptions sentinel;
 
   // Parses redis://[[user]:password@]host[:port][/db][?params], rediss://... (TLS) and
   // unix://[[user]:password@]/path/to/redis.sock[?db=N&params]; redis+cluster:// and
-  // rediss+cluster:// are redis:// and rediss:// with cluster=true. User and password are
+  // rediss+cluster:// are redis:// and rediss:// with cluster=true;
+  // redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db][?params] (and
+  // rediss+sentinel://, TLS to the sentinels and the master) names the sentinels (port 26379 by
+  // default) and the master's name; the credentials are the master's, the sentinels' are
+  // sentinel_username / sentinel_password. User and password are
   // percent-decoded. Query parameters (durations accept "250ms", "1.5s" or bare seconds):
   //   cluster (true|false), seed (host:port, repeated), read_from_replicas, cluster_refresh
   //   (duration), max_redirects;

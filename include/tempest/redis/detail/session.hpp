@@ -151,6 +151,8 @@ class Session {
   // The transport failed (read or write error, or the peer closed it).
   void on_link_error(TimePoint now, std::string why);
   void on_timer(TimePoint now);
+  // Waiting to reconnect: try now (a sentinel announced a new master).
+  void retry_now(TimePoint now);
   // Takes one reference to `r`. The request is queued, or completed at once (stopped, not
   // started, Config::max_pending reached, or disconnected with WhenDisconnected::fail).
   void submit(TimePoint now, Request* r);
@@ -265,6 +267,7 @@ class Session {
   void begin_open(TimePoint now);
   void become_ready(TimePoint now);
   void link_down(TimePoint now, std::string why);
+  std::string demoted_error() const;
   void finish_stop(TimePoint now);
   void fail_queue(TimePoint now, const std::exception_ptr& e);
   void queue_internal(RequestKind kind, Command c);
