@@ -2,7 +2,7 @@
 """Copies the measured tables of BENCHMARKS.md into README.md's Performance section.
 
 Each README table is replaced by the BENCHMARKS.md table whose header starts the same way, and
-the HTTP "Ratio: N.Nx." line follows. Run by scripts/bench.sh after make bench writes
+the HTTP "Ratio: N.Nx." lines follow. Run by scripts/bench.sh after make bench writes
 BENCHMARKS.md; exits non-zero (and leaves README.md alone) when a table is missing.
 """
 import os
@@ -11,7 +11,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # How each table's header line starts, in both files.
 TABLES = ["| C | tempest ops/s", "| client (C=1)", "| C (TLS)", "| client | instructions per GET",
-          "| C | tempest calls/s", "| server | requests/s", "| benchmark | time",
+          "| C | tempest calls/s", "| server | requests/s | p50 ms | p99 ms | peak RSS",
+          "| server | requests/s | p50 ms | p99 ms | server CPU", "| request | requests/s",
+          "| benchmark | time",
           "| C | tempest, cluster ops/s", "| C | near cache calls/s"]
 
 
@@ -38,10 +40,12 @@ def main():
         b0, b1 = find(bench, prefix, "BENCHMARKS.md")
         r0, r1 = find(readme, prefix, "README.md")
         readme[r0:r1] = bench[b0:b1]
-    ratio = [line for line in bench if line.startswith("Ratio: ")]
-    if len(ratio) != 1:
-        sys.exit("sync_readme_perf: expected one 'Ratio:' line in BENCHMARKS.md")
-    readme = [ratio[0] if line.startswith("Ratio: ") else line for line in readme]
+    # The HTTP "Ratio: N.Nx" lines, in order (the first words only: BENCHMARKS.md explains more).
+    ratio = [line.split(" (")[0].rstrip(".") + "." for line in bench if line.startswith("Ratio: ")]
+    if len(ratio) != sum(line.startswith("Ratio: ") for line in readme):
+        sys.exit("sync_readme_perf: BENCHMARKS.md and README.md differ in their 'Ratio:' lines")
+    it = iter(ratio)
+    readme = [next(it) if line.startswith("Ratio: ") else line for line in readme]
     with open(readme_path, "w") as f:
         f.write("\n".join(readme) + "\n")
     print("README.md tables updated from BENCHMARKS.md")

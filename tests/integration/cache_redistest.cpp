@@ -287,12 +287,8 @@ TEST_F(CacheTest, JitterConditionAndTtlFromTheResult) {
 // repository: TEMPEST_PYTHON_SDK, or ../shared/reference/sdk beside the checkout; skipped when
 // neither is there): list_orders(user_id, *, fresh=False) shares its entries both ways.
 TEST_F(CacheTest, KeywordArgumentsShareEntriesWithThePythonSdksOwnCached) {
-  const char* env = std::getenv("TEMPEST_PYTHON_SDK");
-  const std::string sdk = env != nullptr
-                              ? std::string(env)
-                              : std::string(TEMPEST_SOURCE_DIR "/../shared/reference/sdk");
-  if (shell("test -f '" + sdk + "/load_sdk.py' && echo yes") != "yes")
-    GTEST_SKIP() << "the Python SDK's source is not at " << sdk;
+  const std::string sdk = tempest::test::python_sdk_dir();
+  if (sdk.empty()) GTEST_SKIP() << "the Python SDK's source is not here (TEMPEST_PYTHON_SDK)";
   int& calls = orders_calls;
   auto list_orders = make_kwargs_list_orders();
   const std::string python = "/usr/bin/python3 " TEMPEST_SOURCE_DIR

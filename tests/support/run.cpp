@@ -58,6 +58,14 @@ void run_on_threads(asio::io_context& io, int threads,
   if (failure) std::rethrow_exception(failure);
 }
 
+std::string python_sdk_dir() {
+  const char* env = std::getenv("TEMPEST_PYTHON_SDK");
+  const std::string sdk = env != nullptr
+                              ? std::string(env)
+                              : std::string(TEMPEST_SOURCE_DIR "/../shared/reference/sdk");
+  return shell("test -f '" + sdk + "/load_sdk.py' && echo yes") == "yes" ? sdk : "";
+}
+
 std::string unique_prefix(const std::string& tag) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   static const std::string run =

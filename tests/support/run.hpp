@@ -41,6 +41,11 @@ asio::awaitable<long long> all_workers(int n, Worker worker);
 // Runs a shell command and returns its standard output without trailing line ends.
 std::string shell(const std::string& command);
 
+// Where the Python SDK's own source is (outside this repository: TEMPEST_PYTHON_SDK, or
+// ../shared/reference/sdk beside the checkout), for the interop tests that run it; "" when it is
+// in neither place (those tests are then skipped).
+std::string python_sdk_dir();
+
 // Sleeps inside a coroutine.
 asio::awaitable<void> sleep_for(std::chrono::milliseconds d);
 
