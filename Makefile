@@ -1,6 +1,6 @@
 # The two commands: `make demo` and `make test`. Both install what is missing (Debian packages),
 # build, start the servers they need on free 127.0.0.1 ports, and stop them afterwards.
-.PHONY: test demo demo-smoke demo-cluster demo-smoke-cluster bench bench-cluster bench-near bench-http bench-client bench-cache format format-check build clean
+.PHONY: test demo demo-smoke demo-cluster demo-smoke-cluster demo-sentinel demo-smoke-sentinel bench bench-cluster bench-near bench-http bench-client bench-cache format format-check build clean
 
 test:
 	@bash scripts/test.sh
@@ -16,6 +16,12 @@ demo-cluster:
 
 demo-smoke-cluster:
 	@CLUSTER=1 bash scripts/demo.sh --smoke
+
+demo-sentinel:
+	@SENTINEL=1 bash scripts/demo.sh
+
+demo-smoke-sentinel:
+	@SENTINEL=1 bash scripts/demo.sh --smoke
 
 bench:
 	@bash scripts/bench.sh

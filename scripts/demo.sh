@@ -3,7 +3,9 @@
 # unless REDIS_URL is set, starts examples/users_service, prints what to try, and stops both on
 # Ctrl-C. `scripts/demo.sh --smoke` (make demo-smoke) walks through it instead and exits 0 only
 # if every step holds. With CLUSTER=1 (make demo-cluster, make demo-smoke-cluster) the Redis is a
-# local Redis Cluster: 3 masters with a replica each.
+# local Redis Cluster: 3 masters with a replica each. With SENTINEL=1 (make demo-sentinel, make
+# demo-smoke-sentinel) it is a master, a replica and three sentinels, and the smoke walk-through
+# kills the master to see the service follow the failover.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$TEMPEST_ROOT"
@@ -11,19 +13,26 @@ smoke=0
 [[ ${1:-} == --smoke ]] && smoke=1
 ensure_packages
 # Stop only what this script starts, whatever the caller exported.
-unset REDIS_PID REDIS_DIR REDIS_PORT CLUSTER_DIR
+unset REDIS_PID REDIS_DIR REDIS_PORT CLUSTER_DIR SENTINEL_DIR
 SERVICE_PID=""
 cleanup() {
   [[ -n $SERVICE_PID ]] && kill "$SERVICE_PID" 2>/dev/null && wait "$SERVICE_PID" 2>/dev/null
   stop_redis
   stop_cluster
+  stop_sentinel_group
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 configure_build build >/dev/null || { echo "build failed"; exit 1; }
 own_redis=0
 own_cluster=0
-if [[ -z ${REDIS_URL:-} && ${CLUSTER:-0} == 1 ]]; then
+own_sentinel=0
+if [[ -z ${REDIS_URL:-} && ${SENTINEL:-0} == 1 ]]; then
+  start_sentinel_group || { echo "the Sentinel group did not start"; exit 1; }
+  # A short backoff cap: the service tries the new master soon after the sentinels promote it.
+  REDIS_URL="$SENTINEL_URL?reconnect_max=500ms"
+  own_sentinel=1
+elif [[ -z ${REDIS_URL:-} && ${CLUSTER:-0} == 1 ]]; then
   start_cluster || { echo "the Redis Cluster did not start"; exit 1; }
   REDIS_URL=$CLUSTER_URL
   own_cluster=1
@@ -105,6 +114,23 @@ if ((own_redis)); then
   hits_after=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
   echo "after the restart: warm /users/1 ${warm}s, hits ${hits_before} -> ${hits_after}"
   check "hits resume after Redis is back" test "$hits_after" -gt "$hits_before"
+elif ((own_sentinel)); then
+  # The master killed: readiness 503 until the sentinels promote the replica, then 200 again.
+  master_port=$(sentinel_master_port)
+  kill -9 "$(cat "$SENTINEL_DIR/$master_port/redis.pid")"
+  took=$(wait_status /health/readiness 503 4)
+  echo "readiness turned 503 in ${took}s after the master was killed"
+  check "readiness 503 within 4 s of the master dying" lt "$took" 4
+  check "/users/1 still answers 200 during the failover" test "$(status /users/1)" = 200
+  took=$(wait_status /health/readiness 200 15)
+  echo "readiness back to 200 in ${took}s (the sentinels promoted $(sentinel_master_port))"
+  check "readiness 200 within 15 s: the service follows the new master" lt "$took" 15
+  (void=$(seconds /users/1))
+  hits_before=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
+  warm=$(seconds /users/1)
+  hits_after=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
+  echo "after the failover: warm /users/1 ${warm}s, hits ${hits_before} -> ${hits_after}"
+  check "hits resume on the new master" test "$hits_after" -gt "$hits_before"
 elif ((own_cluster)); then
   # A master and its replica frozen (SIGSTOP): a slot range has no reachable master.
   nodes=$(redis-cli -p "${CLUSTER_PORTS[0]}" cluster nodes)

@@ -67,6 +67,11 @@ env -u REDIS_URL -u REDIS_PID -u REDIS_DIR -u REDIS_PORT -u CLUSTER_DIR CLUSTER=
   bash scripts/demo.sh --smoke
 record "demo-smoke-cluster" $?
 
+echo "== make demo-smoke-sentinel: the same service through Redis Sentinel, its master killed"
+env -u REDIS_URL -u REDIS_PID -u REDIS_DIR -u REDIS_PORT -u CLUSTER_DIR -u SENTINEL_DIR SENTINEL=1 \
+  bash scripts/demo.sh --smoke
+record "demo-smoke-sentinel" $?
+
 echo "== fuzzers (clang 14 libFuzzer, bounded time)"
 bash scripts/fuzz.sh 20
 record "fuzzers" $?
