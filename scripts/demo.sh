@@ -86,6 +86,10 @@ wait_status() {
   echo "$now - $start" | bc -l
 }
 lt() { (($(echo "$1 < $2" | bc -l))); }
+# get_user_profile's cache hits so far, from /metrics
+profile_hits() {
+  curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}'
+}
 
 cold=$(seconds /users/1)
 warm=$(seconds /users/1)
@@ -109,9 +113,9 @@ if ((own_redis)); then
   echo "readiness back to 200 in ${took}s after Redis restarted"
   check "readiness 200 within 2 s of Redis coming back" lt "$took" 2
   (void=$(seconds /users/1))  # refill after the restart emptied Redis
-  hits_before=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
+  hits_before=$(profile_hits)
   warm=$(seconds /users/1)
-  hits_after=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
+  hits_after=$(profile_hits)
   echo "after the restart: warm /users/1 ${warm}s, hits ${hits_before} -> ${hits_after}"
   check "hits resume after Redis is back" test "$hits_after" -gt "$hits_before"
 elif ((own_sentinel)); then
@@ -126,9 +130,9 @@ elif ((own_sentinel)); then
   echo "readiness back to 200 in ${took}s (the sentinels promoted $(sentinel_master_port))"
   check "readiness 200 within 15 s: the service follows the new master" lt "$took" 15
   (void=$(seconds /users/1))
-  hits_before=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
+  hits_before=$(profile_hits)
   warm=$(seconds /users/1)
-  hits_after=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
+  hits_after=$(profile_hits)
   echo "after the failover: warm /users/1 ${warm}s, hits ${hits_before} -> ${hits_after}"
   check "hits resume on the new master" test "$hits_after" -gt "$hits_before"
 elif ((own_cluster)); then
@@ -151,9 +155,9 @@ elif ((own_cluster)); then
   echo "readiness back to 200 in ${took}s after they resumed"
   check "readiness 200 within 15 s of the cluster recovering" lt "$took" 15
   (void=$(seconds /users/1))
-  hits_before=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
+  hits_before=$(profile_hits)
   warm=$(seconds /users/1)
-  hits_after=$(curl -s "$BASE/metrics" | awk '/^tempest_cache_hits_total\{function="get_user_profile"\}/ {print $2}')
+  hits_after=$(profile_hits)
   echo "after recovery: warm /users/1 ${warm}s, hits ${hits_before} -> ${hits_after}"
   check "hits resume after the cluster recovers" test "$hits_after" -gt "$hits_before"
 else
