@@ -8,6 +8,7 @@
 
 #include "cluster.hpp"
 #include "link.hpp"
+#include "replica_reads.hpp"
 #include "tempest/redis/detail/commands.hpp"
 
 namespace tempest::redis {
@@ -157,6 +158,8 @@ Script::Script(std::string source) : source_(std::move(source)), sha1_(sha1_hex(
 namespace {
 std::shared_ptr<detail::Backend> make_backend(asio::any_io_executor executor, Config config) {
   if (config.cluster.enabled) return detail::make_cluster(std::move(executor), std::move(config));
+  if (config.sentinel.enabled && config.sentinel.read_from_replicas)
+    return std::make_shared<detail::ReplicaReads>(std::move(executor), std::move(config));
   return std::make_shared<detail::Link>(std::move(executor), std::move(config),
                                         detail::Venue::shared);
 }

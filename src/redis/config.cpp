@@ -205,7 +205,14 @@ void apply_param(Config& c, std::string_view key, std::string_view raw) {
     parse_host_port(v, node);
     c.cluster.seeds.push_back(Endpoint{node.host, node.port});
   } else if (k == "read_from_replicas") {
-    c.cluster.read_from_replicas = parse_bool(k, v);
+    (c.sentinel.enabled ? c.sentinel.read_from_replicas : c.cluster.read_from_replicas) =
+        parse_bool(k, v);
+  } else if (k == "replica_refresh") {
+    if (!c.sentinel.enabled)
+      fail(
+          "parameter 'replica_refresh' is for redis+sentinel:// URLs (a cluster reads its "
+          "replicas from the slot map: cluster_refresh)");
+    c.sentinel.replica_refresh = parse_duration(k, v);
   } else if (k == "cluster_refresh") {
     c.cluster.refresh_interval = parse_duration(k, v);
   } else if (k == "max_redirects") {
@@ -379,6 +386,7 @@ void Config::validate() const {
       if (s.host.empty() || s.port == 0) bad("a sentinel without host or port");
     if (!sentinel.username.empty() && sentinel.password.empty())
       bad("a sentinel user name without a sentinel password");
+    if (sentinel.replica_refresh.count() <= 0) bad("sentinel replica_refresh must be positive");
   } else if (!sentinel.sentinels.empty() || !sentinel.password.empty()) {
     bad("sentinel settings given without redis+sentinel://");
   }

@@ -238,6 +238,11 @@ void Link::set_readonly() {
   session_.set_readonly(true);
 }
 
+void Link::expect_role(Session::Role role) {
+  std::lock_guard lock(mu_);
+  session_.expect_role(role);
+}
+
 void Link::routed_done(Request* r, bool inline_ok) noexcept {
   // A link routes nothing itself; a request handed here is simply delivered.
   if (r->has_handler()) {
@@ -518,10 +523,13 @@ void Link::begin_open() {
             }
             self->session_.set_endpoint(master->host, master->port);
             self->open_endpoint(gen);
-            // A switch the sentinels announce cuts the reconnect backoff short.
-            self->sentinel_->watch([weak = std::weak_ptr<Link>(self)] {
-              if (auto link = weak.lock()) link->retry_now();
-            });
+            if (!self->watching_) {
+              // A switch the sentinels announce cuts the reconnect backoff short.
+              self->watching_ = true;
+              self->sentinel_->watch([weak = std::weak_ptr<Link>(self)] {
+                if (auto link = weak.lock()) link->retry_now();
+              });
+            }
             return true;
           });
         });

@@ -80,6 +80,10 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   void routed_done(Request* r, bool inline_ok) noexcept override;
   // Sends READONLY after the handshake (a cluster reading from replicas). Before start().
   void set_readonly();
+  // What the handshake's ROLE must say (a link to a Sentinel service's replica). Before start().
+  void expect_role(Session::Role role);
+  // The Sentinel discovery of a redis+sentinel:// link (null otherwise): what finds its master.
+  const std::shared_ptr<SentinelDiscovery>& sentinel() const noexcept { return sentinel_; }
   // Servers to try in turn after an attempt failed or the link was lost (a subscriber on a
   // cluster, where any node hears every PUBLISH). Before start().
   void set_alternates(std::vector<Endpoint> nodes);
@@ -170,6 +174,7 @@ class Link final : public Backend, public std::enable_shared_from_this<Link> {
   std::shared_ptr<Tracker> tracker_;             // track(): the Tracker of this single-node client
   std::vector<Endpoint> alternates_;             // set_alternates()
   std::shared_ptr<SentinelDiscovery> sentinel_;  // Sentinel: finds the master before a connect
+  bool watching_ = false;                        // sentinel_->watch() was called (under mu_)
   std::size_t next_alternate_ = 0;
   std::size_t write_parts_ = 8;  // a large delivery's requests go out in this many writes
   bool burst_ = false;           // a flush is posted for requests submitted from outside a delivery

@@ -26,33 +26,15 @@ std::string where(const Endpoint& e) {
          std::to_string(e.port);
 }
 
-// The master a sentinel names, or nullopt with `why` filled.
-asio::awaitable<std::optional<Endpoint>> ask(asio::any_io_executor executor, Config config,
-                                             std::string service, std::string& why) {
+// Runs one command on a short-lived connection of its own: the reply, or nullopt with `why`
+// saying what failed (the connection, or the command's deadline).
+asio::awaitable<std::optional<Reply>> run_once(asio::any_io_executor executor, Config config,
+                                               Command command, std::string& why) {
   Client client(executor, config);
-  std::optional<Endpoint> found;
+  std::optional<Reply> reply;
   try {
     co_await client.connect();
-    Reply r = co_await client.command(cmd("SENTINEL", "get-master-addr-by-name", service));
-    if (r.is_nil()) {
-      why = "does not monitor a master named '" + service + "'";
-    } else if (r.is_error()) {
-      why = "answered " + r.str();
-    } else if (!r.is_array() || r.elements().size() != 2 || !r.elements()[0].is_string() ||
-               !r.elements()[1].is_string()) {
-      why = "answered " + r.debug_string().substr(0, 80) + ", not [host, port]";
-    } else {
-      const std::string& port_text = r.elements()[1].str();
-      unsigned port = 0;
-      const auto [end, ec] =
-          std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-      if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
-          port > 65535 || r.elements()[0].str().empty()) {
-        why = "named a master at a bad address '" + r.elements()[0].str() + ":" + port_text + "'";
-      } else {
-        found = Endpoint{r.elements()[0].str(), static_cast<std::uint16_t>(port)};
-      }
-    }
+    reply = co_await client.command(std::move(command));
   } catch (const std::exception& e) {
     why = e.what();
   }
@@ -60,30 +42,94 @@ asio::awaitable<std::optional<Endpoint>> ask(asio::any_io_executor executor, Con
     co_await client.disconnect();
   } catch (const std::exception&) {
   }
-  co_return found;
+  co_return reply;
+}
+
+// "host" and "port" as a sentinel gives them: an Endpoint, or nullopt when they are not one.
+std::optional<Endpoint> endpoint_of(const std::string& host, const std::string& port_text) {
+  unsigned port = 0;
+  const auto [end, ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
+      port > 65535 || host.empty())
+    return std::nullopt;
+  return Endpoint{host, static_cast<std::uint16_t>(port)};
+}
+
+// The master a sentinel names, or nullopt with `why` filled.
+asio::awaitable<std::optional<Endpoint>> ask(asio::any_io_executor executor, Config config,
+                                             std::string service, std::string& why) {
+  auto r = co_await run_once(executor, std::move(config),
+                             cmd("SENTINEL", "get-master-addr-by-name", service), why);
+  if (!r) co_return std::nullopt;
+  if (r->is_nil()) {
+    why = "does not monitor a master named '" + service + "'";
+  } else if (r->is_error()) {
+    why = "answered " + r->str();
+  } else if (!r->is_array() || r->elements().size() != 2 || !r->elements()[0].is_string() ||
+             !r->elements()[1].is_string()) {
+    why = "answered " + r->debug_string().substr(0, 80) + ", not [host, port]";
+  } else if (auto found = endpoint_of(r->elements()[0].str(), r->elements()[1].str())) {
+    co_return found;
+  } else {
+    why = "named a master at a bad address '" + r->elements()[0].str() + ":" +
+          r->elements()[1].str() + "'";
+  }
+  co_return std::nullopt;
 }
 
 // Whether the node at `config` says it is a master; `why` says what it is otherwise.
 asio::awaitable<bool> is_master(asio::any_io_executor executor, Config config, std::string& why) {
-  Client client(executor, config);
-  bool master = false;
-  try {
-    co_await client.connect();
-    Reply r = co_await client.command(Command("ROLE"));
-    const std::string role =
-        r.is_array() && !r.elements().empty() ? r.elements().front().str() : r.debug_string();
-    master = role == "master";
-    if (!master)
-      why = "named " + where(Endpoint{config.host, config.port}) + ", which says ROLE " + role;
-  } catch (const std::exception& e) {
-    why = "named " + where(Endpoint{config.host, config.port}) +
-          ", which cannot be used: " + e.what();
+  const std::string node = where(Endpoint{config.host, config.port});
+  auto r = co_await run_once(executor, std::move(config), Command("ROLE"), why);
+  if (!r) {
+    why = "named " + node + ", which cannot be used: " + why;
+    co_return false;
   }
-  try {
-    co_await client.disconnect();
-  } catch (const std::exception&) {
+  const std::string role =
+      r->is_array() && !r->elements().empty() ? r->elements().front().str() : r->debug_string();
+  if (role == "master") co_return true;
+  why = "named " + node + ", which says ROLE " + role;
+  co_return false;
+}
+
+// The replicas of `service` a sentinel lists as up and in sync with their master (SENTINEL
+// replicas: one array of field, value, field, value... per replica), or nullopt with `why`.
+asio::awaitable<std::optional<std::vector<Endpoint>>> replicas_of(asio::any_io_executor executor,
+                                                                  Config config,
+                                                                  std::string service,
+                                                                  std::string& why) {
+  auto r =
+      co_await run_once(executor, std::move(config), cmd("SENTINEL", "replicas", service), why);
+  if (!r) co_return std::nullopt;
+  if (r->is_error() || !r->is_array()) {
+    why = "answered " + r->debug_string().substr(0, 80) + " to SENTINEL replicas";
+    co_return std::nullopt;
   }
-  co_return master;
+  std::vector<Endpoint> found;
+  for (const Reply& replica : r->elements()) {
+    if (!replica.is_array()) continue;
+    std::string ip, port, flags, link;
+    const auto& f = replica.elements();
+    for (std::size_t i = 0; i + 1 < f.size(); i += 2) {
+      const std::string& name = f[i].str();
+      if (name == "ip")
+        ip = f[i + 1].str();
+      else if (name == "port")
+        port = f[i + 1].str();
+      else if (name == "flags")
+        flags = f[i + 1].str();
+      else if (name == "master-link-status")
+        link = f[i + 1].str();
+    }
+    // Down (subjectively or objectively), unreachable, or still syncing: not one to read from.
+    const bool down = flags.find("s_down") != std::string::npos ||
+                      flags.find("o_down") != std::string::npos ||
+                      flags.find("disconnected") != std::string::npos;
+    if (down || link != "ok") continue;
+    if (auto e = endpoint_of(ip, port)) found.push_back(std::move(*e));
+  }
+  co_return found;
 }
 
 }  // namespace
@@ -155,16 +201,46 @@ void SentinelDiscovery::find_master(bool retry, Done done) {
       asio::detached);
 }
 
+void SentinelDiscovery::find_replicas(ReplicasDone done) {
+  auto self = shared_from_this();
+  asio::co_spawn(
+      executor_,
+      [self, done = std::move(done)]() -> asio::awaitable<void> {
+        std::vector<Endpoint> order;
+        {
+          std::lock_guard lock(self->mutex_);
+          order = self->order_;
+        }
+        std::string failures;
+        for (const auto& sentinel : order) {
+          Config c = self->sentinel_config_;
+          c.host = sentinel.host;
+          c.port = sentinel.port;
+          std::string why;
+          if (auto found = co_await replicas_of(self->executor_, c, self->service_, why)) {
+            done(std::move(*found), {});
+            co_return;
+          }
+          failures += (failures.empty() ? "" : "; ") + where(sentinel) + ": " + why;
+        }
+        done(std::nullopt,
+             "no sentinel listed the replicas of '" + self->service_ + "' (" + failures + ")");
+      },
+      asio::detached);
+}
+
 void SentinelDiscovery::watch(std::function<void()> on_switch) {
   {
     std::lock_guard lock(mutex_);
-    if (watching_ || stopped_) return;
+    if (stopped_) return;
+    watchers_.push_back(std::move(on_switch));
+    if (watching_) return;
     watching_ = true;
   }
   auto self = shared_from_this();
   asio::co_spawn(
       executor_,
-      [self, on_switch = std::move(on_switch)]() -> asio::awaitable<void> {
+      [self]() -> asio::awaitable<void> {
         const std::string prefix = self->service_ + " ";
         for (std::size_t attempt = 0;; ++attempt) {
           Config c = self->sentinel_config_;
@@ -184,7 +260,7 @@ void SentinelDiscovery::watch(std::function<void()> on_switch) {
             for (;;) {
               Message m = co_await sub->next();
               // "<service> <old ip> <old port> <new ip> <new port>"; a gap: one may be missed.
-              if (m.kind == Message::Kind::gap || m.payload.starts_with(prefix)) on_switch();
+              if (m.kind == Message::Kind::gap || m.payload.starts_with(prefix)) self->switched();
             }
           } catch (const std::exception&) {
           }
@@ -202,12 +278,24 @@ void SentinelDiscovery::watch(std::function<void()> on_switch) {
       asio::detached);
 }
 
+void SentinelDiscovery::switched() {
+  std::vector<std::function<void()>> watchers;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return;
+    watchers = watchers_;
+  }
+  for (auto& w : watchers)
+    w();
+}
+
 void SentinelDiscovery::stop() {
   std::shared_ptr<Subscriber> sub;
   {
     std::lock_guard lock(mutex_);
     stopped_ = true;
     sub = std::move(subscriber_);
+    watchers_.clear();
   }
   if (sub) sub->close();
 }

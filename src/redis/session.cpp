@@ -186,7 +186,9 @@ Session::Session(Config config, std::shared_ptr<spdlog::logger> log, std::uint64
       state_(static_cast<std::uint8_t>(ConnectionState::idle)),
       parser_(ParserLimits{cfg_.max_reply_size}),
       in_(kReadChunk),
-      backoff_(cfg_.reconnect_min) {}
+      backoff_(cfg_.reconnect_min) {
+  if (cfg_.sentinel.enabled) role_ = Role::master;
+}
 
 Session::~Session() {
   // Requests still here never completed (the connection is being destroyed with its I/O
@@ -269,7 +271,7 @@ void Session::on_open(TimePoint now) {
   // Always answered: a peer that is not Redis (or accepts and closes) fails here.
   queue_internal(RequestKind::handshake, Command("PING"));
   // A sentinel can name a node that is no longer the master (stale, or a failover under way).
-  if (cfg_.sentinel.enabled) queue_internal(RequestKind::handshake, Command("ROLE"));
+  if (role_ != Role::any) queue_internal(RequestKind::handshake, Command("ROLE"));
   if (tracking_ && redirect_ != 0)
     queue_internal(RequestKind::handshake, cmd("CLIENT", "TRACKING", "on", "REDIRECT", redirect_));
   // Before SUBSCRIBE: a RESP2 subscriber can run nothing else.
@@ -834,10 +836,15 @@ void Session::on_handshake_reply(const Request& r, const Reply& reply, bool reje
     } else if (name == "ROLE") {
       const auto& e = reply.elements();
       const std::string role = reply.is_array() && !e.empty() ? e.front().str() : "?";
-      if (role != "master")
-        handshake_failure_ = cfg_.host + ":" + std::to_string(cfg_.port) + " says ROLE " + role +
+      const std::string where = cfg_.host + ":" + std::to_string(cfg_.port);
+      if (role_ == Role::master && role != "master")
+        handshake_failure_ = where + " says ROLE " + role +
                              ", not master: it is not the master of '" + cfg_.sentinel.service +
                              "' (the sentinel that named it is stale, or a failover is under way)";
+      else if (role_ == Role::replica && role != "slave")
+        handshake_failure_ = where + " says ROLE " + role +
+                             ", not slave: it is no longer a replica to read from (a failover "
+                             "promoted it, or a sentinel is stale)";
     } else if (name == "PING" && !(reply.is_status() && reply.str() == "PONG")) {
       handshake_failure_ = "PING was answered with " + reply.debug_string().substr(0, 80) +
                            ", not PONG (is this a Redis server?)";

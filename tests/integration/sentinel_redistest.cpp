@@ -15,12 +15,15 @@
 #include <thread>
 #include <vector>
 
+#include "support/http_client.hpp"
 #include "support/redis_sentinel.hpp"
 #include "support/redis_server.hpp"
 #include "support/run.hpp"
+#include "support/served_app.hpp"
 #include "tempest/cache/cached.hpp"
 #include "tempest/cache/invalidator.hpp"
 #include "tempest/cache/manager.hpp"
+#include "tempest/http/health.hpp"
 #include "tempest/redis/client.hpp"
 #include "tempest/redis/error.hpp"
 
@@ -29,6 +32,7 @@ namespace tc = tempest::cache;
 namespace tr = tempest::redis;
 using namespace std::chrono_literals;
 using tempest::test::Clock;
+using tempest::test::http_get;
 using tempest::test::ms_since;
 using tempest::test::run;
 using tempest::test::SentinelGroup;
@@ -228,10 +232,10 @@ TEST(Sentinel, AllSentinelsDownIsAClearErrorNeverAHang) {
 // the master (the sentinels promote the replica), then the old master back, then SENTINEL
 // FAILOVER. Only typed errors during the windows, no wrong value ever, the health check false
 // during the window and true after; the recovery times are printed.
-TEST(Sentinel, FailoverUnderLoadLosesNothingItConfirmedAndNeverAnswersWrong) {
+static void failover_under_load(const std::string& params) {
   SentinelGroup group;
   asio::io_context io;
-  tc::RedisManager redis(io.get_executor(), group.url("?reconnect_max=200ms"));
+  tc::RedisManager redis(io.get_executor(), group.url("?reconnect_max=200ms" + params));
   std::atomic<bool> stop{false};
   std::atomic<long long> ok{0}, typed_errors{0}, other_errors{0}, wrong{0};
   std::atomic<long long> last_ok_ms{0};
@@ -242,6 +246,25 @@ TEST(Sentinel, FailoverUnderLoadLosesNothingItConfirmedAndNeverAnswersWrong) {
   const auto now_ms = [&] { return static_cast<long long>(ms_since(t0)); };
   std::atomic<bool> saw_unhealthy{false};
   std::vector<double> recoveries;
+  // A service's readiness probe, as an orchestrator polls it: the health router of an App with
+  // its own manager through the same sentinels, asked over HTTP every 50 ms from another thread.
+  tempest::test::Served service;
+  tc::RedisManager& probe_redis = service.manager(group.url("?reconnect_max=200ms"));
+  service.app.on_startup([&]() -> asio::awaitable<void> { co_await probe_redis.connect(); });
+  service.app.on_shutdown([&]() -> asio::awaitable<void> { co_await probe_redis.disconnect(); });
+  service.app.include(tempest::http::make_health_router(
+      {.checks = {{"redis", [&] { return probe_redis.health_check(); }}}, .timeout = 500ms}));
+  service.start();
+  std::atomic<bool> saw_503{false}, probing{true};
+  std::atomic<int> last_status{0};
+  std::thread prober([&] {
+    while (probing) {
+      const int status = http_get(service.port(), "/health/readiness").status;
+      last_status = status;
+      if (status == 503) saw_503 = true;
+      std::this_thread::sleep_for(50ms);
+    }
+  });
 
   run(
       io,
@@ -313,11 +336,16 @@ TEST(Sentinel, FailoverUnderLoadLosesNothingItConfirmedAndNeverAnswersWrong) {
                       took);
           EXPECT_NE(group.master_port(), old_master);
           if (round == 0) {
-            EXPECT_TRUE(saw_unhealthy.load());  // readiness would have said 503
-            group.restart(old_master);          // back, as a replica of the new master
-            co_await sleep_for(3s);             // replicated before the manual failover
+            EXPECT_TRUE(saw_unhealthy.load());
+            EXPECT_TRUE(saw_503.load());  // the readiness probe said so over HTTP
+            group.restart(old_master);    // back, as a replica of the new master
+            co_await sleep_for(3s);       // replicated before the manual failover
           }
           EXPECT_TRUE(co_await redis.health_check());
+          // Readiness back to 200 within 3 s of the operations flowing again.
+          for (int i = 0; i < 60 && last_status != 200; ++i)
+            co_await sleep_for(50ms);
+          EXPECT_EQ(last_status.load(), 200) << "readiness after round " << round;
         }
         const long long after = ok;
         co_await sleep_for(500ms);
@@ -327,6 +355,9 @@ TEST(Sentinel, FailoverUnderLoadLosesNothingItConfirmedAndNeverAnswersWrong) {
         co_await redis.disconnect();
       },
       std::chrono::seconds(90));
+  probing = false;
+  prober.join();
+  service.stop();
   std::printf("operations %lld, typed errors %lld, other errors %lld, wrong values %lld\n",
               ok.load(), typed_errors.load(), other_errors.load(), wrong.load());
   EXPECT_EQ(wrong, 0) << (odd.empty() ? "" : odd.front());
@@ -336,4 +367,145 @@ TEST(Sentinel, FailoverUnderLoadLosesNothingItConfirmedAndNeverAnswersWrong) {
   // The sentinels need down-after (1 s) plus their election and promotion: goal + 2 s.
   EXPECT_LT(recoveries[0], 12000);
   EXPECT_LT(recoveries[1], 12000);
+}
+
+TEST(Sentinel, FailoverUnderLoadLosesNothingItConfirmedAndNeverAnswersWrong) {
+  failover_under_load("");
+}
+
+// The same with the reads on the replicas: a read may come from before the caller's last write
+// (replication lags), never from another caller; the promoted replica and the old master coming
+// back as a replica are followed.
+TEST(Sentinel, FailoverUnderLoadReadingFromReplicas) {
+  failover_under_load("&read_from_replicas=true&replica_refresh=500ms");
+}
+
+namespace {
+
+// How many times `port`'s server ran `command` (INFO commandstats), 0 when never.
+long long calls_of(const SentinelGroup& group, std::uint16_t port, const std::string& command) {
+  const std::string info = group.cli(port, "info commandstats");
+  const std::string tag = "cmdstat_" + command + ":calls=";
+  const auto at = info.find(tag);
+  return at == std::string::npos ? 0 : std::stoll(info.substr(at + tag.size()));
+}
+
+// Waits (up to 5 s) until the replica on `port` has `key` = `value` (replicated).
+bool replicated(const SentinelGroup& group, std::uint16_t port, const std::string& key,
+                const std::string& value) {
+  for (int i = 0; i < 100; ++i) {
+    if (group.cli(port, "get " + key) == value + "\n") return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+// Waits (up to 10 s) until `client` has a connected replica link.
+asio::awaitable<bool> replica_connected(tr::Client& client) {
+  for (int i = 0; i < 200; ++i) {
+    for (const auto& n : client.node_stats())
+      if (!n.master && n.connected) co_return true;
+    co_await sleep_for(50ms);
+  }
+  co_return false;
+}
+
+}  // namespace
+
+// read_from_replicas: the commands that only read go to the replica the sentinels list, the
+// rest (writes, a transaction) to the master; the replica's own counters show it.
+TEST(Sentinel, ReadsGoToTheReplicasWritesToTheMaster) {
+  SentinelGroup group;
+  const auto master = group.master_port();
+  const auto replica = group.replica_port();
+  asio::io_context io;
+  tr::Client client(io.get_executor(), group.url("?read_from_replicas=true"));
+  const long long gets_before = calls_of(group, replica, "get");
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await client.connect();
+    EXPECT_TRUE(co_await replica_connected(client));
+    co_await client.set("rr:k", "v1");
+    // Replicated before it is read back from the replica.
+    EXPECT_TRUE(replicated(group, replica, "rr:k", "v1"));
+    for (int i = 0; i < 200; ++i)
+      EXPECT_EQ(co_await client.get("rr:k"), std::optional<std::string>("v1"));
+    // A pipeline of reads is a read; one with a write is not.
+    tr::Pipeline reads;
+    reads.add("GET", "rr:k").add("EXISTS", "rr:k");
+    auto both = co_await client.exec(reads);
+    EXPECT_EQ(both.size(), 2u);
+    tr::Pipeline mixed;
+    mixed.add("SET", "rr:m", "x").add("GET", "rr:m");
+    auto replies = co_await client.exec(mixed);
+    EXPECT_EQ(replies.size(), 2u);
+    if (replies.size() == 2) {
+      EXPECT_EQ(replies[1].str(), "x");  // the master read its own write
+    }
+    co_await client.disconnect();
+  });
+  EXPECT_GE(calls_of(group, replica, "get") - gets_before, 201);
+  // (A write sent to the replica would have failed: -READONLY.)
+  EXPECT_GE(calls_of(group, master, "set"), 2);
+  EXPECT_LT(calls_of(group, master, "get"), 5);  // only the mixed pipeline's
+}
+
+// The replica dies under 32 readers: reads go to the master (those in flight on the replica are
+// read again there), no read fails and none answers wrong; the replica back, it serves again.
+TEST(Sentinel, AReplicaGoingDownSendsItsReadsToTheMaster) {
+  SentinelGroup group;
+  const auto replica = group.replica_port();
+  asio::io_context io;
+  tr::Client client(io.get_executor(), group.url("?read_from_replicas=true&replica_refresh=300ms"
+                                                 "&reconnect_max=200ms"));
+  std::atomic<long long> reads{0}, failed{0}, wrong{0};
+  std::atomic<bool> stop{false};
+  std::string first_failure;
+  run(
+      io,
+      [&]() -> asio::awaitable<void> {
+        co_await client.connect();
+        EXPECT_TRUE(co_await replica_connected(client));
+        for (int i = 0; i < 32; ++i)
+          co_await client.set("rd:" + std::to_string(i), "value-" + std::to_string(i));
+        EXPECT_TRUE(replicated(group, replica, "rd:31", "value-31"));
+        auto reader = [&](int id) -> asio::awaitable<void> {
+          const std::string key = "rd:" + std::to_string(id);
+          while (!stop) {
+            bool ok = true;
+            try {
+              const auto v = co_await client.get(key);
+              if (v != std::optional<std::string>("value-" + std::to_string(id))) ++wrong;
+              ++reads;
+            } catch (const tr::Error& e) {
+              if (failed++ == 0) first_failure = e.what();
+              ok = false;
+            }
+            if (!ok) co_await sleep_for(5ms);
+          }
+        };
+        for (int i = 0; i < 32; ++i)
+          asio::co_spawn(io, reader(i), asio::detached);
+        co_await sleep_for(500ms);
+        const long long on_replica = calls_of(group, replica, "get");
+        EXPECT_GT(on_replica, 100);
+        group.data_node(replica).kill();
+        const long long at_kill = reads;
+        co_await sleep_for(1s);
+        EXPECT_GT(reads - at_kill, 1000);  // the master answers them
+        group.data_node(replica).start();
+        // Back (it resyncs from the master first): its reads resume within a few refreshes.
+        long long resumed = 0;
+        for (int i = 0; i < 100 && resumed <= 100; ++i) {
+          co_await sleep_for(100ms);
+          resumed = calls_of(group, replica, "get");
+        }
+        EXPECT_GT(resumed, 100) << "the restarted replica serves reads again";
+        stop = true;
+        co_await sleep_for(100ms);
+        co_await client.disconnect();
+      },
+      std::chrono::seconds(60));
+  std::printf("reads %lld, failed %lld, wrong %lld\n", reads.load(), failed.load(), wrong.load());
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(failed, 0) << first_failure;
 }

@@ -263,7 +263,24 @@ INSTANTIATE_TEST_SUITE_P(
         BadUrl{"redis+sentinel://s1/m?cluster=true", "cannot be combined"},
         BadUrl{"unix+sentinel:///r.sock", "unsupported scheme 'unix+sentinel'"},
         BadUrl{"redis://h?sentinel_password=hunter2", "without redis+sentinel://"},
-        BadUrl{"redis+sentinel://s1/m?sentinel_username=u", "without a sentinel password"}));
+        BadUrl{"redis+sentinel://s1/m?sentinel_username=u", "without a sentinel password"},
+        BadUrl{"redis://h?replica_refresh=5s", "is for redis+sentinel:// URLs"},
+        BadUrl{"redis+sentinel://s1/m?replica_refresh=0", "parameter 'replica_refresh'"},
+        BadUrl{"redis+sentinel://s1/m?read_from_replicas=most", "parameter 'read_from_replicas'"}));
+
+TEST(ConfigUrl, SentinelReadsFromReplicas) {
+  const auto c =
+      Config::from_url("redis+sentinel://s1/m?read_from_replicas=true&replica_refresh=2.5s");
+  EXPECT_TRUE(c.sentinel.read_from_replicas);
+  EXPECT_FALSE(c.cluster.read_from_replicas);  // not a cluster's setting here
+  EXPECT_EQ(c.sentinel.replica_refresh, milliseconds(2500));
+  EXPECT_FALSE(Config::from_url("redis+sentinel://s1/m").sentinel.read_from_replicas);
+  EXPECT_EQ(Config::from_url("redis+sentinel://s1/m").sentinel.replica_refresh,
+            milliseconds(10000));
+  const auto cluster = Config::from_url("redis+cluster://h?read_from_replicas=true");
+  EXPECT_TRUE(cluster.cluster.read_from_replicas);
+  EXPECT_FALSE(cluster.sentinel.read_from_replicas);
+}
 
 TEST(ConfigUrl, SentinelAddressesServiceDbAndCredentials) {
   const auto c = Config::from_url(

@@ -776,6 +776,31 @@ TEST(Session, UnderSentinelTheHandshakeRefusesANodeThatIsNotTheMaster) {
   }
 }
 
+// A link to a Sentinel service's replica, for reads: ROLE must say slave; a replica a failover
+// promoted (ROLE master) is refused, so its reads go elsewhere.
+TEST(Session, AReplicaLinkRefusesANodeThatIsNoLongerAReplica) {
+  for (const bool replica : {false, true}) {
+    Harness h(base_config(), false);
+    h.session.expect_role(Session::Role::replica);
+    h.session.start(h.now);
+    h.step();
+    h.session.on_open(h.now);
+    h.step();
+    EXPECT_EQ(h.written, Command("PING").wire() + Command("ROLE").wire());
+    h.feed("+PONG\r\n");
+    if (replica) {
+      h.feed("*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6380\r\n$9\r\nconnected\r\n:0\r\n");
+      EXPECT_EQ(h.session.phase(), Session::Phase::ready);
+    } else {
+      h.feed("*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
+      EXPECT_TRUE(h.last.close);
+      EXPECT_EQ(h.session.phase(), Session::Phase::backoff);
+      const auto why = h.session.last_error();
+      EXPECT_NE(why.find("says ROLE master, not slave"), std::string::npos) << why;
+    }
+  }
+}
+
 // Sentinel: a write answered -READONLY went to a demoted master (a failover): the caller gets
 // the error, and the link is dropped so that the next one finds the new master.
 TEST(Session, UnderSentinelReadonlyDropsTheLinkToFindTheMasterAgain) {

@@ -51,6 +51,11 @@ struct SentinelOptions {
   std::vector<Endpoint> sentinels;
   std::string username;  // for the sentinels (sentinel_username); the URL's are the master's
   std::string password;  // sentinel_password. Never logged, never in an error message.
+  // Read-only commands go to the service's replicas (SENTINEL replicas: those up and in sync,
+  // in turn), everything else to the master; no replica connected: the master. Replicas lag
+  // the master: a read right after a write may not see it yet.
+  bool read_from_replicas = false;
+  Duration replica_refresh{10000};  // the replica list is asked for again this often
 };
 
 struct Config {
@@ -103,8 +108,9 @@ struct Config {
   // default) and the master's name; the credentials are the master's, the sentinels' are
   // sentinel_username / sentinel_password. User and password are
   // percent-decoded. Query parameters (durations accept "250ms", "1.5s" or bare seconds):
-  //   cluster (true|false), seed (host:port, repeated), read_from_replicas, cluster_refresh
-  //   (duration), max_redirects;
+  //   cluster (true|false), seed (host:port, repeated), read_from_replicas (a cluster's or a
+  //   Sentinel service's), cluster_refresh (duration), max_redirects, replica_refresh (duration,
+  //   Sentinel);
   //   connect_timeout (socket_connect_timeout), command_timeout (timeout, socket_timeout),
   //   health_interval, health_timeout, reconnect_min, reconnect_max, stable_after,
   //   disconnect_timeout, max_pending, max_reply_size (bytes), when_disconnected (queue|fail),

@@ -172,6 +172,10 @@ class Session {
   void set_reconnect(bool on) noexcept { reconnect_ = on; }
   // READONLY after the handshake: reads may be served by this node when it is a replica.
   void set_readonly(bool on) noexcept { readonly_ = on; }
+  // What the handshake's ROLE must say (a Sentinel master's link: master; a link to one of its
+  // replicas, for reads: replica); a node that says otherwise fails the attempt.
+  enum class Role : std::uint8_t { any, master, replica };
+  void expect_role(Role r) noexcept { role_ = r; }
   // The server the next connect attempt goes to (a subscriber moving to another cluster node).
   void set_endpoint(std::string host, std::uint16_t port) {
     cfg_.host = std::move(host);
@@ -304,6 +308,7 @@ class Session {
   bool stopping_ = false;
   bool reconnect_ = true;
   bool readonly_ = false;
+  Role role_ = Role::any;
   std::string closed_reason_ = "the Redis connection was closed by disconnect()";
   bool outage_ = false;  // a connect failed or the link was lost since the last ready link
 
