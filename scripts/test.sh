@@ -72,6 +72,14 @@ env -u REDIS_URL -u REDIS_PID -u REDIS_DIR -u REDIS_PORT -u CLUSTER_DIR -u SENTI
   bash scripts/demo.sh --smoke
 record "demo-smoke-sentinel" $?
 
+echo "== make chaos, short: 45 s of faults under load (DURATION=10m make chaos for the long run)"
+if [[ -x build/tests/tempest_chaos ]]; then
+  build/tests/tempest_chaos --duration 45s
+  record "chaos" $?
+else
+  record "chaos (not built)" 1
+fi
+
 echo "== fuzzers (clang 14 libFuzzer, bounded time)"
 bash scripts/fuzz.sh 20
 record "fuzzers" $?
@@ -83,6 +91,10 @@ if configure_build build-asan -DTEMPEST_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DT
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure --timeout 900 2>&1 | tee build-asan/ctest.log
   ctest_count "asan tests" build-asan/ctest.log "${PIPESTATUS[0]}"
+  echo "== chaos in the ASan+UBSan build: a sanitizer report fails a load process, and the run"
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    build-asan/tests/tempest_chaos --duration 30s
+  record "chaos (asan)" $?
 else
   record "asan build" 1
 fi

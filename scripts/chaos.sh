@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# make chaos: faults under load, measured (tests/chaos/chaos.cpp). A redis-server of its own
+# (append-only) behind a fault-injecting proxy, two load processes of 64 callers each (one with
+# the near cache), faults injected at random for DURATION (default 180s); the seed is printed and
+# SEED=N replays a run; FAULTS=kind,kind limits the kinds (one kind: that fault in isolation).
+# The last line is JSON; the exit status is 1 when a value was wrong, an acknowledged write was
+# lost, a call outlived its deadline past the margin, or a process's RSS grew.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$TEMPEST_ROOT"
+ensure_packages
+dir=${CHAOS_BUILD:-build}
+configure_build "$dir" >/dev/null
+args=(--duration "${DURATION:-180s}")
+[[ -n ${SEED:-} ]] && args+=(--seed "$SEED")
+[[ -n ${FAULTS:-} ]] && args+=(--faults "$FAULTS")
+[[ -n ${CALLERS:-} ]] && args+=(--callers "$CALLERS")
+exec "$dir/tests/tempest_chaos" "${args[@]}"
