@@ -635,6 +635,11 @@ int run_orchestrator(const std::string& self, milliseconds duration, std::uint64
   for (const auto& r : reports) {
     if (r == "null") continue;
     calls += json_number(r, "calls");
+    // Only the library's typed errors: anything else escaping a call is a defect.
+    if (r.find("\"untyped\":") != std::string::npos) {
+      std::fprintf(stderr, "a call failed with an exception that is not a tempest error\n");
+      ++bad;
+    }
     wrong += json_number(r, "wrong");
     lost += json_number(r, "lost");
     overrun = std::max(overrun, json_number(r, "max_overrun_ms"));
