@@ -197,6 +197,12 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     } else if (!s.keyword_names.empty()) {
       const auto [a, kw] = encode_call(s.keyword_names, args...);
       s.core->key_for_args(out, a, kw);
+    } else if constexpr (detail::plain_integer_args<A...>) {
+      // Integer arguments: their JSON written on the stack (encode_args' own fast path, without
+      // the std::string).
+      char json[detail::plain_integer_args_room(sizeof...(A))];
+      s.core->key_for_args(out,
+                           std::string_view(json, detail::write_plain_integer_args(json, args...)));
     } else {
       s.core->key_for_args(out, encode_args(args...));
     }
