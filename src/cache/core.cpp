@@ -546,7 +546,7 @@ std::string CacheCore::with_freshness(std::string payload, long long ttl_seconds
   return payload;
 }
 
-CacheCore::LookupStart CacheCore::begin_lookup() {
+CacheCore::LookupStart CacheCore::begin_lookup(std::string_view key) {
   LookupStart start;
   CircuitBreaker* breaker = manager_->breaker.get();
   start.breaker_open = breaker != nullptr && !breaker->allow();
@@ -554,10 +554,25 @@ CacheCore::LookupStart CacheCore::begin_lookup() {
     breaker_skips_.fetch_add(1, std::memory_order_relaxed);
     return start;
   }
-  start.client = manager_->client();
-  start.has_client = start.client.has_value();
-  if (!usable(start.client)) start.client.reset();
+  // The GET is made under the manager's lock from its client itself, not from a copy: the
+  // awaitable holds the client's connection (a reference of its own, as every call's does), and
+  // with use_awaitable nothing is sent, and no handler runs, before it is awaited (outside the
+  // lock), so nothing can call back into the manager while the lock is held.
+  manager_->with_client([&](const redis::Client* client) {
+    start.has_client = client != nullptr;
+    if (client == nullptr || !client->is_connected()) return;
+    try {
+      start.get =
+          const_cast<redis::Client*>(client)->get(key, redis::CallOptions{options_.deadline});
+    } catch (...) {
+      start.failure = std::current_exception();
+    }
+  });
   return start;
+}
+
+void CacheCore::recycle(Lookup& found) noexcept {
+  if (found.value) redis::detail::recycle_string(std::move(*found.value));
 }
 
 Lookup CacheCore::unavailable(const LookupStart& start) {
@@ -611,19 +626,38 @@ Lookup CacheCore::lookup_failed(const std::string& key, std::exception_ptr e) {
 }
 
 asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
-  LookupStart start = begin_lookup();
-  if (!start.client) co_return unavailable(start);
   std::exception_ptr failure;
-  try {
-    if (near_ == nullptr) {
+  if (near_ == nullptr) {
+    LookupStart start = begin_lookup(key);
+    if (start.failure) co_return lookup_failed(key, start.failure);
+    if (!start.get.valid()) co_return unavailable(start);
+    try {
       Lookup found;
-      found.value = co_await start.client->get(key, redis::CallOptions{options_.deadline});
+      found.value = co_await std::move(start.get);
       looked_up(found);
       co_return found;
+    } catch (...) {
+      failure = std::current_exception();
     }
+    co_return lookup_failed(key, failure);
+  }
+  std::optional<redis::Client> client;
+  {
+    CircuitBreaker* breaker = manager_->breaker.get();
+    LookupStart start;
+    start.breaker_open = breaker != nullptr && !breaker->allow();
+    if (start.breaker_open) {
+      breaker_skips_.fetch_add(1, std::memory_order_relaxed);
+      co_return unavailable(start);
+    }
+    client = manager_->client();
+    start.has_client = client.has_value();
+    if (!usable(client)) co_return unavailable(start);
+  }
+  try {
     // The near cache keeps an entry no longer than Redis does: PTTL with the GET.
     const auto sent = Clock::now();
-    auto r = co_await start.client->get_with_ttl(key, redis::CallOptions{options_.deadline});
+    auto r = co_await client->get_with_ttl(key, redis::CallOptions{options_.deadline});
     if (CircuitBreaker* breaker = manager_->breaker.get()) breaker->record(true);
     Lookup found{std::move(r.value), true};
     if (r.pttl >= 0) {

@@ -1,5 +1,8 @@
 #include "tempest/redis/reply.hpp"
 
+#include <array>
+
+#include "tempest/redis/client.hpp"
 #include "tempest/redis/error.hpp"
 
 namespace tempest::redis {
@@ -40,6 +43,41 @@ std::optional<std::string> Reply::as_optional_string() && {
   if (type_ == Type::string || type_ == Type::status) return std::move(str_);
   unexpected(*this, "string or nil");
 }
+
+namespace detail {
+namespace {
+// This thread's spare string buffers (see recycle_string): only this thread touches them.
+struct Spares {
+  static constexpr std::size_t kKeep = 16;
+  static constexpr std::size_t kMaxCapacity = 4096;  // as a pooled request keeps (request.cpp)
+  std::array<std::string, kKeep> strings;
+  std::size_t size = 0;
+};
+thread_local Spares t_spares;
+constexpr std::size_t kInlineCapacity = std::string().capacity();
+}  // namespace
+
+void recycle_string(std::string&& s) noexcept {
+  const std::size_t capacity = s.capacity();
+  if (capacity <= kInlineCapacity || capacity > Spares::kMaxCapacity) return;
+  Spares& spares = t_spares;
+  if (spares.size == Spares::kKeep) return;
+  s.clear();
+  // Into an empty slot: the buffer changes hands (no copy), and `s` is left empty.
+  spares.strings[spares.size++] = std::move(s);
+}
+
+std::optional<std::string> to_optional_string_reusing(Reply&& r) {
+  std::optional<std::string> out = std::move(r).as_optional_string();
+  // The value took the request's buffer: a spare one takes its place (the request's next reply
+  // is read into it), if this thread has one.
+  if (out && out->capacity() > kInlineCapacity) {
+    Spares& spares = t_spares;
+    if (spares.size != 0) r.str() = std::move(spares.strings[--spares.size]);
+  }
+  return out;
+}
+}  // namespace detail
 
 long long Reply::as_integer() const {
   if (type_ == Type::integer) return integer_;

@@ -155,6 +155,39 @@ TEST(Key, DigestMatchesSha256AtEveryLength) {
   }
 }
 
+// Integer-only calls take encode_args' fast path (no KeyWriter): the same text as KeyWriter's.
+TEST(Key, IntegerArgumentsFastPathWritesWhatKeyWriterWrites) {
+  const auto by_writer = [](const auto&... args) {
+    KeyWriter w;
+    w.begin_array();
+    (encode_key_value(w, args), ...);
+    w.end_array();
+    return w.take();
+  };
+  const auto same = [&](const auto&... args) {
+    static_assert(detail::plain_integer_args<std::decay_t<decltype(args)>...>);
+    EXPECT_EQ(encode_args(args...), by_writer(args...));
+  };
+  same(0);
+  same(-1);
+  same(37LL);
+  same(std::numeric_limits<long long>::min());
+  same(std::numeric_limits<long long>::max());
+  same(std::numeric_limits<unsigned long long>::max());
+  same(std::numeric_limits<long long>::min(), std::numeric_limits<unsigned long long>::max(),
+       std::numeric_limits<long long>::min());
+  same(static_cast<short>(-32768), static_cast<unsigned short>(65535),
+       static_cast<signed char>(-128), static_cast<unsigned char>(255), 7u, -7L, char16_t{65});
+  EXPECT_EQ(encode_args(1, -2, 3ULL), "[1,-2,3]");
+  // Not plain integers: bool, char, 128-bit integers, other types, none.
+  static_assert(!detail::plain_integer_args<bool>);
+  static_assert(!detail::plain_integer_args<char>);
+  __extension__ typedef __int128 Wide;
+  static_assert(!detail::plain_integer_args<Wide>);
+  static_assert(!detail::plain_integer_args<int, double>);
+  static_assert(!detail::plain_integer_args<>);
+}
+
 TEST(Key, DifferentValuesTypesAndOrderGiveDifferentKeys) {
   const auto k = [](const std::string& args) { return make_key("", "f", args); };
   EXPECT_NE(k(encode_args(1)), k(encode_args(2)));

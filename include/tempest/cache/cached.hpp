@@ -197,6 +197,12 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     } else if (!s.keyword_names.empty()) {
       const auto [a, kw] = encode_call(s.keyword_names, args...);
       s.core->key_for_args(out, a, kw);
+    } else if constexpr (detail::plain_integer_args<A...>) {
+      // Integer arguments: their JSON written on the stack (encode_args' own fast path, without
+      // the std::string).
+      char json[detail::plain_integer_args_room(sizeof...(A))];
+      s.core->key_for_args(out,
+                           std::string_view(json, detail::write_plain_integer_args(json, args...)));
     } else {
       s.core->key_for_args(out, encode_args(args...));
     }
@@ -245,22 +251,26 @@ class Cached<F, Codec, T, std::tuple<A...>> {
       key_into(*st, key, args...);
       detail::Lookup found;
       // core.lookup(key) in steps: the GET is awaited here, one coroutine frame less per call.
-      auto start = core.begin_lookup();
-      if (start.client) {
+      auto start = core.begin_lookup(key.view());
+      if (start.get.valid()) {
         std::exception_ptr failure;
         try {
-          found.value =
-              co_await start.client->get(key.view(), redis::CallOptions{core.options().deadline});
+          found.value = co_await std::move(start.get);
           core.looked_up(found);
         } catch (...) {
           failure = std::current_exception();
         }
         if (failure) found = core.lookup_failed(key.str(), failure);
+      } else if (start.failure) {
+        found = core.lookup_failed(key.str(), start.failure);
       } else {
         found = core.unavailable(start);
       }
       Judged j = judge(*st, key.view(), found);
-      if (j.answer && !j.refresh) co_return std::move(*j.value);
+      if (j.answer && !j.refresh) {
+        detail::CacheCore::recycle(found);  // decoded: the reply's buffer serves a later one
+        co_return std::move(*j.value);
+      }
       rest = j.answer ? refreshed(st, key.str(), std::move(*j.value), args...)
                       : miss(st, key.str(), std::move(found), std::move(j.value), args...);
     }

@@ -8,6 +8,7 @@
 #include <array>
 #include <boost/describe/members.hpp>
 #include <boost/mp11/algorithm.hpp>
+#include <charconv>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -134,14 +135,55 @@ void encode_key_value(KeyWriter& w, const T& v) {
   KeyEncoder<T>::encode(w, v);
 }
 
+namespace detail {
+// An argument that the library's own encoder writes as a plain decimal integer (not a 128-bit
+// one, nor a type with a KeyEncoder specialization of the user's): a call of only these has its
+// arguments' JSON written straight into a buffer on the stack, without a KeyWriter (the
+// same text: "[" the to_chars digits, comma-separated, "]").
+template <class T>
+concept PlainIntegerKey = requires {
+  requires KeyEncoder<T>::plain_integer;
+};
+template <class... A>
+inline constexpr bool plain_integer_args = sizeof...(A) > 0 && (PlainIntegerKey<A> && ...);
+// Room for the JSON array of n such arguments: 20 characters each at most (-9223372036854775808,
+// 18446744073709551615) and a comma or bracket each, and the closing bracket.
+constexpr std::size_t plain_integer_args_room(std::size_t n) {
+  return 21 * n + 1;
+}
+template <class... A>
+std::size_t write_plain_integer_args(char* out, const A&... args) {
+  char* p = out;
+  char* const end = out + plain_integer_args_room(sizeof...(A));
+  bool first = true;
+  const auto one = [&]<class T>(const T& v) {
+    *p++ = first ? '[' : ',';
+    first = false;
+    // As KeyEncoder's encode() hands them to KeyWriter::integer() / uinteger().
+    if constexpr (std::is_signed_v<T>)
+      p = std::to_chars(p, end, static_cast<long long>(v)).ptr;
+    else
+      p = std::to_chars(p, end, static_cast<unsigned long long>(v)).ptr;
+  };
+  (one(args), ...);
+  *p++ = ']';
+  return static_cast<std::size_t>(p - out);
+}
+}  // namespace detail
+
 // The JSON array of a call's arguments.
 template <class... A>
 std::string encode_args(const A&... args) {
-  KeyWriter w;
-  w.begin_array();
-  (encode_key_value(w, args), ...);
-  w.end_array();
-  return w.take();
+  if constexpr (detail::plain_integer_args<A...>) {
+    char buf[detail::plain_integer_args_room(sizeof...(A))];
+    return std::string(buf, detail::write_plain_integer_args(buf, args...));
+  } else {
+    KeyWriter w;
+    w.begin_array();
+    (encode_key_value(w, args), ...);
+    w.end_array();
+    return w.take();
+  }
 }
 
 template <class T>
@@ -229,6 +271,8 @@ struct KeyEncoder<T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T
       w.uinteger(static_cast<unsigned long long>(v));
     }
   }
+  // Written as std::to_chars writes it (what integer() / uinteger() do): see PlainIntegerKey.
+  static constexpr bool plain_integer = sizeof(T) <= sizeof(long long);
 };
 
 // A float is written as its own shortest decimal (0.1f as 0.1, what the caller wrote and what

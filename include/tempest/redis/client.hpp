@@ -146,6 +146,8 @@ std::string to_string(Reply&& r);
 long long to_integer(Reply&& r);
 bool to_boolean(Reply&& r);
 std::optional<std::string> to_optional_string(Reply&& r);
+// The same, leaving a spare buffer (see recycle_string in reply.hpp) in the reply for the next.
+std::optional<std::string> to_optional_string_reusing(Reply&& r);
 std::vector<std::string> to_strings(Reply&& r);
 std::vector<std::optional<std::string>> to_optional_strings(Reply&& r);
 std::vector<Reply> to_replies(Reply&& r);
@@ -281,7 +283,7 @@ class Client {
   }
   template <class Token = DefaultToken>
   auto get(std::string_view key, CallOptions o, Token&& token = {}) {
-    return launch(key_request("GET", key, o), &detail::to_optional_string,
+    return launch(key_request("GET", key, o), &detail::to_optional_string_reusing,
                   std::forward<Token>(token));
   }
   // GET and PTTL of one key in one round trip (a cache's read: the value and how long it lives).

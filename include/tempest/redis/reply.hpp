@@ -11,7 +11,12 @@ namespace tempest::redis {
 
 namespace detail {
 class ReplyParser;
-}
+// Gives back the buffer of a string taken from a reply (a GET's value) once its reader is done
+// with it: the next GET on this thread that takes a reply's buffer leaves this one in its place,
+// so the request's next reply is read without an allocation. A few are kept per thread (too
+// small or too large ones are just freed).
+void recycle_string(std::string&& s) noexcept;
+}  // namespace detail
 
 class Reply {
  public:

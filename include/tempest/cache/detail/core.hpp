@@ -101,19 +101,24 @@ class CacheCore : public std::enable_shared_from_this<CacheCore> {
   // GET (and PTTL for the near cache); the freshness times are read from the value's end.
   asio::awaitable<Lookup> lookup(const std::string& key);
   // The same in steps, for cached()'s hit path to await the GET itself (one coroutine frame
-  // less per call): begin_lookup() gives the client to ask, or none (Redis known down, not
-  // connected, or the breaker open: then unavailable() is the lookup); then looked_up() on the
-  // GET's reply, or lookup_failed() with its exception. unavailable() and lookup_failed() throw
-  // with OnRedisError::propagate.
+  // less per call): begin_lookup(key) gives the GET of `key` to await, not started yet (made
+  // from the manager's client under its lock, without copying the client), or none (Redis known
+  // down, not connected, or the breaker open: then unavailable() is the lookup; or making the GET
+  // threw: then `failure`, for lookup_failed()); then looked_up() on the GET's reply, or
+  // lookup_failed() with its exception. unavailable() and lookup_failed() throw with
+  // OnRedisError::propagate. After a hit has decoded the value, recycle() gives the reply's
+  // buffer back for a later reply to be read into (no allocation per reply).
   struct LookupStart {
-    std::optional<redis::Client> client;  // set when Redis may be asked
+    asio::awaitable<std::optional<std::string>> get;  // valid() when Redis is asked
+    std::exception_ptr failure;                       // making the GET threw
     bool breaker_open = false;
     bool has_client = false;  // connect() ran (the client may be down)
   };
-  LookupStart begin_lookup();
+  LookupStart begin_lookup(std::string_view key);
   Lookup unavailable(const LookupStart& start);
   void looked_up(Lookup& found);  // found.value: the GET's reply, read in place
   Lookup lookup_failed(const std::string& key, std::exception_ptr e);
+  static void recycle(Lookup& found) noexcept;
   // The near cache this function uses, or null.
   NearStore* near() const noexcept { return near_; }
   // SET (EX ttl, the options' unless `ttl` says otherwise, plus the jitter; XX with

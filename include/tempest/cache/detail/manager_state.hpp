@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "tempest/cache/manager.hpp"
+#include "tempest/redis/detail/lock.hpp"
 
 namespace tempest::cache::detail {
 
@@ -19,6 +20,15 @@ class ManagerState {
     std::lock_guard lock(mutex);
     return client_;
   }
+  // Calls fn with the client (null when there is none) under the lock, without copying it: a
+  // cached hit starts its GET here, so it pays no Client copy (two reference counts up, two
+  // down). fn must be short and must not call back into the manager (the lock is not
+  // recursive); the client cannot be replaced or destroyed while fn runs.
+  template <class F>
+  decltype(auto) with_client(F&& fn) const {
+    std::lock_guard lock(mutex);
+    return std::forward<F>(fn)(client_ ? &*client_ : static_cast<const redis::Client*>(nullptr));
+  }
 
   const redis::Config config;
   const ManagerOptions options;
@@ -27,7 +37,10 @@ class ManagerState {
 
  private:
   friend class tempest::cache::RedisManager;
-  mutable std::mutex mutex;
+  // Held for a copy of client_ or a hit's GET being made (with_client), and by connect() and
+  // disconnect(): short sections, so the library's small lock (one compare-and-swap to take, one
+  // exchange to give back) rather than a pthread mutex.
+  mutable redis::detail::Lock mutex;
   std::optional<redis::Client> client_;
   std::shared_ptr<redis::InvalidationSink> near_forwarder_;  // the current client's
 };
