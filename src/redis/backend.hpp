@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,5 +68,13 @@ class Backend {
  protected:
   bool routes_by_slot_ = false;
 };
+
+// For routers (a cluster; a Sentinel service read from its replicas), defined in request.cpp:
+// what kind of failure a request met, and the end of a routed request: its handler runs (or it is
+// released), and the router's reference on it goes only after that (the router may go with it).
+bool is_connection_error(const std::exception_ptr& e) noexcept;
+bool is_timeout(const std::exception_ptr& e) noexcept;
+void deliver_routed(RequestRef ref, const boost::asio::any_io_executor& fallback,
+                    bool inline_ok) noexcept;
 
 }  // namespace tempest::redis::detail

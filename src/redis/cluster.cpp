@@ -39,26 +39,6 @@ std::string millis(Clock::duration d) {
   return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + " ms";
 }
 
-bool is_connection_error(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const ConnectionError&) {
-    return true;
-  } catch (...) {
-    return false;
-  }
-}
-
-bool is_timeout(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const TimeoutError&) {
-    return true;
-  } catch (...) {
-    return false;
-  }
-}
-
 std::string crossslot_message(std::string_view first, std::string_view second) {
   std::string m = "CROSSSLOT Keys in request don't hash to the same slot: '";
   m += first;
@@ -647,14 +627,7 @@ void Cluster::resend(RequestRef ref) {
 }
 
 void Cluster::deliver(RequestRef ref, bool inline_ok) noexcept {
-  Request* r = ref.detach();
-  // Released after the delivery: the cluster may go with it.
-  const std::shared_ptr<Backend> keep = std::move(r->route.router);
-  if (r->has_handler()) {
-    r->deliver(executor_, inline_ok);
-  } else {
-    r->release();
-  }
+  deliver_routed(std::move(ref), executor_, inline_ok);
 }
 
 void Cluster::fail(RequestRef ref, std::exception_ptr e, bool inline_ok) noexcept {

@@ -14,16 +14,6 @@ namespace tempest::redis::detail {
 
 namespace {
 
-bool is_connection_error(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const ConnectionError&) {
-    return true;
-  } catch (...) {
-    return false;
-  }
-}
-
 // Whether every command of `r` only reads (so that a replica may answer it). A transaction's
 // MULTI, and anything not in the command table, is not a read.
 bool only_reads(const Request& r) {
@@ -223,14 +213,7 @@ void ReplicaReads::routed_done(Request* raw, bool inline_ok) noexcept {
 }
 
 void ReplicaReads::deliver(RequestRef ref, bool inline_ok) noexcept {
-  Request* r = ref.detach();
-  // Released after the delivery: this backend may go with it.
-  const std::shared_ptr<Backend> keep = std::move(r->route.router);
-  if (r->has_handler()) {
-    r->deliver(executor_, inline_ok);
-  } else {
-    r->release();
-  }
+  deliver_routed(std::move(ref), executor_, inline_ok);
 }
 
 void ReplicaReads::cancel(Request* r) noexcept {

@@ -1,5 +1,8 @@
 #include "tempest/redis/detail/request.hpp"
 
+#include "backend.hpp"
+#include "tempest/redis/error.hpp"
+
 namespace tempest::redis::detail {
 
 // Released requests, kept per thread for the next ones (a request is about 500 bytes; a busy
@@ -136,6 +139,37 @@ void Request::prepare_retry() noexcept {
   rejection.clear();
   done_next = nullptr;
   flags = static_cast<std::uint8_t>(flags & ~kWritten);
+}
+
+bool is_connection_error(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const ConnectionError&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+bool is_timeout(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const TimeoutError&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+void deliver_routed(RequestRef ref, const boost::asio::any_io_executor& fallback,
+                    bool inline_ok) noexcept {
+  Request* r = ref.detach();
+  const std::shared_ptr<Backend> keep = std::move(r->route.router);
+  if (r->has_handler()) {
+    r->deliver(fallback, inline_ok);
+  } else {
+    r->release();
+  }
 }
 
 }  // namespace tempest::redis::detail
