@@ -606,12 +606,20 @@ int run_orchestrator(const std::string& self, milliseconds duration, std::uint64
                "--callers", std::to_string(callers), "--near", i == 1 ? "1" : "0"}));
   }
   Faults f(redis, proxy, seed);
+  // The kinds in a shuffled deck, dealt one by one and shuffled again when it runs out: random
+  // order, and every kind as often as the others (within one) however short the run.
   std::mt19937_64 pick(seed ^ 0x9e3779b97f4a7c15ULL);
+  std::vector<std::string> deck;
   const auto started = Clock::now();
   std::this_thread::sleep_for(std::min<milliseconds>(duration / 10, 3s));  // warm up first
   // Faults until a little before the end: the loads' last seconds and their check run clean.
   while (Clock::now() < started + duration - std::min<milliseconds>(duration / 10, 3s)) {
-    const std::string& kind = faults[pick() % faults.size()];
+    if (deck.empty()) {
+      deck = faults;
+      std::shuffle(deck.begin(), deck.end(), pick);
+    }
+    const std::string kind = deck.back();
+    deck.pop_back();
     std::fprintf(stderr, "%8.1f s  %s\n",
                  static_cast<double>(ms_between(started, Clock::now())) / 1000.0, kind.c_str());
     f.inject(kind);
