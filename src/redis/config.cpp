@@ -386,8 +386,11 @@ void Config::validate() const {
       if (s.host.empty() || s.port == 0) bad("a sentinel without host or port");
     if (!sentinel.username.empty() && sentinel.password.empty())
       bad("a sentinel user name without a sentinel password");
-    if (sentinel.replica_refresh.count() <= 0) bad("sentinel replica_refresh must be positive");
-  } else if (!sentinel.sentinels.empty() || !sentinel.password.empty()) {
+    // Each refresh opens a connection to a sentinel: not a busy loop.
+    if (sentinel.replica_refresh < Duration(100))
+      bad("sentinel replica_refresh must be at least 100ms");
+  } else if (!sentinel.sentinels.empty() || !sentinel.password.empty() ||
+             sentinel.read_from_replicas) {
     bad("sentinel settings given without redis+sentinel://");
   }
   if (!username.empty() && password.empty()) bad("a user name without a password");

@@ -56,6 +56,8 @@ class ReplicaReads final : public Backend, public std::enable_shared_from_this<R
   // The next connected replica in turn, or null.
   std::shared_ptr<Link> pick_replica();
   void deliver(RequestRef ref, bool inline_ok) noexcept;
+  // disconnect(): the replicas' links stop gracefully, reads go to the master from now on.
+  void stop_replicas() noexcept;
 
   asio::any_io_executor executor_;
   Config
@@ -63,12 +65,16 @@ class ReplicaReads final : public Backend, public std::enable_shared_from_this<R
   std::shared_ptr<Link> master_;
   std::shared_ptr<asio::steady_timer> timer_;  // the next refresh
   mutable std::mutex mu_;
-  std::vector<Replica> replicas_;        // under mu_
-  std::shared_ptr<Tracker> tracker_;     // under mu_ after start()
-  ConnectionStats retired_;              // counters of replicas' links closed (under mu_)
-  bool closed_ = false;                  // under mu_
+  std::vector<Replica> replicas_;     // under mu_
+  std::shared_ptr<Tracker> tracker_;  // under mu_ after start()
+  // Links of replicas that left (closed): kept until this backend goes, as a request routed
+  // there may still point at one, and their counters stay in stats(). Under mu_.
+  std::vector<std::shared_ptr<Link>> retired_links_;
+  bool closed_ = false;                  // disconnect() or close(): no refresh, no replica read
+  bool closing_ = false;                 // close() ran (under mu_)
   std::atomic<std::size_t> next_{0};     // the replica to try first for the next read
   std::atomic<bool> refreshing_{false};  // a refresh is under way
+  std::atomic<bool> again_{false};       // one was asked for meanwhile: run it after
 };
 
 }  // namespace tempest::redis::detail

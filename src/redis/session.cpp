@@ -845,6 +845,12 @@ void Session::on_handshake_reply(const Request& r, const Reply& reply, bool reje
         handshake_failure_ = where + " says ROLE " + role +
                              ", not slave: it is no longer a replica to read from (a failover "
                              "promoted it, or a sentinel is stale)";
+      else if (role_ == Role::replica && (e.size() < 4 || e[3].str() != "connected"))
+        // Restarted, or cut off from its master: until it has synced it may answer from an
+        // empty or old data set.
+        handshake_failure_ = where + " is a replica whose link to its master is " +
+                             (e.size() >= 4 ? "'" + e[3].str() + "'" : std::string("unknown")) +
+                             ", not 'connected': not read from until it has synced";
     } else if (name == "PING" && !(reply.is_status() && reply.str() == "PONG")) {
       handshake_failure_ = "PING was answered with " + reply.debug_string().substr(0, 80) +
                            ", not PONG (is this a Redis server?)";

@@ -266,6 +266,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadUrl{"redis+sentinel://s1/m?sentinel_username=u", "without a sentinel password"},
         BadUrl{"redis://h?replica_refresh=5s", "is for redis+sentinel:// URLs"},
         BadUrl{"redis+sentinel://s1/m?replica_refresh=0", "parameter 'replica_refresh'"},
+        BadUrl{"redis+sentinel://s1/m?replica_refresh=10ms", "at least 100ms"},
         BadUrl{"redis+sentinel://s1/m?read_from_replicas=most", "parameter 'read_from_replicas'"}));
 
 TEST(ConfigUrl, SentinelReadsFromReplicas) {

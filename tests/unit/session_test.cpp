@@ -801,6 +801,25 @@ TEST(Session, AReplicaLinkRefusesANodeThatIsNoLongerAReplica) {
   }
 }
 
+// A replica still syncing (restarted without persistence: an empty data set until its first
+// sync) is not read from: its ROLE must say its link to the master is "connected".
+TEST(Session, AReplicaLinkRefusesAReplicaThatHasNotSynced) {
+  for (const std::string state : {"connect", "connecting", "sync"}) {
+    Harness h(base_config(), false);
+    h.session.expect_role(Session::Role::replica);
+    h.session.start(h.now);
+    h.step();
+    h.session.on_open(h.now);
+    h.step();
+    h.feed("+PONG\r\n*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6380\r\n$" +
+           std::to_string(state.size()) + "\r\n" + state + "\r\n:-1\r\n");
+    EXPECT_TRUE(h.last.close) << state;
+    EXPECT_EQ(h.session.phase(), Session::Phase::backoff) << state;
+    const auto why = h.session.last_error();
+    EXPECT_NE(why.find("link to its master is '" + state + "'"), std::string::npos) << why;
+  }
+}
+
 // Sentinel: a write answered -READONLY went to a demoted master (a failover): the caller gets
 // the error, and the link is dropped so that the next one finds the new master.
 TEST(Session, UnderSentinelReadonlyDropsTheLinkToFindTheMasterAgain) {
