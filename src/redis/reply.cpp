@@ -54,7 +54,7 @@ struct Spares {
   std::size_t size = 0;
 };
 thread_local Spares t_spares;
-constexpr std::size_t kInlineCapacity = std::string().capacity();
+const std::size_t kInlineCapacity = std::string().capacity();
 }  // namespace
 
 void recycle_string(std::string&& s) noexcept {

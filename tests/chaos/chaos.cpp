@@ -16,8 +16,10 @@
 // write acknowledged before the read began; no call outlives its deadline by more than the
 // margin; after the run, every acknowledged write is still there; RSS stays bounded. The last
 // line is JSON; the exit status is 1 when anything went wrong.
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -204,7 +206,10 @@ long long version_in(const std::string& value, const std::string& key) {
       value[key.size()] != '#')
     return -1;
   try {
-    return std::stoll(value.substr(key.size() + 1));
+    std::size_t used = 0;
+    const std::string digits = value.substr(key.size() + 1);
+    const long long v = std::stoll(digits, &used);
+    return used == digits.size() ? v : -1;  // "key#5junk" is not a version
   } catch (const std::exception&) {
     return -1;
   }
@@ -477,20 +482,62 @@ Child spawn_self(const std::string& self, const std::vector<std::string>& args) 
   const int rc = posix_spawn(&c.pid, self.c_str(), &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   ::close(fds[1]);
-  if (rc != 0) throw std::runtime_error("cannot start " + self);
+  if (rc != 0) {
+    ::close(fds[0]);
+    throw std::runtime_error("cannot start " + self);
+  }
   c.out = fds[0];
   return c;
 }
 
-// Everything the child wrote, once it ended; its exit status in `status`.
-std::string collect(Child& c, int& status) {
+// Everything the child wrote, once it ended; its exit status in `status`. A child still running
+// at `deadline` is hung: it is killed (SIGABRT, so that a core or a sanitizer can say where) and
+// `hung` is set.
+std::string collect(Child& c, Clock::time_point deadline, int& status, bool& hung) {
   std::string out;
   char buf[4096];
-  for (ssize_t n; (n = ::read(c.out, buf, sizeof buf)) > 0;)
+  hung = false;
+  for (;;) {
+    const long long left = ms_between(Clock::now(), deadline);
+    pollfd p{c.out, POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(std::max(0LL, left)));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) {
+      hung = true;
+      ::kill(c.pid, SIGABRT);
+      std::this_thread::sleep_for(2s);
+      ::kill(c.pid, SIGKILL);
+      break;
+    }
+    const ssize_t n = ::read(c.out, buf, sizeof buf);
+    if (n <= 0) break;
     out.append(buf, static_cast<std::size_t>(n));
+  }
   ::close(c.out);
+  c.out = -1;
   ::waitpid(c.pid, &status, 0);
+  c.pid = -1;
   return out;
+}
+
+// The loads, killed and reaped whatever happens to the orchestrator.
+struct Loads {
+  std::vector<Child> children;
+  ~Loads() {
+    for (auto& c : children) {
+      if (c.out >= 0) ::close(c.out);
+      if (c.pid > 0) {
+        ::kill(c.pid, SIGKILL);
+        ::waitpid(c.pid, nullptr, 0);
+      }
+    }
+  }
+};
+
+// SIGINT / SIGTERM: the faults stop, the servers and loads are stopped, the run fails.
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_interrupt(int) {
+  g_interrupted.store(true);
 }
 
 // The last line of `out` that looks like a JSON object.
@@ -521,6 +568,7 @@ class Faults {
   void inject(const std::string& kind) {
     using Mode = tempest::test::FaultProxy::Mode;
     const milliseconds hold = between(300, 1500);
+    bool ok = true;
     if (kind == "sigstop") {
       redis_.pause();
       std::this_thread::sleep_for(hold);
@@ -530,12 +578,12 @@ class Faults {
       std::this_thread::sleep_for(between(100, 800));
       redis_.start();
     } else if (kind == "client_kill") {
-      cli("CLIENT KILL TYPE normal");
+      ok = cli("CLIENT KILL TYPE normal");
     } else if (kind == "debug_sleep") {
-      cli("DEBUG SLEEP " + std::to_string(static_cast<double>(hold.count()) / 1000.0));
+      ok = cli("DEBUG SLEEP " + std::to_string(static_cast<double>(hold.count()) / 1000.0));
     } else if (kind == "oom") {
-      cli("CONFIG SET maxmemory-policy noeviction");
-      cli("CONFIG SET maxmemory 1");  // every write that needs memory: -OOM
+      ok = cli("CONFIG SET maxmemory-policy noeviction") &&
+           cli("CONFIG SET maxmemory 1");  // every write that needs memory: -OOM
       std::this_thread::sleep_for(hold);
       cli("CONFIG SET maxmemory 0");
     } else {
@@ -560,7 +608,12 @@ class Faults {
       std::this_thread::sleep_for(hold);
       proxy_.set_mode(Mode::pass);
     }
-    ++count_[kind];
+    if (ok) {
+      ++count_[kind];
+    } else {
+      std::fprintf(stderr, "          (%s: its redis-cli command failed; not counted)\n",
+                   kind.c_str());
+    }
   }
 
   // Whatever is still on is taken away.
@@ -574,7 +627,12 @@ class Faults {
   const std::map<std::string, long long>& count() const { return count_; }
 
  private:
-  void cli(const std::string& args) { (void)tempest::test::redis_cli_at(redis_.port(), args, 10); }
+  // redis-cli's answer; a fault whose command failed is not counted as injected.
+  bool cli(const std::string& args) {
+    const std::string out = tempest::test::redis_cli_at(redis_.port(), args, 10);
+    return !out.empty() && out.find("ERR") == std::string::npos &&
+           out.find("rror") == std::string::npos && out.find("Could not") == std::string::npos;
+  }
 
   tempest::test::RedisServer& redis_;
   tempest::test::FaultProxy& proxy_;
@@ -595,15 +653,18 @@ int run_orchestrator(const std::string& self, milliseconds duration, std::uint64
   tempest::test::RedisServer redis(
       {"--appendonly", "yes", "--appendfsync", "always", "--enable-debug-command", "yes"});
   tempest::test::FaultProxy proxy(redis.port());
-  const std::string url = proxy.url(
-      "/0?command_timeout=300ms&connect_timeout=500ms&health_interval=200ms"
-      "&health_timeout=300ms&reconnect_max=300ms");
-  std::vector<Child> loads;
+  // The loads' calls and the URL's command_timeout are one figure (the deadline judged).
+  const std::string timeout = "300ms";
+  const std::string url = proxy.url("/0?command_timeout=" + timeout +
+                                    "&connect_timeout=500ms&health_interval=200ms"
+                                    "&health_timeout=300ms&reconnect_max=300ms");
+  Loads loads;
   for (int i = 0; i < 2; ++i) {
-    loads.push_back(spawn_self(
-        self, {"load", "--url", url, "--name", "p" + std::to_string(i), "--duration",
-               std::to_string(duration.count()) + "ms", "--seed", std::to_string(seed + 1 + i),
-               "--callers", std::to_string(callers), "--near", i == 1 ? "1" : "0"}));
+    loads.children.push_back(
+        spawn_self(self, {"load", "--url", url, "--name", "p" + std::to_string(i), "--duration",
+                          std::to_string(duration.count()) + "ms", "--seed",
+                          std::to_string(seed + 1 + i), "--callers", std::to_string(callers),
+                          "--near", i == 1 ? "1" : "0", "--timeout", timeout}));
   }
   Faults f(redis, proxy, seed);
   // The kinds in a shuffled deck, dealt one by one and shuffled again when it runs out: random
@@ -613,7 +674,8 @@ int run_orchestrator(const std::string& self, milliseconds duration, std::uint64
   const auto started = Clock::now();
   std::this_thread::sleep_for(std::min<milliseconds>(duration / 10, 3s));  // warm up first
   // Faults until a little before the end: the loads' last seconds and their check run clean.
-  while (Clock::now() < started + duration - std::min<milliseconds>(duration / 10, 3s)) {
+  while (!g_interrupted &&
+         Clock::now() < started + duration - std::min<milliseconds>(duration / 10, 3s)) {
     if (deck.empty()) {
       deck = faults;
       std::shuffle(deck.begin(), deck.end(), pick);
@@ -626,12 +688,23 @@ int run_orchestrator(const std::string& self, milliseconds duration, std::uint64
     std::this_thread::sleep_for(f.between(300, 1500));
   }
   f.clear();
+  if (g_interrupted) {
+    std::fprintf(stderr, "tempest_chaos: interrupted\n");
+    return 130;  // the loads, the proxy and redis-server are stopped on the way out
+  }
   int bad = 0;
   std::vector<std::string> reports;
-  for (auto& c : loads) {
+  // A load ends at duration + 1 s, then reads its keys back (at most 20 s) and disconnects.
+  const auto deadline = started + duration + 60s;
+  for (auto& c : loads.children) {
     int status = 0;
-    const std::string json = last_json(collect(c, status));
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || json.empty()) {
+    bool hung = false;
+    const std::string json = last_json(collect(c, deadline, status, hung));
+    if (hung) {
+      std::fprintf(stderr, "a load process was still running 60 s after its end: hung\n");
+      ++bad;
+      reports.push_back("null");
+    } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || json.empty()) {
       std::fprintf(stderr, "a load process failed (status %d)\n", status);
       ++bad;
       reports.push_back("null");
@@ -646,6 +719,11 @@ int run_orchestrator(const std::string& self, milliseconds duration, std::uint64
     // Only the library's typed errors: anything else escaping a call is a defect.
     if (r.find("\"untyped\":") != std::string::npos) {
       std::fprintf(stderr, "a call failed with an exception that is not a tempest error\n");
+      ++bad;
+    }
+    // A reply the client could not read: the stream is out of step somewhere.
+    if (r.find("\"protocol\":") != std::string::npos) {
+      std::fprintf(stderr, "a call failed with ProtocolError\n");
       ++bad;
     }
     wrong += json_number(r, "wrong");
@@ -719,6 +797,10 @@ int main(int argc, char** argv) {
     a.seed = number("seed", "1");
     a.callers = static_cast<int>(number("callers", "64"));
     a.near = get("near", "0") == "1";
+    a.timeout = parse_duration("--timeout", get("timeout", "300ms"));
+    // Ends with the orchestrator, whatever becomes of it.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() == 1) return 1;
     if (a.url.empty()) usage("load needs --url");
     if (!opt.empty()) usage("unknown option --" + opt.begin()->first);
     // Faults are expected here: the library's warnings would drown the report.
@@ -754,6 +836,10 @@ int main(int argc, char** argv) {
   if (n <= 0) usage("cannot find this program's path");
   self[n] = '\0';
   ::signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
   try {
     return run_orchestrator(self, duration, seed, callers, faults, margin);
   } catch (const std::exception& e) {
