@@ -1,21 +1,28 @@
 // tempest_chaos: faults under load, measured (`make chaos`).
 //
 //   tempest_chaos [--duration 180s] [--seed N] [--callers 64] [--faults kind,kind...]
-//                 [--margin 250ms]
+//                 [--margin 250ms] [--service path|none]
 //
-// Starts a redis-server (append-only file, so a SIGKILL loses nothing it acknowledged) behind a
-// fault-injecting proxy, and two load processes (this program, `load`), one of them with the
-// near cache on. Each runs `callers` coroutines doing verifiable work through the public API:
-// SET/GET of values that name their key and version, cached() calls whose results are
-// checkable, and invalidations. Meanwhile faults are injected at random (seeded: the seed is
-// printed, and the same seed replays the same schedule): Redis SIGSTOP/SIGCONT, SIGKILL and
+// Two deployments, each with two load processes (this program, `load`), one of them with the
+// near cache on: a redis-server (append-only file, so a SIGKILL loses nothing it acknowledged)
+// behind a fault-injecting proxy, and a Redis Cluster of three masters with a replica each. Each
+// load runs `callers` coroutines doing verifiable work through the public API: SET/GET of values
+// that name their key and version, cached() calls whose results are checkable, and
+// invalidations. The example users_service runs on the proxied server under HTTP load (readers,
+// a writer whose renames must be seen once acknowledged, a readiness probe every 100 ms).
+// Meanwhile faults are injected at random (seeded: the seed is printed, and the same seed
+// replays the same schedule), one at a time per deployment: Redis SIGSTOP/SIGCONT, SIGKILL and
 // restart, CLIENT KILL, DEBUG SLEEP, maxmemory with noeviction (OOM errors), and the proxy's
-// black hole, delay, reset mid-reply, slow drip and accept-then-close.
+// black hole, delay, reset mid-reply, slow drip and accept-then-close; on the cluster, a
+// failover, a master SIGKILLed, slots migrating. The kinds given with --faults choose the
+// deployments: only the cluster's, and no redis-server is started (nor users_service).
 //
 // Checked continuously: no read returns another key's value or a version older than the last
 // write acknowledged before the read began; no call outlives its deadline by more than the
-// margin; after the run, every acknowledged write is still there; RSS stays bounded. The last
-// line is JSON; the exit status is 1 when anything went wrong.
+// margin; after the run, every acknowledged write is still there; RSS stays bounded; over HTTP,
+// every read is answered 200 with the right user, a rename is seen once acknowledged, and
+// readiness says 503 while Redis is unreachable and 200 while it is up. The last line is JSON;
+// the exit status is 1 when anything went wrong.
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -36,6 +43,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -46,13 +54,16 @@
 
 #include <spdlog/spdlog.h>
 
+#include "http_load.hpp"
 #include "support/fault_proxy.hpp"
+#include "support/redis_cluster.hpp"
 #include "support/redis_server.hpp"
 #include "tempest/cache/cached.hpp"
 #include "tempest/cache/invalidator.hpp"
 #include "tempest/cache/manager.hpp"
 #include "tempest/log.hpp"
 #include "tempest/redis/client.hpp"
+#include "tempest/redis/detail/cluster_keys.hpp"
 #include "tempest/redis/error.hpp"
 
 extern char** environ;
@@ -63,6 +74,7 @@ namespace tr = tempest::redis;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+using tempest::chaos::FaultWindow;
 
 namespace {
 
@@ -70,7 +82,7 @@ namespace {
   std::fprintf(stderr,
                "tempest_chaos: %s\n"
                "usage: tempest_chaos [--duration 180s] [--seed N] [--callers 64] "
-               "[--faults kind,kind...] [--margin 250ms]\n",
+               "[--faults kind,kind...] [--margin 250ms] [--service path|none]\n",
                why.c_str());
   std::exit(2);
 }
@@ -454,9 +466,12 @@ constexpr bool kRssJudged = false;
 constexpr bool kRssJudged = true;
 #endif
 
+// On the redis-server behind the proxy, then on the cluster.
 const std::vector<std::string> kAllFaults = {
-    "sigstop",    "sigkill", "client_kill",     "debug_sleep", "oom",
-    "black_hole", "delay",   "reset_mid_reply", "slow_drip",   "accept_then_close"};
+    "sigstop",    "sigkill",     "client_kill",     "debug_sleep", "oom",
+    "black_hole", "delay",       "reset_mid_reply", "slow_drip",   "accept_then_close",
+    "failover",   "master_kill", "slot_migration"};
+const std::vector<std::string> kClusterFaults = {"failover", "master_kill", "slot_migration"};
 
 // A child running this program, its stdout read through a pipe.
 struct Child {
@@ -555,20 +570,75 @@ long long json_number(const std::string& json, const std::string& field) {
   return at == std::string::npos ? -1 : std::atoll(json.c_str() + at + tag.size());
 }
 
+// Faults on one deployment, injected one at a time.
 class Faults {
  public:
-  Faults(tempest::test::RedisServer& redis, tempest::test::FaultProxy& proxy, std::uint64_t seed)
-      : redis_(redis), proxy_(proxy), rng_(seed) {}
+  explicit Faults(std::uint64_t seed) : rng_(seed) {}
+  virtual ~Faults() = default;
+  Faults(const Faults&) = delete;
+  Faults& operator=(const Faults&) = delete;
 
   milliseconds between(int lo, int hi) {
     return milliseconds(lo + static_cast<int>(rng_() % static_cast<std::uint64_t>(hi - lo + 1)));
   }
 
-  // Injects `kind` for a random while, then takes it away.
+  // Injects `kind` for a random while, then takes it away. Its window is recorded; it is counted
+  // only when it really happened (a fault whose command failed is not).
   void inject(const std::string& kind) {
+    prepare();
+    const auto begin = Clock::now();
+    const std::string failed = apply(kind);
+    windows_.push_back({failed.empty() ? kind : "failed " + kind, begin, Clock::now()});
+    if (failed.empty()) {
+      ++count_[kind];
+    } else {
+      std::fprintf(stderr, "          (%s: %s; not counted)\n", kind.c_str(), failed.c_str());
+    }
+  }
+
+  // Whatever is still on is taken away, and the deployment is whole again.
+  virtual void clear() = 0;
+
+  const std::map<std::string, long long>& count() const { return count_; }
+  const std::vector<FaultWindow>& windows() const { return windows_; }
+
+ protected:
+  // Before the fault's window opens: the deployment is ready for it.
+  virtual void prepare() {}
+  // Empty when the fault happened, otherwise why it did not.
+  virtual std::string apply(const std::string& kind) = 0;
+
+  std::mt19937_64 rng_;
+
+ private:
+  std::map<std::string, long long> count_;
+  std::vector<FaultWindow> windows_;
+};
+
+// redis-cli's answer holds no error.
+bool cli_ok(const std::string& out) {
+  return !out.empty() && out.find("ERR") == std::string::npos &&
+         out.find("rror") == std::string::npos && out.find("Could not") == std::string::npos;
+}
+
+// One redis-server behind the fault proxy.
+class ServerFaults final : public Faults {
+ public:
+  ServerFaults(tempest::test::RedisServer& redis, tempest::test::FaultProxy& proxy,
+               std::uint64_t seed)
+      : Faults(seed), redis_(redis), proxy_(proxy) {}
+
+  void clear() override {
+    if (redis_.paused()) redis_.resume();
+    if (!redis_.running()) redis_.start();
+    proxy_.set_mode(tempest::test::FaultProxy::Mode::pass);
+    cli("CONFIG SET maxmemory 0");
+  }
+
+ private:
+  std::string apply(const std::string& kind) override {
     using Mode = tempest::test::FaultProxy::Mode;
     const milliseconds hold = between(300, 1500);
-    bool ok = true;
     if (kind == "sigstop") {
       redis_.pause();
       std::this_thread::sleep_for(hold);
@@ -578,14 +648,16 @@ class Faults {
       std::this_thread::sleep_for(between(100, 800));
       redis_.start();
     } else if (kind == "client_kill") {
-      ok = cli("CLIENT KILL TYPE normal");
+      if (!cli("CLIENT KILL TYPE normal")) return "CLIENT KILL failed";
     } else if (kind == "debug_sleep") {
-      ok = cli("DEBUG SLEEP " + std::to_string(static_cast<double>(hold.count()) / 1000.0));
+      if (!cli("DEBUG SLEEP " + std::to_string(static_cast<double>(hold.count()) / 1000.0)))
+        return "DEBUG SLEEP failed";
     } else if (kind == "oom") {
-      ok = cli("CONFIG SET maxmemory-policy noeviction") &&
-           cli("CONFIG SET maxmemory 1");  // every write that needs memory: -OOM
+      const bool ok = cli("CONFIG SET maxmemory-policy noeviction") &&
+                      cli("CONFIG SET maxmemory 1");  // every write that needs memory: -OOM
       std::this_thread::sleep_for(hold);
       cli("CONFIG SET maxmemory 0");
+      if (!ok) return "CONFIG SET maxmemory failed";
     } else {
       Mode m = Mode::pass;
       milliseconds param{0};
@@ -608,76 +680,161 @@ class Faults {
       std::this_thread::sleep_for(hold);
       proxy_.set_mode(Mode::pass);
     }
-    if (ok) {
-      ++count_[kind];
-    } else {
-      std::fprintf(stderr, "          (%s: its redis-cli command failed; not counted)\n",
-                   kind.c_str());
-    }
+    return "";
   }
 
-  // Whatever is still on is taken away.
-  void clear() {
-    if (redis_.paused()) redis_.resume();
-    if (!redis_.running()) redis_.start();
-    proxy_.set_mode(tempest::test::FaultProxy::Mode::pass);
-    cli("CONFIG SET maxmemory 0");
-  }
-
-  const std::map<std::string, long long>& count() const { return count_; }
-
- private:
-  // redis-cli's answer; a fault whose command failed is not counted as injected.
   bool cli(const std::string& args) {
-    const std::string out = tempest::test::redis_cli_at(redis_.port(), args, 10);
-    return !out.empty() && out.find("ERR") == std::string::npos &&
-           out.find("rror") == std::string::npos && out.find("Could not") == std::string::npos;
+    return cli_ok(tempest::test::redis_cli_at(redis_.port(), args, 10));
   }
 
   tempest::test::RedisServer& redis_;
   tempest::test::FaultProxy& proxy_;
-  std::mt19937_64 rng_;
-  std::map<std::string, long long> count_;
 };
 
-int run_orchestrator(const std::string& self, milliseconds duration, std::uint64_t seed,
-                     int callers, std::vector<std::string> faults, milliseconds margin) {
-  std::printf("tempest_chaos: seed %llu, duration %llds, %d callers per process, faults: ",
-              static_cast<unsigned long long>(seed),
-              static_cast<long long>(duration.count() / 1000), callers);
-  for (std::size_t i = 0; i < faults.size(); ++i)
-    std::printf("%s%s", i ? "," : "", faults[i].c_str());
-  std::printf("\n");
-  std::fflush(stdout);
-  // An append-only file written before each reply: a SIGKILL loses nothing acknowledged.
-  tempest::test::RedisServer redis(
-      {"--appendonly", "yes", "--appendfsync", "always", "--enable-debug-command", "yes"});
-  tempest::test::FaultProxy proxy(redis.port());
-  // The loads' calls and the URL's command_timeout are one figure (the deadline judged).
-  const std::string timeout = "300ms";
-  const std::string url = proxy.url("/0?command_timeout=" + timeout +
-                                    "&connect_timeout=500ms&health_interval=200ms"
-                                    "&health_timeout=300ms&reconnect_max=300ms");
-  Loads loads;
-  for (int i = 0; i < 2; ++i) {
-    loads.children.push_back(
-        spawn_self(self, {"load", "--url", url, "--name", "p" + std::to_string(i), "--duration",
-                          std::to_string(duration.count()) + "ms", "--seed",
-                          std::to_string(seed + 1 + i), "--callers", std::to_string(callers),
-                          "--near", i == 1 ? "1" : "0", "--timeout", timeout}));
+// A Redis Cluster of three masters with a replica each (no proxy: the faults are the cluster's).
+class ClusterFaults final : public Faults {
+ public:
+  // `keys`: keys the loads use; the slots that migrate are theirs.
+  ClusterFaults(tempest::test::RedisCluster& cluster, std::vector<std::string> keys,
+                std::uint64_t seed)
+      : Faults(seed), cluster_(cluster), keys_(std::move(keys)) {}
+
+  void clear() override {
+    for (std::size_t i = 0; i < cluster_.size(); ++i) {
+      if (cluster_.node(i).paused()) cluster_.node(i).resume();
+      if (!cluster_.node(i).running()) cluster_.node(i).start();
+    }
+    settle();
   }
-  Faults f(redis, proxy, seed);
-  // The kinds in a shuffled deck, dealt one by one and shuffled again when it runs out: random
-  // order, and every kind as often as the others (within one) however short the run.
+
+ private:
+  // Every slot served, and every master with a replica in sync: a failover or a killed master
+  // then loses nothing that was acknowledged.
+  void prepare() override { settle(); }
+
+  void settle() {
+    const auto until = Clock::now() + 60s;
+    cluster_.wait_ok(60s);
+    for (;;) {
+      bool all = true;
+      for (const auto m : cluster_.masters()) {
+        try {
+          const auto r = cluster_.replica_of(m);
+          if (cluster_.node(r).cli("INFO replication").find("master_link_status:up") ==
+              std::string::npos)
+            all = false;
+        } catch (const std::exception&) {
+          all = false;  // its replica has not joined yet
+        }
+      }
+      if (all) return;
+      if (Clock::now() > until)
+        throw std::runtime_error("the cluster's replicas were not in sync within 60 s");
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+
+  std::size_t any_master() {
+    const auto masters = cluster_.masters();
+    return masters.at(rng_() % masters.size());
+  }
+
+  bool is_master(std::size_t i) { return cluster_.node(i).cli("ROLE").rfind("master", 0) == 0; }
+
+  // Waits until node `i` is a master; false after `limit`.
+  bool promoted(std::size_t i, milliseconds limit) {
+    const auto until = Clock::now() + limit;
+    while (!is_master(i)) {
+      if (Clock::now() > until) return false;
+      std::this_thread::sleep_for(20ms);
+    }
+    return true;
+  }
+
+  static long long field(const std::string& info, const std::string& name) {
+    const auto at = info.find(name + ":");
+    return at == std::string::npos ? -1 : std::atoll(info.c_str() + at + name.size() + 1);
+  }
+
+  std::string apply(const std::string& kind) override {
+    if (kind == "failover") {
+      // A replica takes over by agreement with its master (CLUSTER FAILOVER).
+      const auto m = any_master();
+      const auto r = cluster_.replica_of(m);
+      if (!cli_ok(cluster_.node(r).cli("CLUSTER FAILOVER"))) return "CLUSTER FAILOVER failed";
+      if (!promoted(r, 15s)) throw std::runtime_error("CLUSTER FAILOVER: no promotion in 15 s");
+    } else if (kind == "master_kill") {
+      // A master SIGKILLed; its replica is promoted after the node timeout. Writes are paused a
+      // moment first until the replica holds everything the master acknowledged: what Redis
+      // itself keeps through the kill, so that a write the library lost is seen as lost.
+      const auto m = any_master();
+      const auto r = cluster_.replica_of(m);
+      auto& master = cluster_.node(m);
+      if (!cli_ok(master.cli("CLIENT PAUSE 3000 WRITE"))) return "CLIENT PAUSE failed";
+      const long long want = field(master.cli("INFO replication"), "master_repl_offset");
+      const auto until = Clock::now() + 2s;
+      while (field(cluster_.node(r).cli("INFO replication"), "slave_repl_offset") < want) {
+        if (Clock::now() > until) {
+          master.cli("CLIENT UNPAUSE");
+          return "the replica did not catch up within 2 s";
+        }
+        std::this_thread::sleep_for(5ms);
+      }
+      master.kill();
+      if (!promoted(r, 20s)) throw std::runtime_error("a killed master's replica was not promoted");
+      std::this_thread::sleep_for(between(100, 800));
+      master.start();  // it rejoins as its replica's replica
+    } else if (kind == "slot_migration") {
+      // One to three slots of the loads' keys move to another master while the loads run:
+      // IMPORTING / MIGRATING, the keys a few at a time (ASK meanwhile), then SETSLOT NODE (MOVED).
+      const int slots = 1 + static_cast<int>(rng_() % 3);
+      for (int n = 0; n < slots; ++n) {
+        const auto slot = tempest::redis::detail::key_slot(keys_[rng_() % keys_.size()]);
+        const auto from = cluster_.master_of(slot);
+        auto masters = cluster_.masters();
+        masters.erase(std::remove(masters.begin(), masters.end(), from), masters.end());
+        const auto to = masters.at(rng_() % masters.size());
+        const std::string s = std::to_string(slot), from_id = cluster_.node_id(from),
+                          to_id = cluster_.node_id(to);
+        auto& source = cluster_.node(from);
+        if (!cli_ok(cluster_.node(to).cli("CLUSTER SETSLOT " + s + " IMPORTING " + from_id)) ||
+            !cli_ok(source.cli("CLUSTER SETSLOT " + s + " MIGRATING " + to_id)))
+          throw std::runtime_error("CLUSTER SETSLOT " + s + " IMPORTING/MIGRATING failed");
+        for (;;) {
+          std::istringstream got(source.cli("CLUSTER GETKEYSINSLOT " + s + " 3"));
+          std::string keys, k;
+          while (std::getline(got, k))
+            if (!k.empty()) keys += " '" + k + "'";
+          if (keys.empty()) break;
+          const std::string r =
+              source.cli("MIGRATE 127.0.0.1 " + std::to_string(cluster_.node(to).port()) +
+                         " \"\" 0 5000 KEYS" + keys);
+          if (r.find("OK") == std::string::npos && r.find("NOKEY") == std::string::npos)
+            throw std::runtime_error("MIGRATE of slot " + s + ": " + r);
+          std::this_thread::sleep_for(15ms);  // half-moved for a while: ASK
+        }
+        for (const auto m : cluster_.masters())
+          cluster_.node(m).cli("CLUSTER SETSLOT " + s + " NODE " + to_id);
+      }
+    } else {
+      usage("unknown fault '" + kind + "'");
+    }
+    return "";
+  }
+
+  tempest::test::RedisCluster& cluster_;
+  std::vector<std::string> keys_;
+};
+
+// Deals `kinds` to `f` from a shuffled deck, shuffled again when it runs out (random order, and
+// every kind as often as the others within one, however short the run), until `stop_at`.
+void deal(Faults& f, const std::vector<std::string>& kinds, std::uint64_t seed,
+          Clock::time_point started, Clock::time_point stop_at) {
   std::mt19937_64 pick(seed ^ 0x9e3779b97f4a7c15ULL);
   std::vector<std::string> deck;
-  const auto started = Clock::now();
-  std::this_thread::sleep_for(std::min<milliseconds>(duration / 10, 3s));  // warm up first
-  // Faults until a little before the end: the loads' last seconds and their check run clean.
-  while (!g_interrupted &&
-         Clock::now() < started + duration - std::min<milliseconds>(duration / 10, 3s)) {
+  while (!g_interrupted && Clock::now() < stop_at) {
     if (deck.empty()) {
-      deck = faults;
+      deck = kinds;
       std::shuffle(deck.begin(), deck.end(), pick);
     }
     const std::string kind = deck.back();
@@ -687,12 +844,131 @@ int run_orchestrator(const std::string& self, milliseconds duration, std::uint64
     f.inject(kind);
     std::this_thread::sleep_for(f.between(300, 1500));
   }
-  f.clear();
+}
+
+bool is_cluster_fault(const std::string& kind) {
+  return std::find(kClusterFaults.begin(), kClusterFaults.end(), kind) != kClusterFaults.end();
+}
+
+int run_orchestrator(const std::string& self, milliseconds duration, std::uint64_t seed,
+                     int callers, const std::vector<std::string>& faults, milliseconds margin,
+                     const std::string& service) {
+  std::vector<std::string> server_kinds, cluster_kinds;
+  for (const auto& k : faults)
+    (is_cluster_fault(k) ? cluster_kinds : server_kinds).push_back(k);
+  std::printf("tempest_chaos: seed %llu, duration %llds, %d callers per process, faults: ",
+              static_cast<unsigned long long>(seed),
+              static_cast<long long>(duration.count() / 1000), callers);
+  for (std::size_t i = 0; i < faults.size(); ++i)
+    std::printf("%s%s", i ? "," : "", faults[i].c_str());
+  std::printf("\n");
+  std::fflush(stdout);
+  // The loads' calls and the URLs' command_timeout are one figure (the deadline judged).
+  const std::string timeout = "300ms";
+  const std::string query = "command_timeout=" + timeout +
+                            "&connect_timeout=500ms&health_interval=200ms"
+                            "&health_timeout=300ms&reconnect_max=300ms";
+  const int kv_callers = std::max(1, callers * 2 / 3);  // as run_load splits them
+
+  // The deployments: a redis-server behind the proxy for its faults, a cluster for its own.
+  std::unique_ptr<tempest::test::RedisServer> redis;
+  std::unique_ptr<tempest::test::FaultProxy> proxy;
+  std::unique_ptr<tempest::test::RedisCluster> cluster;
+  struct Source {
+    std::unique_ptr<Faults> faults;
+    std::vector<std::string> kinds;
+    std::uint64_t seed;
+    std::string error;
+  };
+  std::vector<Source> sources;
+  std::vector<std::pair<std::string, std::string>> load_urls;  // name, URL
+  if (!server_kinds.empty()) {
+    // An append-only file written before each reply: a SIGKILL loses nothing acknowledged.
+    redis = std::make_unique<tempest::test::RedisServer>(std::vector<std::string>{
+        "--appendonly", "yes", "--appendfsync", "always", "--enable-debug-command", "yes"});
+    proxy = std::make_unique<tempest::test::FaultProxy>(redis->port());
+    const std::string url = proxy->url("/0?" + query);
+    load_urls.emplace_back("p0", url);
+    load_urls.emplace_back("p1", url);
+    sources.push_back(
+        {std::make_unique<ServerFaults>(*redis, *proxy, seed), server_kinds, seed, ""});
+  }
+  if (!cluster_kinds.empty()) {
+    cluster = std::make_unique<tempest::test::RedisCluster>(3, 1, 1500ms);
+    load_urls.emplace_back("c0", cluster->url(query));
+    load_urls.emplace_back("c1", cluster->url(query));
+    std::vector<std::string> keys;
+    for (const char* name : {"c0", "c1"})
+      for (int c = 0; c < kv_callers; ++c)
+        for (int k = 0; k < 4; ++k)
+          keys.push_back(std::string("chaos:") + name + ":" + std::to_string(c) + ":" +
+                         std::to_string(k));
+    sources.push_back({std::make_unique<ClusterFaults>(*cluster, std::move(keys), seed + 7),
+                       cluster_kinds, seed + 7, ""});
+  }
+  // users_service on the proxied redis-server, under HTTP load while it faults.
+  std::unique_ptr<tempest::chaos::HttpLoad> http;
+  if (redis && !service.empty()) {
+    tempest::chaos::HttpLoad::Options o;
+    o.service = service;
+    o.redis_url = proxy->url("/0?" + query);
+    o.margin = margin;
+    http = std::make_unique<tempest::chaos::HttpLoad>(o);
+  }
+  Loads loads;
+  for (std::size_t i = 0; i < load_urls.size(); ++i) {
+    const auto& [name, url] = load_urls[i];
+    // The second load of each deployment has the near cache on.
+    loads.children.push_back(
+        spawn_self(self, {"load", "--url", url, "--name", name, "--duration",
+                          std::to_string(duration.count()) + "ms", "--seed",
+                          std::to_string(seed + 1 + i), "--callers", std::to_string(callers),
+                          "--near", i % 2 == 1 ? "1" : "0", "--timeout", timeout}));
+  }
+  const auto started = Clock::now();
+  if (http) http->start();
+  std::this_thread::sleep_for(std::min<milliseconds>(duration / 10, 3s));  // warm up first
+  // Faults until a little before the end: the loads' last seconds and their check run clean.
+  const auto stop_at = started + duration - std::min<milliseconds>(duration / 10, 3s);
+  std::vector<std::thread> dealers;
+  for (auto& s : sources)
+    dealers.emplace_back([&s, started, stop_at] {
+      try {
+        deal(*s.faults, s.kinds, s.seed, started, stop_at);
+      } catch (const std::exception& e) {
+        s.error = e.what();
+      }
+      try {
+        s.faults->clear();
+      } catch (const std::exception& e) {
+        if (s.error.empty()) s.error = std::string("after the faults: ") + e.what();
+      }
+    });
+  for (auto& d : dealers)
+    d.join();
   if (g_interrupted) {
     std::fprintf(stderr, "tempest_chaos: interrupted\n");
-    return 130;  // the loads, the proxy and redis-server are stopped on the way out
+    return 130;  // the loads, the service, the proxy and the servers are stopped on the way out
   }
   int bad = 0;
+  for (const auto& s : sources) {
+    if (!s.error.empty()) {
+      std::fprintf(stderr, "the fault injection failed: %s\n", s.error.c_str());
+      ++bad;
+    }
+  }
+  std::string http_report = "null";
+  if (http) {
+    // The service runs on until the loads end: readiness must be back to 200 by then.
+    std::this_thread::sleep_until(started + duration);
+    http->stop();
+    bool ok = false;
+    http_report = http->report(sources.front().faults->windows(), ok);
+    if (!ok) {
+      std::fprintf(stderr, "users_service under HTTP load: something went wrong (see \"http\")\n");
+      ++bad;
+    }
+  }
   std::vector<std::string> reports;
   // A load ends at duration + 1 s, then reads its keys back (at most 20 s) and disconnects.
   const auto deadline = started + duration + 60s;
@@ -742,17 +1018,19 @@ int run_orchestrator(const std::string& self, milliseconds duration, std::uint64
   out << "{\"seed\":" << seed << ",\"duration_s\":" << duration.count() / 1000 << ",\"faults\":{";
   bool first = true;
   long long total_faults = 0;
-  for (const auto& [kind, n] : f.count()) {
-    out << (first ? "" : ",") << "\"" << kind << "\":" << n;
-    first = false;
-    total_faults += n;
+  for (const auto& s : sources) {
+    for (const auto& [kind, n] : s.faults->count()) {
+      out << (first ? "" : ",") << "\"" << kind << "\":" << n;
+      first = false;
+      total_faults += n;
+    }
   }
   out << "},\"faults_total\":" << total_faults << ",\"calls\":" << calls << ",\"wrong\":" << wrong
       << ",\"lost_writes\":" << lost << ",\"max_overrun_ms\":" << overrun
       << ",\"margin_ms\":" << margin.count() << ",\"processes\":[";
   for (std::size_t i = 0; i < reports.size(); ++i)
     out << (i ? "," : "") << reports[i];
-  out << "],\"ok\":" << (bad == 0 ? "true" : "false") << "}";
+  out << "],\"http\":" << http_report << ",\"ok\":" << (bad == 0 ? "true" : "false") << "}";
   std::printf("%s\n", out.str().c_str());
   return bad == 0 ? 0 : 1;
 }
@@ -822,12 +1100,16 @@ int main(int argc, char** argv) {
       for (std::string f; std::getline(in, f, ',');) {
         if (std::find(kAllFaults.begin(), kAllFaults.end(), f) == kAllFaults.end())
           usage("unknown fault '" + f +
-                "' (known: sigstop, sigkill, client_kill, debug_sleep, "
-                "oom, black_hole, delay, reset_mid_reply, slow_drip, accept_then_close)");
+                "' (known: sigstop, sigkill, client_kill, debug_sleep, oom, black_hole, delay, "
+                "reset_mid_reply, slow_drip, accept_then_close; on the cluster: failover, "
+                "master_kill, slot_migration)");
         faults.push_back(f);
       }
     }
   }
+  // users_service under HTTP load ("none": without it).
+  std::string service = get("service", TEMPEST_USERS_SERVICE);
+  if (service == "none") service.clear();
   if (!opt.empty()) usage("unknown option --" + opt.begin()->first);
   if (duration < 10s) usage("--duration must be at least 10s");
   if (callers < 3) usage("--callers must be at least 3");
@@ -841,7 +1123,7 @@ int main(int argc, char** argv) {
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
   try {
-    return run_orchestrator(self, duration, seed, callers, faults, margin);
+    return run_orchestrator(self, duration, seed, callers, faults, margin, service);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tempest_chaos: %s\n", e.what());
     return 1;
