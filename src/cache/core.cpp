@@ -8,6 +8,8 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
@@ -673,6 +675,10 @@ asio::awaitable<Lookup> CacheCore::lookup(const std::string& key) {
   co_return lookup_failed(key, failure);
 }
 
+asio::awaitable<void> unlink_doubtful(std::shared_ptr<const ManagerState> manager, std::string key,
+                                      DoubtfulEntries::Clock::time_point until,
+                                      std::chrono::milliseconds deadline);
+
 asio::awaitable<void> CacheCore::store(const std::string& key, std::string payload,
                                        std::vector<std::string> tags,
                                        std::optional<std::chrono::seconds> ttl_for_this,
@@ -705,19 +711,30 @@ asio::awaitable<void> CacheCore::store(const std::string& key, std::string paylo
   // EXPIRE can shorten it under a longer-lived entry, which then escapes invalidation): a new set
   // gets the entry's TTL, an existing one is only extended (EXPIRE GT: a set without expiry keeps
   // none), and an entry without expiry makes its sets persistent. One key per script: cluster-safe.
+  // The entry first, then its registrations: an invalidation that takes a registration out
+  // afterwards unlinks the entry too (registering first would let one run between the two and
+  // leave the entry unregistered).
+  std::vector<std::string> sets;
   auto registry = [&](const std::string& set) {
     p.add("EVAL", registry_script(), 1, set, key, ttl);
+    sets.push_back(set);
   };
   if (!options_.ns.empty()) registry(options_.key_prefix + "__ns__:" + options_.ns);
   for (const auto& t : options_.tags)
     registry(options_.key_prefix + "__tag__:" + t);
   for (const auto& t : tags)
     registry(options_.key_prefix + "__tag__:" + t);
+  const bool registered = p.size() > 1;
   std::exception_ptr failure;
   std::string what;
+  bool set_refused = false;  // Redis answered the SET with an error: nothing was stored
   try {
     auto replies = co_await client->exec(p, redis::CallOptions{options_.deadline});
     if (breaker != nullptr) breaker->record(true);
+    if (replies[0].is_error()) {
+      set_refused = true;
+      throw redis::ServerError(replies[0].str());
+    }
     for (const auto& r : replies)
       if (r.is_error()) throw redis::ServerError(r.str());
     co_return;
@@ -729,8 +746,59 @@ asio::awaitable<void> CacheCore::store(const std::string& key, std::string paylo
     what = e.what();
     failure = std::current_exception();
   }
+  // Anything but a refused SET (a failed registration, the call cut off or given up midway, a
+  // cluster that answered part of it) may leave the entry in Redis without its registrations.
+  const bool maybe_unregistered = registered && !set_refused;
+  if (maybe_unregistered) {
+    // A registration failed where the SET may have held (on a cluster the sets live on other
+    // nodes): the entry is taken out again rather than left where no invalidation can find it.
+    bool removed = false;
+    try {
+      const redis::Keys doomed{key};
+      (void)co_await client->unlink(doomed, redis::CallOptions{options_.deadline});
+      removed = true;
+    } catch (const redis::Error& e) {
+      what += std::string("; the entry, which may be unregistered, could not be removed yet: ") +
+              e.what();
+    }
+    if (!removed) {
+      // Doubtful until Redis answers: this process's invalidations of its sets unlink it first,
+      // and a background task keeps trying.
+      const auto until = ttl > 0 ? DoubtfulEntries::Clock::now() + std::chrono::seconds(ttl)
+                                 : DoubtfulEntries::Clock::time_point::max();
+      if (manager_->doubtful.add(key, std::move(sets), until)) {
+        asio::co_spawn(co_await asio::this_coro::executor,
+                       unlink_doubtful(manager_, key, until, options_.deadline), asio::detached);
+      } else {
+        what += " (too many doubtful entries to track: it stays until its TTL ends)";
+      }
+    }
+  }
   redis_error(what);
   if (options_.on_redis_error == OnRedisError::propagate) std::rethrow_exception(failure);
+}
+
+// Keeps trying to unlink a doubtful entry (after 100 ms, then twice as long each time, up to
+// 2 s) until Redis answers, the entry's TTL has ended, or the manager has no client any more.
+asio::awaitable<void> unlink_doubtful(std::shared_ptr<const ManagerState> manager, std::string key,
+                                      DoubtfulEntries::Clock::time_point until,
+                                      std::chrono::milliseconds deadline) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  std::chrono::milliseconds wait{100};
+  while (DoubtfulEntries::Clock::now() < until && manager->doubtful.contains(key)) {
+    timer.expires_after(wait);
+    co_await timer.async_wait(asio::use_awaitable);
+    auto client = manager->client();
+    if (!client) break;
+    try {
+      const redis::Keys doomed{key};
+      (void)co_await client->unlink(doomed, redis::CallOptions{deadline});
+      break;
+    } catch (const redis::Error&) {
+    }
+    wait = std::min(2 * wait, std::chrono::milliseconds(2000));
+  }
+  manager->doubtful.remove(key);
 }
 
 asio::awaitable<bool> CacheCore::still_there(const std::string& key) {

@@ -1,8 +1,11 @@
 #include "tempest/cache/invalidator.hpp"
 
+#include <map>
 #include <set>
 
+#include "tempest/cache/detail/manager_state.hpp"
 #include "tempest/cache/detail/near_store.hpp"
+#include "tempest/redis/detail/cluster_keys.hpp"
 
 namespace tempest::cache {
 
@@ -38,16 +41,57 @@ asio::awaitable<std::size_t> CacheInvalidator::invalidate_tags(
   return invalidate_sets(std::move(sets));
 }
 
-// Each set is drained with SPOP (batch_size members at a time) and what comes out is unlinked,
-// until the sets are empty (and so gone). A member added while this runs is popped too, or stays
-// in its set: never lost, as it was with SMEMBERS then DEL of the set. If unlinking fails, what
-// was popped goes back into its set. Bounded: at most what the sets held at the start plus two
-// batches are popped (writers adding meanwhile leave their members registered).
+namespace {
+
+// Moves up to ARGV[1] members of the registry set KEYS[1] into its pending set KEYS[2] (same
+// slot), which lives as long as the registry set would have. Returns {moved, pending}: the
+// members moved, and everything now pending (also what concurrent invalidations moved and have
+// not unlinked yet). Atomic: a member is in one of the two sets until its entry is unlinked, so
+// a reply lost on the way (the connection cut after Redis ran this) loses no registration.
+const std::string& move_script() {
+  static const std::string script =
+      "local ttl = redis.call('PTTL', KEYS[1]) "
+      "local m = redis.call('SPOP', KEYS[1], ARGV[1]) "
+      "if #m > 0 then "
+      "  local existed = redis.call('EXISTS', KEYS[2]) "
+      "  for i = 1, #m, 100 do "
+      "    redis.call('SADD', KEYS[2], unpack(m, i, math.min(i + 99, #m))) "
+      "  end "
+      "  if ttl < 0 then redis.call('PERSIST', KEYS[2]) "
+      "  elseif existed == 0 then redis.call('PEXPIRE', KEYS[2], ttl) "
+      "  else redis.call('PEXPIRE', KEYS[2], ttl, 'GT') end "
+      "end "
+      "return {m, redis.call('SMEMBERS', KEYS[2])}";
+  return script;
+}
+
+// The pending set of a registry set: a key in the same cluster slot (the move script touches
+// both), or "" when neither form lands there (braces in the name that are not a hash tag).
+std::string pending_key(const std::string& set) {
+  const auto slot = redis::detail::key_slot(set);
+  for (std::string k : {set + ":pending", "{" + set + "}:pending"})
+    if (redis::detail::key_slot(k) == slot) return k;
+  return "";
+}
+
+}  // namespace
+
+// Each set is drained batch_size members at a time, until it is empty (and so gone): the move
+// script takes members out of the set into its pending set, and everything pending is unlinked,
+// then removed from the pending set. A member added to the registry set while this runs is moved
+// too, or stays in its set: never lost (as it was with SMEMBERS then DEL of the set). A member
+// leaves the pending set only once its entry is gone, so whatever fails on the way is unlinked by
+// the next invalidation of that set, and an invalidation never returns before the entries that
+// a concurrent one moved out of its way are gone. Bounded: at most what the sets held at the
+// start plus two batches are moved (writers adding meanwhile leave their members registered).
 asio::awaitable<std::size_t> CacheInvalidator::invalidate_sets(std::vector<std::string> sets) {
   if (sets.empty()) co_return 0;
   redis::Client client = manager_->client();
   const std::size_t batch = std::max<std::size_t>(1, batch_size);
   std::size_t budget = 2 * batch;
+  std::map<std::string, std::string> pending;  // registry set -> its pending set
+  for (const auto& s : sets)
+    pending[s] = pending_key(s);
   {
     redis::Pipeline count;
     for (const auto& s : sets)
@@ -56,47 +100,63 @@ asio::awaitable<std::size_t> CacheInvalidator::invalidate_sets(std::vector<std::
       budget += static_cast<std::size_t>(std::move(r).checked().as_integer());
   }
   std::set<std::string> members;
-  std::size_t popped_total = 0;
-  while (!sets.empty() && popped_total < budget) {
-    redis::Pipeline pop;
-    for (const auto& s : sets)
-      pop.add("SPOP", s, batch);
-    auto replies = co_await client.exec(pop, redis::CallOptions{kTimeout});
-    std::vector<std::pair<std::string, std::string>> popped;  // set, member
+  // Entries of these sets that a store of this process may have left unregistered: unlinked
+  // first, or this invalidation fails.
+  const auto state = manager_->state();
+  if (auto doubtful = state->doubtful.under(sets); !doubtful.empty()) {
+    (void)co_await unlink_all(doubtful);
+    for (const auto& k : doubtful)
+      state->doubtful.remove(k);
+    members.insert(doubtful.begin(), doubtful.end());
+  }
+  std::size_t moved_total = 0;
+  while (!sets.empty() && moved_total < budget) {
+    redis::Pipeline move;
+    for (const auto& s : sets) {
+      if (pending[s].empty()) {
+        move.add("SPOP", s, batch);
+      } else {
+        move.add("EVAL", move_script(), 2, s, pending[s], batch);
+      }
+    }
+    auto replies = co_await client.exec(move, redis::CallOptions{kTimeout});
+    std::vector<std::pair<std::string, std::string>> taken;  // set, member
     std::vector<std::string> more;
     for (std::size_t i = 0; i < sets.size(); ++i) {
       auto got = std::move(replies[i]).checked().as_array();
+      std::size_t moved = got.size();
+      if (!pending[sets[i]].empty()) {
+        moved = std::move(got.at(0)).as_array().size();
+        auto all = std::move(got.at(1)).as_array();
+        got = std::move(all);
+      }
       for (auto& m : got)
-        popped.emplace_back(sets[i], std::move(m).as_string());
-      if (got.size() >= batch) more.push_back(sets[i]);  // may hold more
+        taken.emplace_back(sets[i], std::move(m).as_string());
+      moved_total += moved;
+      if (moved >= batch) more.push_back(sets[i]);  // may hold more
     }
-    popped_total += popped.size();
-    // Every member popped in this round is unlinked, even one unlinked in an earlier round (its
+    // Every member taken in this round is unlinked, even one unlinked in an earlier round (its
     // entry may have been written again since).
     std::set<std::string> round;
-    for (const auto& [set, member] : popped)
+    for (const auto& [set, member] : taken)
       round.insert(member);
     std::vector<std::string> doomed(round.begin(), round.end());
-    try {
-      (void)co_await unlink_all(doomed);
-    } catch (const redis::Error&) {
-      restore(client, popped);
-      throw;
-    }
+    (void)co_await unlink_all(doomed);
     members.insert(round.begin(), round.end());
+    // Gone: out of the pending sets (best effort: a member left there is unlinked once more by a
+    // later invalidation, which is harmless).
+    redis::Pipeline forget;
+    for (const auto& [set, member] : taken)
+      if (!pending[set].empty()) forget.add("SREM", pending[set], member);
+    if (!forget.empty()) {
+      try {
+        (void)co_await client.exec(forget, redis::CallOptions{kTimeout});
+      } catch (const redis::Error&) {
+      }
+    }
     sets = std::move(more);
   }
   co_return members.size();
-}
-
-// Best effort, not awaited by anyone: the members go back into their sets.
-void CacheInvalidator::restore(redis::Client& client,
-                               const std::vector<std::pair<std::string, std::string>>& popped) {
-  redis::Pipeline back;
-  for (const auto& [set, member] : popped)
-    back.add("SADD", set, member);
-  client.exec(back, redis::CallOptions{kTimeout},
-              [](std::exception_ptr, std::vector<redis::Reply>) {});
 }
 
 asio::awaitable<std::size_t> CacheInvalidator::invalidate_keys(

@@ -1,5 +1,7 @@
 #include "tempest/cache/manager.hpp"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -61,6 +63,49 @@ std::shared_ptr<detail::NearStore> make_near(const NearCacheOptions& n) {
   return std::make_shared<detail::NearStore>(n.max_entries, n.max_bytes);
 }
 }  // namespace
+
+bool detail::DoubtfulEntries::add(const std::string& key, std::vector<std::string> sets,
+                                  Clock::time_point until) {
+  constexpr std::size_t kMax = 10000;
+  std::lock_guard lock(mutex_);
+  if (entries_.size() >= kMax && entries_.count(key) == 0) return false;
+  auto& e = entries_[key];
+  e.sets = std::move(sets);
+  e.until = std::max(e.until, until);
+  return true;
+}
+
+std::vector<std::string> detail::DoubtfulEntries::under(
+    const std::vector<std::string>& sets) const {
+  std::vector<std::string> out;
+  const auto now = Clock::now();
+  std::lock_guard lock(mutex_);
+  for (const auto& [key, e] : entries_) {
+    if (e.until <= now) continue;
+    for (const auto& s : e.sets) {
+      if (std::find(sets.begin(), sets.end(), s) != sets.end()) {
+        out.push_back(key);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+void detail::DoubtfulEntries::remove(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  entries_.erase(key);
+}
+
+bool detail::DoubtfulEntries::contains(const std::string& key) const {
+  std::lock_guard lock(mutex_);
+  return entries_.count(key) != 0;
+}
+
+std::size_t detail::DoubtfulEntries::size() const {
+  std::lock_guard lock(mutex_);
+  return entries_.size();
+}
 
 detail::ManagerState::ManagerState(redis::Config c, ManagerOptions o)
     : config(std::move(c)),

@@ -35,8 +35,6 @@ class CacheInvalidator {
  private:
   asio::awaitable<std::size_t> invalidate_sets(std::vector<std::string> sets);
   asio::awaitable<std::size_t> unlink_all(const std::vector<std::string>& keys);
-  static void restore(redis::Client& client,
-                      const std::vector<std::pair<std::string, std::string>>& popped);
 
   RedisManager* manager_;
   std::string key_prefix_;
