@@ -19,6 +19,7 @@
 #include "support/redis_server.hpp"
 #include "support/run.hpp"
 #include "tempest/cache/cached.hpp"
+#include "tempest/cache/detail/manager_state.hpp"
 #include "tempest/cache/invalidator.hpp"
 
 namespace asio = boost::asio;
@@ -741,7 +742,7 @@ TEST(CacheInvalidation, AnEntryRegisteredDuringInvalidateTagIsNeverLost) {
       const std::string list =
           shell("redis-cli -p " + std::to_string(server.port()) + " CLIENT LIST TYPE normal");
       if (list.find("cmd=smembers") != std::string::npos ||
-          list.find("cmd=spop") != std::string::npos)
+          list.find("cmd=spop") != std::string::npos || list.find("cmd=eval") != std::string::npos)
         break;
       co_await sleep_for(1ms);
     }
@@ -759,6 +760,76 @@ TEST(CacheInvalidation, AnEntryRegisteredDuringInvalidateTagIsNeverLost) {
       EXPECT_EQ(co_await c.exists("entry:" + std::to_string(i)), 0);
     co_await redis.disconnect();
     co_await other.disconnect();
+  });
+}
+
+// The reply of the command that takes the registrations out of their set is lost after Redis
+// ran it (the fault proxy cuts the connection on it): the invalidation fails, and the next one
+// still finds and removes every entry. (With SPOP the members were gone with the reply, and
+// their entries escaped every later invalidation.)
+TEST(CacheInvalidation, ARegistrationTakenOutByAnInvalidationWhoseReplyIsLostIsNotLost) {
+  RedisServer server;
+  tempest::test::FaultProxy proxy(server.port());
+  asio::io_context io;
+  tc::RedisManager redis(io.get_executor(), proxy.url());
+  tc::RedisManager other(io.get_executor(), server.url());
+  tc::CacheInvalidator inv(redis, "");
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    co_await other.connect();
+    auto c = other.client();
+    for (int i = 0; i < 5; ++i) {
+      (void)co_await c.set("entry:" + std::to_string(i), "v");
+      (void)co_await c.command(tr::cmd("SADD", "__tag__:t", "entry:" + std::to_string(i)));
+    }
+    proxy.set_mode_of_marked("SPOP", tempest::test::FaultProxy::Mode::reset_mid_reply);
+    bool failed = false;
+    try {
+      (void)co_await inv.invalidate_tag("t");
+    } catch (const tr::Error&) {
+      failed = true;
+    }
+    proxy.set_mode_of_marked("", tempest::test::FaultProxy::Mode::pass);
+    if (!failed) {
+      ADD_FAILURE() << "the reply was not cut: nothing was tested";
+      co_return;
+    }
+    // Redis did run it: the members are out of the registry set.
+    EXPECT_EQ((co_await c.command(tr::cmd("SCARD", "__tag__:t"))).integer(), 0);
+    const std::size_t removed = co_await inv.invalidate_tag("t");
+    EXPECT_EQ(removed, 5u);
+    for (int i = 0; i < 5; ++i)
+      EXPECT_EQ(co_await c.exists("entry:" + std::to_string(i)), 0) << "entry:" << i;
+    co_await redis.disconnect();
+    co_await other.disconnect();
+  });
+}
+
+// An entry that a store of this process may have left without its registrations (its
+// registration failed and Redis could not be reached to take it out again) is unlinked by the
+// next invalidation of its sets here, before that one returns.
+TEST(CacheInvalidation, ADoubtfulEntryIsUnlinkedByTheNextInvalidationOfItsSets) {
+  RedisServer server;
+  asio::io_context io;
+  tc::RedisManager redis(io.get_executor(), server.url());
+  tc::CacheInvalidator inv(redis, "p:");
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    auto c = redis.client();
+    (void)co_await c.set("p:entry", "v");  // in no registry set
+    (void)co_await c.set("p:other", "v");
+    const auto state = redis.state();
+    state->doubtful.add("p:entry", {"p:__tag__:t"},
+                        tc::detail::DoubtfulEntries::Clock::now() + 60s);
+    state->doubtful.add("p:other", {"p:__tag__:u"},
+                        tc::detail::DoubtfulEntries::Clock::now() + 60s);
+    EXPECT_EQ(co_await inv.invalidate_tag("t"), 1u);
+    EXPECT_EQ(co_await c.exists("p:entry"), 0);
+    EXPECT_FALSE(state->doubtful.contains("p:entry"));
+    // Another set's doubtful entry is left to its own invalidation.
+    EXPECT_EQ(co_await c.exists("p:other"), 1);
+    EXPECT_TRUE(state->doubtful.contains("p:other"));
+    co_await redis.disconnect();
   });
 }
 

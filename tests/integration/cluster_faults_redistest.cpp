@@ -781,3 +781,44 @@ TEST(ClusterFaults, CancelledConnectLeavesNothingBehind) {
   EXPECT_LT(ms_since(t), 2000.0);
   frozen.resume();
 }
+
+// A store whose SET lands on one master while its registration cannot be made (the master of
+// the tag's registry set is frozen) takes the entry out again: an entry in no registry set would
+// escape every invalidation of its tag. (It stayed behind, unregistered, before.)
+TEST(ClusterFaults, AnEntryWhoseRegistrationFailedIsNotLeftBehind) {
+  RedisCluster cluster;
+  const auto masters = cluster.masters();
+  ASSERT_GE(masters.size(), 2u);
+  const auto on = [&](const std::string& k) { return cluster.master_of(detail::key_slot(k)); };
+  std::string key, tag;
+  for (int n = 0; key.empty(); ++n)
+    if (on("entry:" + std::to_string(n)) == masters[0]) key = "entry:" + std::to_string(n);
+  for (int n = 0; tag.empty(); ++n)
+    if (on("__tag__:t" + std::to_string(n)) == masters[1]) tag = "t" + std::to_string(n);
+  asio::io_context io;
+  tc::RedisManager redis(io.get_executor(), cluster.url());
+  tc::CachedOptions o;
+  o.name = "registered";
+  o.deadline = 200ms;
+  o.lock.enabled = false;
+  int runs = 0;
+  auto item = tc::cached(redis, o, [&runs](int) -> asio::awaitable<std::string> {
+                ++runs;
+                co_return std::string("value");
+              }).key_builder([&key](std::string_view, const int&) {
+                  return key;
+                }).tags([&tag](int) { return std::vector<std::string>{tag}; });
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await redis.connect();
+    cluster.node(masters[1]).pause();
+    const std::string got = co_await item(1);
+    cluster.node(masters[1]).resume();
+    EXPECT_EQ(got, "value");
+    EXPECT_EQ(runs, 1);
+    co_await sleep_for(300ms);  // the frozen master ran the registration once it woke up
+    auto c = redis.client();
+    const Keys k{key};
+    EXPECT_EQ(co_await c.exists(k), 0) << "the entry stayed without its registration";
+    co_await redis.disconnect();
+  });
+}
