@@ -1,12 +1,15 @@
 # The two commands: `make demo` and `make test`. Both install what is missing (Debian packages),
 # build, start the servers they need on free 127.0.0.1 ports, and stop them afterwards.
-.PHONY: test chaos demo demo-smoke demo-cluster demo-smoke-cluster demo-sentinel demo-smoke-sentinel bench bench-cluster bench-near bench-http bench-client bench-cache format format-check build clean
+.PHONY: test chaos chaos-each demo demo-smoke demo-cluster demo-smoke-cluster demo-sentinel demo-smoke-sentinel bench bench-cluster bench-near bench-http bench-client bench-cache format format-check build clean
 
 test:
 	@bash scripts/test.sh
 
 chaos:
 	@bash scripts/chaos.sh
+
+chaos-each:
+	@EACH=1 DURATION=$${DURATION:-20s} bash scripts/chaos.sh
 
 demo:
 	@bash scripts/demo.sh

@@ -76,6 +76,9 @@ echo "== make chaos, short: 45 s of faults under load (DURATION=10m make chaos f
 if [[ -x build/tests/tempest_chaos ]]; then
   build/tests/tempest_chaos --duration 45s
   record "chaos" $?
+  echo "== make chaos-each, short: every fault kind alone for 15 s, so that a failure names its cause"
+  build/tests/tempest_chaos --each 1 --duration 15s
+  record "chaos, each kind alone" $?
 else
   record "chaos (not built)" 1
 fi

@@ -1,7 +1,7 @@
 // tempest_chaos: faults under load, measured (`make chaos`).
 //
 //   tempest_chaos [--duration 180s] [--seed N] [--callers 64] [--faults kind,kind...]
-//                 [--margin 250ms] [--service path|none]
+//                 [--margin 250ms] [--service path|none] [--each 1]
 //
 // Two deployments, each with two load processes (this program, `load`), one of them with the
 // near cache on: a redis-server (append-only file, so a SIGKILL loses nothing it acknowledged)
@@ -23,6 +23,7 @@
 // every read is answered 200 with the right user, a rename is seen once acknowledged, and
 // readiness says 503 while Redis is unreachable and 200 while it is up. The last line is JSON;
 // the exit status is 1 when anything went wrong.
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -82,7 +83,7 @@ namespace {
   std::fprintf(stderr,
                "tempest_chaos: %s\n"
                "usage: tempest_chaos [--duration 180s] [--seed N] [--callers 64] "
-               "[--faults kind,kind...] [--margin 250ms] [--service path|none]\n",
+               "[--faults kind,kind...] [--margin 250ms] [--service path|none] [--each 1]\n",
                why.c_str());
   std::exit(2);
 }
@@ -184,6 +185,16 @@ std::string error_type(const std::exception_ptr& e) {
     return "redis_other";
   } catch (const std::exception&) {
     return "untyped";
+  }
+}
+
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "(not a std::exception)";
   }
 }
 
@@ -316,7 +327,10 @@ int run_load(const LoadArgs& a) {
       }
       overrun(began, a.timeout, write ? "SET" : "GET", failed);
       if (failed) {
-        t.error(error_type(failed));
+        const std::string type = error_type(failed);
+        t.error(type);
+        // A defect: its message goes in the report.
+        if (type == "protocol" || type == "untyped") t.note(type + ": " + what_of(failed));
         co_await pause(5ms);  // as a service would: no hot loop against a dead server
       }
     }
@@ -402,7 +416,10 @@ int run_load(const LoadArgs& a) {
         overrun(began, 5 * a.timeout, "cached", failed);
       }
       if (failed) {
-        t.error(error_type(failed));
+        const std::string type = error_type(failed);
+        t.error(type);
+        // A defect: its message goes in the report.
+        if (type == "protocol" || type == "untyped") t.note(type + ": " + what_of(failed));
         co_await pause(5ms);
       }
     }
@@ -540,7 +557,8 @@ struct Child {
 
 Child spawn_self(const std::string& self, const std::vector<std::string>& args) {
   int fds[2];
-  if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  // Close-on-exec: no other child holds this pipe open (the dup2 onto stdout clears it there).
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
@@ -909,9 +927,10 @@ bool is_cluster_fault(const std::string& kind) {
   return std::find(kClusterFaults.begin(), kClusterFaults.end(), kind) != kClusterFaults.end();
 }
 
+// One run; its JSON report is printed and kept in `report`.
 int run_orchestrator(const std::string& self, milliseconds duration, std::uint64_t seed,
                      int callers, const std::vector<std::string>& faults, milliseconds margin,
-                     const std::string& service) {
+                     const std::string& service, std::string& report) {
   std::vector<std::string> server_kinds, cluster_kinds;
   for (const auto& k : faults)
     (is_cluster_fault(k) ? cluster_kinds : server_kinds).push_back(k);
@@ -1090,7 +1109,8 @@ int run_orchestrator(const std::string& self, milliseconds duration, std::uint64
   for (std::size_t i = 0; i < reports.size(); ++i)
     out << (i ? "," : "") << reports[i];
   out << "],\"http\":" << http_report << ",\"ok\":" << (bad == 0 ? "true" : "false") << "}";
-  std::printf("%s\n", out.str().c_str());
+  report = out.str();
+  std::printf("%s\n", report.c_str());
   return bad == 0 ? 0 : 1;
 }
 
@@ -1166,6 +1186,8 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // --each 1: every kind alone, one run after the other, each of --duration.
+  const bool each = get("each", "0") == "1";
   // users_service under HTTP load ("none": without it).
   std::string service = get("service", TEMPEST_USERS_SERVICE);
   if (service == "none") service.clear();
@@ -1181,10 +1203,47 @@ int main(int argc, char** argv) {
   sa.sa_handler = on_interrupt;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
-  try {
-    return run_orchestrator(self, duration, seed, callers, faults, margin, service);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tempest_chaos: %s\n", e.what());
-    return 1;
+  if (!each) {
+    try {
+      std::string report;
+      return run_orchestrator(self, duration, seed, callers, faults, margin, service, report);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tempest_chaos: %s\n", e.what());
+      return 1;
+    }
   }
+  // Each kind in a run of its own, so that a failure names its cause; the last line sums up.
+  std::map<std::string, std::string> results;
+  bool all_ok = true;
+  for (const auto& kind : faults) {
+    std::fprintf(stderr, "== %s alone\n", kind.c_str());
+    std::string report;
+    int rc = 1;
+    try {
+      rc = run_orchestrator(self, duration, seed, callers, {kind}, margin, service, report);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tempest_chaos: %s\n", e.what());
+    }
+    if (rc == 130) return rc;
+    all_ok = all_ok && rc == 0;
+    std::ostringstream r;
+    r << "{\"ok\":" << (rc == 0 ? "true" : "false");
+    if (!report.empty()) {
+      for (const char* f : {"faults_total", "calls", "wrong", "lost_writes", "max_overrun_ms"})
+        r << ",\"" << f << "\":" << json_number(report, f);
+    }
+    r << "}";
+    results[kind] = r.str();
+  }
+  std::ostringstream out;
+  out << "{\"seed\":" << seed << ",\"duration_s_each\":" << duration.count() / 1000
+      << ",\"each\":{";
+  bool first = true;
+  for (const auto& kind : faults) {
+    out << (first ? "" : ",") << "\"" << kind << "\":" << results[kind];
+    first = false;
+  }
+  out << "},\"ok\":" << (all_ok ? "true" : "false") << "}";
+  std::printf("%s\n", out.str().c_str());
+  return all_ok ? 0 : 1;
 }

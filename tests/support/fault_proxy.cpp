@@ -108,7 +108,7 @@ class FaultProxy::Session : public std::enable_shared_from_this<Session> {
     }
   }
 
-  // Reads whatever arrives, in every mode (black_hole drops it in the writer).
+  // Reads whatever arrives, in every mode (black_hole holds it in the queue).
   asio::awaitable<void> read_loop(Pump& p) {
     std::array<char, 16 * 1024> buf;
     for (;;) {
@@ -154,14 +154,21 @@ class FaultProxy::Session : public std::enable_shared_from_this<Session> {
         co_await sleep_until(p, c.arrived + s.param);
         continue;
       }
-      if (c.eof) {  // in every mode: only bytes are dropped, delayed or cut
+      if (m == Mode::black_hole) {
+        // A partition: nothing moves (an EOF neither) until it heals, then TCP delivers what it
+        // held, in order. (Dropping bytes and going on would make a stream with a hole in it,
+        // which no TCP connection can be.)
+        co_await sleep_until(p, Clock::time_point::max());
+        continue;
+      }
+      if (c.eof) {  // in every mode: only bytes are delayed or cut
         boost::system::error_code ignored;
         p.to.shutdown(tcp::socket::shutdown_send, ignored);
         if (++half_closed_ == 2) close(false);
         co_return;
       }
-      if (m == Mode::black_hole || m == Mode::accept_then_close) {
-        // accept_then_close: set_mode is about to close this session.
+      if (m == Mode::accept_then_close) {
+        // set_mode is about to close this session.
         p.queue.pop_front();
         continue;
       }

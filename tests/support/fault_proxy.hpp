@@ -11,10 +11,14 @@
 //  - EOF (a half-close) travels through the queue like a chunk, in every mode (delayed under delay,
 //    after the dripped bytes under slow_drip); only bytes are dropped by black_hole. A session ends
 //    when both directions delivered EOF; a reset or error on either side resets the other.
-//  - black_hole drops what it handles: bytes sent while it is on are gone for good, even after a
-//    switch back to pass.
+//  - black_hole is a network partition: nothing is forwarded either way (bytes nor EOF) while it
+//    is on; what arrived meanwhile is delivered in order once it is off, as TCP would after the
+//    partition heals. (It used to drop those bytes, which made streams with holes in them that no
+//    TCP connection can have: a client then matched replies to the wrong requests.) A client
+//    that gives up on the connection meanwhile closes it; drop_connections() plays a peer that
+//    did.
 //  - delay forwards each chunk `param` after it arrived at the proxy; a chunk queued under delay is
-//    sent at once after a switch to pass, and dropped after a switch to black_hole.
+//    sent at once after a switch to pass, and held after a switch to black_hole.
 //  - slow_drip waits `param` before every byte (n bytes take about n * param); client->server
 //    traffic passes normally.
 //  - reset_mid_reply cuts the next server->client chunk to its first size/2 bytes (a 1-byte chunk
@@ -50,7 +54,7 @@ class FaultProxy {
   enum class Mode {
     pass,               // forward both ways
     accept_then_close,  // new connections are accepted and closed at once (no byte read or sent)
-    black_hole,         // connections stay open; nothing is forwarded either way
+    black_hole,         // a partition: connections stay open, nothing moves until it heals
     delay,              // every chunk is forwarded `param` later, both directions, order kept
     reset_mid_reply,    // half of the next server->client chunk, then RST to the client
     slow_drip,          // server->client one byte every `param`
