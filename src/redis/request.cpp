@@ -141,24 +141,26 @@ void Request::prepare_retry() noexcept {
   flags = static_cast<std::uint8_t>(flags & ~kWritten);
 }
 
-bool is_connection_error(const std::exception_ptr& e) noexcept {
+namespace {
+// Whether `e` holds an E (or a class derived from it).
+template <class E>
+bool holds(const std::exception_ptr& e) noexcept {
   try {
     std::rethrow_exception(e);
-  } catch (const ConnectionError&) {
+  } catch (const E&) {
     return true;
   } catch (...) {
     return false;
   }
 }
+}  // namespace
+
+bool is_connection_error(const std::exception_ptr& e) noexcept {
+  return holds<ConnectionError>(e);
+}
 
 bool is_timeout(const std::exception_ptr& e) noexcept {
-  try {
-    std::rethrow_exception(e);
-  } catch (const TimeoutError&) {
-    return true;
-  } catch (...) {
-    return false;
-  }
+  return holds<TimeoutError>(e);
 }
 
 void deliver_routed(RequestRef ref, const boost::asio::any_io_executor& fallback,

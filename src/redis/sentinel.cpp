@@ -154,24 +154,30 @@ SentinelDiscovery::SentinelDiscovery(asio::any_io_executor executor, const Confi
   p.command_timeout = config.connect_timeout;
 }
 
+std::vector<Endpoint> SentinelDiscovery::order() {
+  std::lock_guard lock(mutex_);
+  return order_;
+}
+
+Config SentinelDiscovery::sentinel_at(const Endpoint& sentinel) const {
+  Config c = sentinel_config_;
+  c.host = sentinel.host;
+  c.port = sentinel.port;
+  return c;
+}
+
 void SentinelDiscovery::find_master(bool retry, Done done) {
   auto self = shared_from_this();
   asio::co_spawn(
       executor_,
       [self, retry, done = std::move(done)]() -> asio::awaitable<void> {
-        std::vector<Endpoint> order;
-        {
-          std::lock_guard lock(self->mutex_);
-          order = self->order_;
-        }
+        std::vector<Endpoint> order = self->order();
         if (retry && order.size() > 1) std::rotate(order.begin(), order.begin() + 1, order.end());
         std::string failures;
         for (const auto& sentinel : order) {
-          Config c = self->sentinel_config_;
-          c.host = sentinel.host;
-          c.port = sentinel.port;
           std::string why;
-          auto master = co_await ask(self->executor_, c, self->service_, why);
+          auto master =
+              co_await ask(self->executor_, self->sentinel_at(sentinel), self->service_, why);
           if (master) {
             Config probe = self->probe_config_;
             probe.host = master->host;
@@ -206,18 +212,11 @@ void SentinelDiscovery::find_replicas(ReplicasDone done) {
   asio::co_spawn(
       executor_,
       [self, done = std::move(done)]() -> asio::awaitable<void> {
-        std::vector<Endpoint> order;
-        {
-          std::lock_guard lock(self->mutex_);
-          order = self->order_;
-        }
         std::string failures;
-        for (const auto& sentinel : order) {
-          Config c = self->sentinel_config_;
-          c.host = sentinel.host;
-          c.port = sentinel.port;
+        for (const auto& sentinel : self->order()) {
           std::string why;
-          if (auto found = co_await replicas_of(self->executor_, c, self->service_, why)) {
+          if (auto found = co_await replicas_of(self->executor_, self->sentinel_at(sentinel),
+                                                self->service_, why)) {
             done(std::move(*found), {});
             co_return;
           }
@@ -243,15 +242,12 @@ void SentinelDiscovery::watch(std::function<void()> on_switch) {
       [self]() -> asio::awaitable<void> {
         const std::string prefix = self->service_ + " ";
         for (std::size_t attempt = 0;; ++attempt) {
-          Config c = self->sentinel_config_;
           std::shared_ptr<Subscriber> sub;
           {
             std::lock_guard lock(self->mutex_);
             if (self->stopped_) co_return;
             const Endpoint& e = self->order_[attempt % self->order_.size()];
-            c.host = e.host;
-            c.port = e.port;
-            sub = std::make_shared<Subscriber>(self->executor_, c);
+            sub = std::make_shared<Subscriber>(self->executor_, self->sentinel_at(e));
             self->subscriber_ = sub;
           }
           try {

@@ -44,6 +44,10 @@ class SentinelDiscovery : public std::enable_shared_from_this<SentinelDiscovery>
 
  private:
   void switched();
+  // The sentinels in the order to ask them (a copy, taken under the lock).
+  std::vector<Endpoint> order();
+  // The connection to one sentinel.
+  Config sentinel_at(const Endpoint& sentinel) const;
 
   boost::asio::any_io_executor executor_;
   Config sentinel_config_;  // the connection to a sentinel, host and port set per ask
