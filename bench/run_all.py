@@ -268,6 +268,9 @@ def etag_header(port, path):
     return "If-None-Match: " + re.search(r"(?im)^etag:\s*(\S+)", out).group(1)
 
 
+CHAOS_BEGIN, CHAOS_END = "<!-- chaos:begin -->", "<!-- chaos:end -->"
+
+
 def write_section(md, begin, end, after=(), before=("## Spread",)):
     """A section run on its own (make bench-cluster, make bench-near): its lines (between its
     markers `begin` and `end`) replace its last version in BENCHMARKS.md, or go after the first of
@@ -708,8 +711,14 @@ def main():
             "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", "",
             "Regenerate: `make bench` (options: `RUNS=5`, `QUICK=1`).", ""]
     tail = ["## Spread", ""] + ([f"- {n}" for n in wide_notes] or ["Every figure's spread was within 20%."]) + [""]
-    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
-        f.write("\n".join(head + goal_md + md + tail))
+    # The reliability section comes from a long `make chaos` run, not from this one: kept as it is.
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    old = open(path).read() if os.path.exists(path) else ""
+    kept = []
+    if CHAOS_BEGIN in old and CHAOS_END in old:
+        kept = [old[old.index(CHAOS_BEGIN):old.index(CHAOS_END) + len(CHAOS_END)], ""]
+    with open(path, "w") as f:
+        f.write("\n".join(head + goal_md + md + kept + tail))
     print("wrote BENCHMARKS.md and docs/bench/*.png")
 
 

@@ -261,8 +261,8 @@ Cluster::Cluster(asio::any_io_executor executor, Config config)
 Cluster::~Cluster() {
   for (auto& [address, node] : nodes_)
     if (node->link) node->link->close();
-  for (auto& link : retired_)
-    link->close();
+  for (auto& r : retired_)
+    r.link->close();
   if (tracker_) tracker_->close();
 }
 
@@ -374,8 +374,9 @@ ConnectionStats Cluster::stats() const noexcept {
   std::lock_guard lock(mu_);
   for (const auto& [address, node] : nodes_)
     if (node->link) total += node->link->stats();
-  for (const auto& l : retired_)
-    total += l->stats();
+  for (const auto& r : retired_)
+    total += r.link->stats();
+  total += retired_stats_;
   return total;
 }
 
@@ -418,9 +419,13 @@ std::vector<NodeStats> Cluster::node_stats() const {
       any_other = true;
       other.stats += node->link->stats();
     }
-  for (const auto& l : retired_) {
+  for (const auto& r : retired_) {
     any_other = true;
-    other.stats += l->stats();
+    other.stats += r.link->stats();
+  }
+  if (!retired_.empty() || retired_stats_.commands > 0) {
+    any_other = true;
+    other.stats += retired_stats_;
   }
   if (any_other) out.push_back(std::move(other));
   return out;
@@ -1117,6 +1122,16 @@ bool Cluster::apply_slots(const Reply& reply, const std::string& asked_host) {
       if (tracker_) tracker_->topology_changed();
     }
     masters_ = std::move(masters);
+    // Links retired long enough ago are let go: everything pending on them failed when they
+    // closed, and its delivery is long over.
+    const TimePoint long_ago = Clock::now() - std::chrono::seconds(10);
+    std::erase_if(retired_, [&](const Retired& r) {
+      if (r.at > long_ago) return false;
+      ConnectionStats last = r.link->stats();
+      last.pending = 0;  // a gauge: nothing waits on a closed link
+      retired_stats_ += last;
+      return true;
+    });
     // Nodes not in the map (they left it, or were only a seed under another name): their
     // links close (a request still on its way there fails without being written, and goes to
     // the new owner); one is opened again if a node is asked for by address.
@@ -1125,7 +1140,7 @@ bool Cluster::apply_slots(const Reply& reply, const std::string& asked_host) {
       if (!now_in && node->link) {
         if (tracker_) tracker_->detach(*node->link);
         leaving.push_back(node->link);
-        retired_.push_back(std::move(node->link));
+        retired_.push_back({std::move(node->link), Clock::now()});
         node->live.store(nullptr, std::memory_order_release);
       }
       node->in_map = now_in;

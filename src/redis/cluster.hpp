@@ -122,8 +122,17 @@ class Cluster final : public Backend, public std::enable_shared_from_this<Cluste
   mutable std::mutex mu_;                                         // everything below
   std::unordered_map<std::string, std::unique_ptr<Node>> nodes_;  // by address; kept to the end
   std::vector<std::unique_ptr<Shard>> shards_;                    // kept to the end
-  std::vector<std::shared_ptr<Link>> retired_;  // links of nodes that left the map
-  std::shared_ptr<Tracker> tracker_;            // track(): set before start()
+  // Links of nodes that left the map, closed: kept a while (a cancel racing with the delivery of
+  // a request they failed may still reach one), then let go, their counters added to
+  // retired_stats_ (a service whose cluster fails over now and then must not grow a link each
+  // time).
+  struct Retired {
+    std::shared_ptr<Link> link;
+    TimePoint at;
+  };
+  std::vector<Retired> retired_;
+  ConnectionStats retired_stats_;
+  std::shared_ptr<Tracker> tracker_;  // track(): set before start()
   std::vector<Node*> masters_;
   struct Waiter {
     RequestRef ref;

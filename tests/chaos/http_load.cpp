@@ -364,7 +364,7 @@ std::string HttpLoad::report(const std::vector<FaultWindow>& faults, bool& ok) c
     if (took > (s.o.readiness_timeout + s.o.margin).count()) ++slow;
     bool during = false, calm = true;
     for (const auto& w : faults) {
-      if (unreachable(w.kind) && p.begin >= w.begin + 50ms && p.end <= w.end) during = true;
+      if (unreachable(w.kind) && p.begin >= w.begin + 50ms && p.end <= w.cleared) during = true;
       if (p.end >= w.begin && p.begin <= w.end + 2s) calm = false;
     }
     std::string lie;

@@ -13,11 +13,12 @@ namespace tempest::chaos {
 
 using Clock = std::chrono::steady_clock;
 
-// One injected fault as its scheduler saw it: from just before it was applied to just after it
-// was taken away (for a SIGKILL, until the restarted server accepted connections).
+// One injected fault as its scheduler saw it: from just before it was applied (`begin`), held
+// for sure until `cleared` (when the scheduler began to take it away), over at `end` (for a
+// SIGKILL, once the restarted server answered).
 struct FaultWindow {
   std::string kind;
-  Clock::time_point begin, end;
+  Clock::time_point begin, cleared, end;
 };
 
 class HttpLoad {
