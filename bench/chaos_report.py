@@ -63,7 +63,9 @@ def section(run, each=None):
           f"| acknowledged writes lost | {run['lost_writes']} ({sum(p['verified_keys'] for p in procs)} keys verified after the run) |",
           f"| worst overrun past a deadline | {run['max_overrun_ms']} ms (margin {run['margin_ms']} ms) |",
           f"| invalidations held to (a later read had to see them) | {sum(p.get('floors_raised', 0) for p in procs):,} of {sum(p['invalidations'] for p in procs):,} |",
-          "| RSS at warm-up → end (MiB) | " + ", ".join(f"{p['name']} {mib(p['rss_start_kib'])} → {mib(p['rss_end_kib'])}" for p in procs) + " |"]
+          "| RSS at warm-up → halfway → end (MiB) | " + ", ".join(
+              f"{p['name']} {mib(p['rss_start_kib'])} → {mib(p.get('rss_mid_kib', 0))} → {mib(p['rss_end_kib'])}"
+              for p in procs) + " |"]
     if http:
         statuses = ", ".join(f"{n:,} × {s}" for s, n in http["statuses"].items())
         md += [f"| HTTP requests | {http['requests']:,} ({statuses}); wrong {http['wrong']}, stale renames {http['stale']}, "
