@@ -11,6 +11,7 @@ TEMPEST_PACKAGES=(
   libgtest-dev libbenchmark-dev
   redis-server redis-tools redis-sentinel python3-redis python3-starlette curl bc
   clang-14 libclang-rt-14-dev clang-format
+  libcli11-dev dpkg-dev file doxygen
 )
 
 # ensure_packages [extra packages...]: installs what is missing (apt-get update only then).
