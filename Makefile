@@ -1,6 +1,6 @@
 # The two commands: `make demo` and `make test`. Both install what is missing (Debian packages),
 # build, start the servers they need on free 127.0.0.1 ports, and stop them afterwards.
-.PHONY: test chaos chaos-each demo demo-smoke demo-cluster demo-smoke-cluster demo-sentinel demo-smoke-sentinel bench bench-cluster bench-near bench-http bench-client bench-cache format format-check build clean
+.PHONY: test chaos chaos-each demo demo-smoke demo-cluster demo-smoke-cluster demo-sentinel demo-smoke-sentinel bench bench-cluster bench-near bench-http bench-client bench-cache docs format format-check build clean
 
 test:
 	@bash scripts/test.sh
@@ -49,6 +49,9 @@ bench-client:
 
 build:
 	@bash -c 'source scripts/lib.sh && ensure_packages && configure_build build'
+
+docs:
+	@bash scripts/docs.sh
 
 format:
 	@bash scripts/format.sh

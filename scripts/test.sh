@@ -34,6 +34,10 @@ echo "== format check"
 bash scripts/format.sh --check
 record "clang-format" $?
 
+echo "== make docs: the API reference, every public symbol documented (Doxygen warnings are errors)"
+bash scripts/docs.sh
+record "docs" $?
+
 echo "== build (RelWithDebInfo, -Werror)"
 if configure_build build; then
   start_redis

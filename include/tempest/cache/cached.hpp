@@ -1,13 +1,14 @@
-// cached(manager, options, fn): memoizes a coroutine function in Redis, with keys that the
-// Python SDK's @cached computes for the same name and arguments.
-//
-//   auto get_user_profile = tempest::cache::cached(
-//       redis, {.name = "get_user_profile", .ttl = 300s, .key_prefix = "users:"},
-//       [](std::string user_id) -> asio::awaitable<UserProfile> { ... });
-//   UserProfile p = co_await get_user_profile("123");
-//
-// Fails open (Redis down or slow: the function runs), shares concurrent misses of one key
-// (single-flight), never caches exceptions, and recovers from corrupt entries.
+/// @file
+/// cached(manager, options, fn): memoizes a coroutine function in Redis, with keys that the
+/// Python SDK's \@cached computes for the same name and arguments.
+///
+///   auto get_user_profile = tempest::cache::cached(
+///       redis, {.name = "get_user_profile", .ttl = 300s, .key_prefix = "users:"},
+///       [](std::string user_id) -> asio::awaitable<UserProfile> { ... });
+///   UserProfile p = co_await get_user_profile("123");
+///
+/// Fails open (Redis down or slow: the function runs), shares concurrent misses of one key
+/// (single-flight), never caches exceptions, and recovers from corrupt entries.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -36,17 +37,18 @@
 
 namespace tempest::cache {
 
-// A cached function ran longer than CachedOptions::hard_timeout (and no stale value could answer).
+/// A cached function ran longer than CachedOptions::hard_timeout (and no stale value could answer).
 class FactoryTimeout : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
+/// @cond INTERNAL
 namespace detail {
-// The message of an exception of any type.
+/// The message of an exception of any type.
 std::string what_of(std::exception_ptr e);
 
-// Arguments that refer to data they do not own.
+/// Arguments that refer to data they do not own.
 template <class T>
 struct non_owning : std::is_pointer<T> {};
 template <class C, class Tr>
@@ -63,7 +65,7 @@ struct awaitable_value<asio::awaitable<T, E>> {
   using type = T;
 };
 
-// The parameter list and result of a callable with one non-template call operator.
+/// The parameter list and result of a callable with one non-template call operator.
 template <class F>
 struct signature : signature<decltype(&F::operator())> {};
 template <class R, class... A>
@@ -80,15 +82,19 @@ struct signature<R (C::*)(A...) noexcept> : signature<R (*)(A...)> {};
 template <class C, class R, class... A>
 struct signature<R (C::*)(A...) const noexcept> : signature<R (*)(A...)> {};
 }  // namespace detail
+/// @endcond
 
 template <class F, class Codec, class T, class ArgsTuple>
 class Cached;
 
+/// A function memoized in Redis: what cached() returns. Call it like the function it wraps;
+/// copies are cheap and share the function, its options and its counters. Thread-safe.
 template <class F, class Codec, class T, class... A>
 class Cached<F, Codec, T, std::tuple<A...>> {
  public:
-  using value_type = T;
+  using value_type = T;  ///< the wrapped function's result (of its awaitable)
 
+  /// Use cached(). Throws std::invalid_argument for inconsistent options.
   Cached(RedisManager& manager, CachedOptions options, F fn, Codec codec)
       : state_(std::make_shared<const State>(
             State{std::make_shared<detail::CacheCore>(manager, std::move(options)),
@@ -110,26 +116,26 @@ class Cached<F, Codec, T, std::tuple<A...>> {
                                   "std::span or pointers)");
   }
 
-  // Same parameters as the wrapped function (taken by value: they live across suspensions).
+  /// Same parameters as the wrapped function (taken by value: they live across suspensions).
   asio::awaitable<T> operator()(A... args) const { return call(state_, std::move(args)...); }
 
-  // A predicate over the arguments; true means no read and no write for that call.
+  /// A predicate over the arguments; true means no read and no write for that call.
   Cached skip_cache(std::function<bool(const A&...)> predicate) const {
     return with([&](State& s) { s.skip = std::move(predicate); });
   }
-  // Tags computed per call from the arguments (added to the static CachedOptions::tags).
+  /// Tags computed per call from the arguments (added to the static CachedOptions::tags).
   Cached tags(std::function<std::vector<std::string>(const A&...)> fn) const {
     return with([&](State& s) { s.tags = std::move(fn); });
   }
-  // Like Python's key_builder: builds the key (before key_prefix) from the name and arguments.
+  /// Like Python's key_builder: builds the key (before key_prefix) from the name and arguments.
   Cached key_builder(std::function<std::string(std::string_view name, const A&...)> fn) const {
     return with([&](State& s) { s.key_builder = std::move(fn); });
   }
 
-  // The last names.size() parameters are keyword arguments with these names (in parameter
-  // order), as in the Python original's `def f(user_id, *, fresh=False)`: a call's key then holds
-  // them under "kwargs", and an empty std::optional among them counts as not passed. Throws
-  // std::invalid_argument for more names than parameters, or an empty or repeated name.
+  /// The last names.size() parameters are keyword arguments with these names (in parameter
+  /// order), as in the Python original's `def f(user_id, *, fresh=False)`: a call's key then holds
+  /// them under "kwargs", and an empty std::optional among them counts as not passed. Throws
+  /// std::invalid_argument for more names than parameters, or an empty or repeated name.
   Cached kwargs(std::vector<std::string> names) const {
     if (names.size() > sizeof...(A))
       throw std::invalid_argument("cached(" + options().name +
@@ -146,23 +152,25 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     return with([&](State& s) { s.keyword_names = std::move(names); });
   }
 
-  // Whether a result is stored (false: returned uncached), e.g. not an empty list.
+  /// Whether a result is stored (false: returned uncached), e.g. not an empty list.
   Cached cache_if(std::function<bool(const T&)> predicate) const {
     return with([&](State& s) { s.cache_if = std::move(predicate); });
   }
-  // The TTL of a result's entry (instead of CachedOptions::ttl; no_expiry: none; negative: the
-  // result is not stored), e.g. from a token's own expiry.
+  /// The TTL of a result's entry (instead of CachedOptions::ttl; no_expiry: none; negative: the
+  /// result is not stored), e.g. from a token's own expiry.
   Cached ttl_for(std::function<std::chrono::seconds(const T&)> fn) const {
     return with([&](State& s) { s.ttl_for = std::move(fn); });
   }
 
-  // The Redis key of a call with these arguments.
+  /// The Redis key of a call with these arguments.
   std::string key(const A&... args) const { return key_of(*state_, args...); }
+  /// This function's counters.
   CacheStats stats() const { return state_->core->stats(); }
+  /// The options it was made with.
   const CachedOptions& options() const { return state_->core->options(); }
 
  private:
-  // Everything a call needs, shared by the copies of this Cached and by calls in progress.
+  /// Everything a call needs, shared by the copies of this Cached and by calls in progress.
   struct State {
     std::shared_ptr<detail::CacheCore> core;
     F fn;
@@ -190,7 +198,7 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     return key.str();
   }
 
-  // The key of a call, built in place (a hit allocates nothing for it).
+  /// The key of a call, built in place (a hit allocates nothing for it).
   static void key_into(const State& s, detail::KeyBuffer& out, const A&... args) {
     if (s.key_builder) {
       out.assign(s.core->key_with_prefix(s.key_builder(s.core->options().name, args...)));
@@ -214,8 +222,8 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     decode_into(s, key, payload, out);
     return out;
   }
-  // Decodes into `out` (left empty when the payload is unreadable: counted, logged): the value
-  // is moved once fewer than through a returned optional.
+  /// Decodes into `out` (left empty when the payload is unreadable: counted, logged): the value
+  /// is moved once fewer than through a returned optional.
   static void decode_into(const State& s, std::string_view key, const std::string& payload,
                           std::optional<T>& out) {
     try {
@@ -229,16 +237,16 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     }
   }
 
-  // Background work (early refresh, a computation that outlives its timeout) takes copies of
-  // the arguments: they must own what they hold (not a std::string_view, std::span or pointer
-  // into the caller's data, which may be gone by then).
+  /// Background work (early refresh, a computation that outlives its timeout) takes copies of
+  /// the arguments: they must own what they hold (not a std::string_view, std::span or pointer
+  /// into the caller's data, which may be gone by then).
   static constexpr bool copyable_args =
       ((std::is_copy_constructible_v<A> && !detail::non_owning<A>::value) && ...);
 
-  // A hit costs one GET and no coordination. A miss joins the key's flight: the first caller
-  // computes (after one more GET, in case a flight just ended), the others wait for its result.
-  // Everything but a plain hit goes on in a coroutine of its own (`rest`): asio reuses coroutine
-  // frames only up to 1 KiB, so a hit's frame stays under that and costs no allocation.
+  /// A hit costs one GET and no coordination. A miss joins the key's flight: the first caller
+  /// computes (after one more GET, in case a flight just ended), the others wait for its result.
+  /// Everything but a plain hit goes on in a coroutine of its own (`rest`): asio reuses coroutine
+  /// frames only up to 1 KiB, so a hit's frame stays under that and costs no allocation.
   static asio::awaitable<T> call(std::shared_ptr<const State> st, A... args) {
     detail::CacheCore& core = *st->core;
     asio::awaitable<T> rest;
@@ -277,8 +285,8 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     co_return co_await std::move(rest);
   }
 
-  // What a lookup means for the call: `answer`: `value` is it (`refresh`: after starting an early
-  // refresh); otherwise the call computes, with `value` (when set) its stale fallback.
+  /// What a lookup means for the call: `answer`: `value` is it (`refresh`: after starting an early
+  /// refresh); otherwise the call computes, with `value` (when set) its stale fallback.
   struct Judged {
     std::optional<T> value;
     bool answer = false;
@@ -302,7 +310,7 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     return j;
   }
 
-  // A call with a near cache: a near hit costs no Redis round trip at all.
+  /// A call with a near cache: a near hit costs no Redis round trip at all.
   static asio::awaitable<T> near_call(std::shared_ptr<const State> st, std::string key, A... args) {
     detail::CacheCore& core = *st->core;
     detail::NearStore& near = *core.near();
@@ -321,7 +329,7 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     co_return co_await miss(st, std::move(key), std::move(found), std::move(j.value), args...);
   }
 
-  // Early refresh: starts the background recomputation, answers with the current value.
+  /// Early refresh: starts the background recomputation, answers with the current value.
   static asio::awaitable<T> refreshed(std::shared_ptr<const State> st, std::string key, T value,
                                       A... args) {
     if constexpr (copyable_args) {
@@ -331,7 +339,7 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     co_return std::move(value);
   }
 
-  // No fresh value: join the key's flight, or lead it.
+  /// No fresh value: join the key's flight, or lead it.
   static asio::awaitable<T> miss(std::shared_ptr<const State> st, std::string key,
                                  detail::Lookup found, std::optional<T> stale, A... args) {
     detail::CacheCore& core = *st->core;
@@ -353,7 +361,7 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     co_return std::move(*result);
   }
 
-  // The leader of a miss (or of an expired entry's recomputation); `key` outlives it.
+  /// The leader of a miss (or of an expired entry's recomputation); `key` outlives it.
   static asio::awaitable<T> lead(const std::shared_ptr<const State>& sp, const std::string& key,
                                  detail::Lookup found, std::optional<T> stale, const A&... args) {
     const State& st = *sp;
@@ -420,16 +428,16 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     co_return std::move(*value);
   }
 
-  // Whether and how compute() stores its result.
+  /// Whether and how compute() stores its result.
   enum class Store : std::uint8_t {
     no,       // Redis failed: do not write
     set,      // SET
     replace,  // SET XX: only over the entry it recomputes (an invalidation meanwhile wins)
   };
 
-  // Runs the function under the timeouts, if any: nullopt when it gave up waiting and a stale
-  // value can answer (the computation goes on in the background and stores its result). A key's
-  // computation that outlived an earlier caller's timeout is waited for, not started again.
+  /// Runs the function under the timeouts, if any: nullopt when it gave up waiting and a stale
+  /// value can answer (the computation goes on in the background and stores its result). A key's
+  /// computation that outlived an earlier caller's timeout is waited for, not started again.
   static asio::awaitable<std::optional<T>> run(const std::shared_ptr<const State>& sp,
                                                const std::string& key, Store store,
                                                detail::Lock lock, bool has_stale,
@@ -476,9 +484,9 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     outcome->complete(error, std::move(value));
   }
 
-  // Early refresh, in the background: recomputes the key and replaces its entry (if it is still
-  // there) unless it turns out fresh (another caller or process refreshed it) or, with the lock,
-  // another process holds it (then this process leaves the key alone for lock.wait).
+  /// Early refresh, in the background: recomputes the key and replaces its entry (if it is still
+  /// there) unless it turns out fresh (another caller or process refreshed it) or, with the lock,
+  /// another process holds it (then this process leaves the key alone for lock.wait).
   static asio::awaitable<void> refresh(std::shared_ptr<const State> sp, std::string key,
                                        A... args) {
     detail::CacheCore& core = *sp->core;
@@ -509,9 +517,9 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     core.end_refresh(key, error, lost);
   }
 
-  // Runs the function and stores its result (as `store` says, unless the codec or a callback
-  // refuses), then releases the lock, also when storing throws (OnRedisError::propagate). The
-  // result, or the exception of the function (or of storing).
+  /// Runs the function and stores its result (as `store` says, unless the codec or a callback
+  /// refuses), then releases the lock, also when storing throws (OnRedisError::propagate). The
+  /// result, or the exception of the function (or of storing).
   static asio::awaitable<T> compute(const State& st, const std::string& key, Store store,
                                     detail::Lock lock, const A&... args) {
     detail::CacheCore& core = *st.core;
@@ -562,11 +570,21 @@ class Cached<F, Codec, T, std::tuple<A...>> {
   std::shared_ptr<const State> state_;
 };
 
-// The result type of fn, which must return asio::awaitable<T>.
+/// The result type of fn, which must return asio::awaitable<T>.
 template <class F>
 using cached_value_t =
     typename detail::awaitable_value<typename detail::signature<std::decay_t<F>>::result>::type;
 
+/// Memoizes the coroutine function `fn` (a lambda or function returning asio::awaitable<T>) in
+/// `manager`'s Redis, under the Python SDK's key for CachedOptions::name and the arguments:
+///
+///     auto get_user = tc::cached(manager, {.name = "get_user", .ttl = 300s},
+///                                [](int id) -> asio::awaitable<User> { co_return load(id); });
+///     User u = co_await get_user(7);
+///
+/// A hit returns the stored value; a miss runs `fn`, stores its result (encoded by `codec`, JSON
+/// by default) and registers the key in its namespace and tag sets. Redis down: `fn` runs (see
+/// OnRedisError). Throws std::invalid_argument for inconsistent options.
 template <class F, class Codec = JsonCodec<cached_value_t<F>>>
 auto cached(RedisManager& manager, CachedOptions options, F fn, Codec codec = {}) {
   using Sig = detail::signature<std::decay_t<F>>;

@@ -1,4 +1,5 @@
-// Prometheus text exposition (version 0.0.4): cached functions, Redis connections, HTTP.
+/// @file
+/// Prometheus text exposition (version 0.0.4): cached functions, Redis connections, HTTP.
 #pragma once
 
 #include <array>
@@ -18,14 +19,17 @@ class RedisManager;
 
 namespace tempest::http {
 
-// Requests and latency by route, method and status. Bounded: the route is a pattern of the
-// router (or "(unmatched)"), and methods other than the nine of RFC 9110 count as "other".
+/// Requests and latency by route, method and status. Bounded: the route is a pattern of the
+/// router (or "(unmatched)"), and methods other than the nine of RFC 9110 count as "other".
 class HttpMetrics {
  public:
+  /// Upper bounds (seconds) of the latency histogram's buckets; +Inf follows.
   static constexpr std::array<double, 11> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                       0.05,   0.1,   0.25,   0.5,   1.0};
+  /// Counts one request (thread-safe); the server calls it for every response.
   void observe(const std::string& route, const std::string& method, unsigned status,
                std::chrono::nanoseconds took);
+  /// Appends the series in Prometheus text format to `out`.
   void render(std::string& out) const;
 
  private:
@@ -38,12 +42,13 @@ class HttpMetrics {
   std::map<std::tuple<std::string, std::string, unsigned>, Series> series_;
 };
 
+/// What make_metrics_router() reports, and where.
 struct MetricsOptions {
-  std::vector<cache::RedisManager*> managers = {};  // Redis connections to report
-  std::string path = "/metrics";
+  std::vector<cache::RedisManager*> managers = {};  ///< Redis connections to report
+  std::string path = "/metrics";                    ///< the route
 };
 
-// GET /metrics: every cached function's stats, the managers' Redis connections, and `http`.
+/// GET /metrics: every cached function's stats, the managers' Redis connections, and `http`.
 Router make_metrics_router(const HttpMetrics& http, MetricsOptions options);
 
 }  // namespace tempest::http
