@@ -20,6 +20,7 @@
 #include <set>
 
 #include "tempest/cache/detail/manager_state.hpp"
+#include "tempest/cache/invalidator.hpp"
 #include "tempest/cache/key.hpp"
 #include "tempest/cache/manager.hpp"
 #include "tempest/log.hpp"
@@ -719,11 +720,11 @@ asio::awaitable<void> CacheCore::store(const std::string& key, std::string paylo
     p.add("EVAL", registry_script(), 1, set, key, ttl);
     sets.push_back(set);
   };
-  if (!options_.ns.empty()) registry(options_.key_prefix + "__ns__:" + options_.ns);
+  if (!options_.ns.empty()) registry(namespace_set(options_.key_prefix, options_.ns));
   for (const auto& t : options_.tags)
-    registry(options_.key_prefix + "__tag__:" + t);
+    registry(tag_set(options_.key_prefix, t));
   for (const auto& t : tags)
-    registry(options_.key_prefix + "__tag__:" + t);
+    registry(tag_set(options_.key_prefix, t));
   const bool registered = p.size() > 1;
   std::exception_ptr failure;
   std::string what;

@@ -22,22 +22,44 @@ std::string escape_glob(std::string_view literal) {
   return out;
 }
 
+std::string namespace_set(std::string_view key_prefix, std::string_view ns) {
+  std::string s;
+  s.reserve(key_prefix.size() + 7 + ns.size());
+  return s.append(key_prefix).append("__ns__:").append(ns);
+}
+
+std::string tag_set(std::string_view key_prefix, std::string_view tag) {
+  std::string s;
+  s.reserve(key_prefix.size() + 8 + tag.size());
+  return s.append(key_prefix).append("__tag__:").append(tag);
+}
+
+// A key in the registry set's cluster slot (the move script touches both), or "" when neither
+// form lands there (braces in the name that are not a hash tag).
+std::string pending_set(std::string_view registry_set) {
+  const std::string set(registry_set);
+  const auto slot = redis::detail::key_slot(set);
+  for (std::string k : {set + ":pending", "{" + set + "}:pending"})
+    if (redis::detail::key_slot(k) == slot) return k;
+  return "";
+}
+
 CacheInvalidator::CacheInvalidator(RedisManager& manager, std::string key_prefix)
     : manager_(&manager), key_prefix_(std::move(key_prefix)) {}
 
 asio::awaitable<std::size_t> CacheInvalidator::invalidate_namespace(std::string_view ns) {
-  return invalidate_sets({key_prefix_ + "__ns__:" + std::string(ns)});
+  return invalidate_sets({namespace_set(key_prefix_, ns)});
 }
 
 asio::awaitable<std::size_t> CacheInvalidator::invalidate_tag(std::string_view tag) {
-  return invalidate_sets({key_prefix_ + "__tag__:" + std::string(tag)});
+  return invalidate_sets({tag_set(key_prefix_, tag)});
 }
 
 asio::awaitable<std::size_t> CacheInvalidator::invalidate_tags(
     const std::vector<std::string>& tags) {
   std::vector<std::string> sets;
   for (const auto& t : tags)
-    sets.push_back(key_prefix_ + "__tag__:" + t);
+    sets.push_back(tag_set(key_prefix_, t));
   return invalidate_sets(std::move(sets));
 }
 
@@ -65,15 +87,6 @@ const std::string& move_script() {
   return script;
 }
 
-// The pending set of a registry set: a key in the same cluster slot (the move script touches
-// both), or "" when neither form lands there (braces in the name that are not a hash tag).
-std::string pending_key(const std::string& set) {
-  const auto slot = redis::detail::key_slot(set);
-  for (std::string k : {set + ":pending", "{" + set + "}:pending"})
-    if (redis::detail::key_slot(k) == slot) return k;
-  return "";
-}
-
 }  // namespace
 
 // Each set is drained batch_size members at a time, until it is empty (and so gone): the move
@@ -91,7 +104,7 @@ asio::awaitable<std::size_t> CacheInvalidator::invalidate_sets(std::vector<std::
   std::size_t budget = 2 * batch;
   std::map<std::string, std::string> pending;  // registry set -> its pending set
   for (const auto& s : sets)
-    pending[s] = pending_key(s);
+    pending[s] = pending_set(s);
   {
     redis::Pipeline count;
     for (const auto& s : sets)

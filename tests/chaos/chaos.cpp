@@ -392,11 +392,10 @@ int run_load(const LoadArgs& a) {
               try {
                 auto c = redis.client();
                 const std::string k = item.key(id);
-                const std::string set = co.key_prefix + "__tag__:i:" + std::to_string(id % 16);
+                const std::string set = tc::tag_set(co.key_prefix, "i:" + std::to_string(id % 16));
                 auto v = co_await c.get(k);
                 auto in_set = co_await c.command(tr::cmd("SISMEMBER", set, k));
-                auto in_pending =
-                    co_await c.command(tr::cmd("SISMEMBER", "{" + set + "}:pending", k));
+                auto in_pending = co_await c.command(tr::cmd("SISMEMBER", tc::pending_set(set), k));
                 diag = " [redis: " + v.value_or("(nil)") + ", registered " +
                        std::to_string(std::move(in_set).as_integer()) + ", pending " +
                        std::to_string(std::move(in_pending).as_integer()) + "]";

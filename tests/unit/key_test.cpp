@@ -11,7 +11,9 @@
 #include <boost/json/parse.hpp>
 
 #include "tempest/cache/codec.hpp"
+#include "tempest/cache/invalidator.hpp"
 #include "tempest/cache/key.hpp"
+#include "tempest/redis/detail/cluster_keys.hpp"
 
 using namespace tempest::cache;
 
@@ -366,4 +368,36 @@ TEST(Key, EveryKwargsVectorMatches) {
       "r:report:c9f158801ede893274e74e20327a454a");
   EXPECT_THROW((void)key_from_json_args("", "f", "[]", R"({"a":1,"a":2})"), std::invalid_argument);
   EXPECT_THROW((void)key_from_json_args("", "f", "[]", "[1]"), std::invalid_argument);
+}
+
+// The registry sets' names are the Python SDK's (a C++ and a Python service invalidate each
+// other's entries), and a pending set lives in its registry set's cluster slot (the move script
+// touches both keys).
+TEST(RegistryNames, NamespaceAndTagSetsAreThePythonSdks) {
+  EXPECT_EQ(tempest::cache::namespace_set("", "users"), "__ns__:users");
+  EXPECT_EQ(tempest::cache::namespace_set("app:", "users"), "app:__ns__:users");
+  EXPECT_EQ(tempest::cache::tag_set("", "user:1"), "__tag__:user:1");
+  EXPECT_EQ(tempest::cache::tag_set("app:", "user:1"), "app:__tag__:user:1");
+}
+
+TEST(RegistryNames, APendingSetIsInItsRegistrySetsSlot) {
+  using tempest::cache::pending_set;
+  using tempest::redis::detail::key_slot;
+  // No braces: the whole set name becomes the hash tag.
+  EXPECT_EQ(pending_set("__tag__:user:1"), "{__tag__:user:1}:pending");
+  // A set with a hash tag of its own keeps it: appending ":pending" stays in its slot.
+  EXPECT_EQ(pending_set("{app}:__tag__:x"), "{app}:__tag__:x:pending");
+  for (std::string set : {"__ns__:users", "{app}:__tag__:x", "a{b}c", "p:__tag__:é"}) {
+    const std::string p = pending_set(set);
+    ASSERT_FALSE(p.empty()) << set;
+    EXPECT_EQ(key_slot(p), key_slot(set)) << set;
+  }
+  // Braces that are not a hash tag ("{}" is empty) and hash to another slot with either form:
+  // none (the invalidation then pops members instead of moving them).
+  for (std::string set : {"x{}y", "{}:__tag__:t"}) {
+    const std::string p = pending_set(set);
+    if (!p.empty()) {
+      EXPECT_EQ(key_slot(p), key_slot(set)) << set;
+    }
+  }
 }

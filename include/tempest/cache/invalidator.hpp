@@ -47,6 +47,19 @@ class CacheInvalidator {
   std::string key_prefix_;
 };
 
+/// The registry sets: the Redis set listing the entry keys of namespace `ns`
+/// ({key_prefix}__ns__:{ns}) and of tag `tag` ({key_prefix}__tag__:{tag}), as the Python SDK
+/// names them; `key_prefix` is the cached functions' CachedOptions::key_prefix.
+///@{
+std::string namespace_set(std::string_view key_prefix, std::string_view ns);
+std::string tag_set(std::string_view key_prefix, std::string_view tag);
+///@}
+/// Where an invalidation of `registry_set` parks the entry keys it took out of the set until
+/// they are unlinked ({set}:pending, or {{set}}:pending when only that lands in the set's cluster
+/// slot); empty when neither form does (the invalidation then pops members instead). A key listed
+/// there is being, or was about to be, invalidated.
+std::string pending_set(std::string_view registry_set);
+
 /// Escapes the glob characters of a SCAN MATCH pattern (* ? [ ] \) so they match literally.
 std::string escape_glob(std::string_view literal);
 
