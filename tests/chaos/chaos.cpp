@@ -76,6 +76,8 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 using tempest::chaos::FaultWindow;
+using tempest::chaos::json_escape;
+using tempest::chaos::ms_between;
 
 namespace {
 
@@ -117,10 +119,6 @@ long long rss_kib() {
   while (std::getline(in, line))
     if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
   return 0;
-}
-
-long long ms_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration_cast<milliseconds>(b - a).count();
 }
 
 // ---- the load process ---------------------------------------------------------------------------
@@ -196,21 +194,6 @@ std::string what_of(const std::exception_ptr& e) {
   } catch (...) {
     return "(not a std::exception)";
   }
-}
-
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  return out;
 }
 
 asio::awaitable<void> pause(milliseconds d) {

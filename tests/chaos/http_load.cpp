@@ -25,11 +25,27 @@ namespace tempest::chaos {
 using std::chrono::milliseconds;
 using namespace std::chrono_literals;
 
-namespace {
-
 long long ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration_cast<milliseconds>(b - a).count();
 }
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+namespace {
 
 // One keep-alive HTTP/1.1 connection, opened again when the server closed it.
 class Conn {
@@ -402,12 +418,8 @@ std::string HttpLoad::report(const std::vector<FaultWindow>& faults, bool& ok) c
       << "},\"service_exited_cleanly\":" << (exited_cleanly ? "true" : "false") << ",\"samples\":[";
   std::vector<std::string> all = s.samples;
   all.insert(all.end(), lie_samples.begin(), lie_samples.end());
-  for (std::size_t i = 0; i < all.size(); ++i) {
-    std::string e;
-    for (char c : all[i])
-      e += c == '"' || c == '\\' ? std::string("\\") + c : std::string(1, c < 0x20 ? ' ' : c);
-    out << (i ? "," : "") << "\"" << e << "\"";
-  }
+  for (std::size_t i = 0; i < all.size(); ++i)
+    out << (i ? "," : "") << "\"" << json_escape(all[i]) << "\"";
   out << "]}";
   return out.str();
 }

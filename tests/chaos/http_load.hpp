@@ -7,11 +7,17 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tempest::chaos {
 
 using Clock = std::chrono::steady_clock;
+
+// Milliseconds from a to b.
+long long ms_between(Clock::time_point a, Clock::time_point b);
+// `s` as the inside of a JSON string: quotes and backslashes escaped, control characters blanked.
+std::string json_escape(std::string_view s);
 
 // One injected fault as its scheduler saw it: from just before it was applied (`begin`), held
 // for sure until `cleared` (when the scheduler began to take it away), over at `end` (for a
