@@ -206,7 +206,9 @@ int run_bench(const BenchOptions& o) {
     return invalidation_delays(io, url, requests);
   } else if (mode == "stampede") {
     // `concurrency` concurrent calls on one cold key of a 50 ms function: how often does it run?
-    tc::RedisManager redis(io.get_executor(), url);
+    tc::ManagerOptions manager_options;
+    manager_options.require_connection = true;  // a benchmark without Redis measures nothing
+    tc::RedisManager redis(io.get_executor(), url, manager_options);
     tc::CachedOptions options;
     options.name = "tempest_bench_stampede";
     options.ttl = std::chrono::seconds(60);
@@ -234,6 +236,7 @@ int run_bench(const BenchOptions& o) {
   } else {
     tc::ManagerOptions manager_options;
     manager_options.near.enabled = near;
+    manager_options.require_connection = true;
     tc::RedisManager redis(io.get_executor(), url, manager_options);
     tr::Client writer(io.get_executor(), url);
     tc::CachedOptions options;

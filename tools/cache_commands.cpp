@@ -92,9 +92,7 @@ asio::awaitable<void> connect_or_explain(tr::Client& client) {
   } catch (const tr::Error& e) {
     failure = e.what();
   }
-  if (!failure.empty())
-    throw std::runtime_error("cannot connect to Redis at " + client.config().redacted() + ": " +
-                             failure);
+  if (!failure.empty()) throw std::runtime_error("Redis unreachable: " + failure);
 }
 
 long long integer_or(const tr::Reply& r, long long fallback) {

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.hpp"
+#include "tempest/redis/error.hpp"
 
 #ifndef TEMPEST_VERSION
 #error "TEMPEST_VERSION (the project's version) must be defined by the build"
@@ -198,6 +199,9 @@ int main(int argc, char** argv) {
   }
 
   const CLI::App* at = selected(app);
+  // inspect and stats explain a failure themselves: the library's own warnings (a connection
+  // retried...) would only repeat it.
+  if (at == ins_cmd || at == stats_cmd) spdlog::set_level(spdlog::level::err);
   try {
     if (at == bench_cmd) {
       bench.value_size_given = value_size->count() > 0;
@@ -224,6 +228,8 @@ int main(int argc, char** argv) {
     if (at == stats_cmd) return cli::run_stats(stats);
     return usage_error(app, "no subcommand");  // require_subcommand(1) makes this unreachable
   } catch (const cli::UsageError& e) {
+    return usage_error(app, e.what());
+  } catch (const tempest::redis::ConfigError& e) {  // a bad --url (never shows the password)
     return usage_error(app, e.what());
   } catch (const std::exception& e) {
     std::cerr << command_name(app, at) << ": " << e.what() << "\n";

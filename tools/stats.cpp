@@ -75,9 +75,7 @@ int redis_stats(const StatsOptions& o) {
         } catch (const tr::Error& e) {
           failure = e.what();
         }
-        if (!failure.empty())
-          throw std::runtime_error("cannot connect to Redis at " + client.config().redacted() +
-                                   ": " + failure);
+        if (!failure.empty()) throw std::runtime_error("Redis unreachable: " + failure);
         masters = client.masters();
         const tr::CallOptions call{to_ms(o.timeout_s)};
         for (auto& r : co_await client.for_each_master(tr::cmd("INFO", "stats"), call))
