@@ -1,6 +1,9 @@
 // The `tempest` command-line tool, run as a process: its help, version, usage errors and exit
 // codes, and inspect / stats against real Redis servers (and a served /metrics).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -207,6 +210,31 @@ TEST(CliRedis, UnreachableRedisExits1ClearlyWithoutThePassword) {
   const auto r = cli("inspect --key k --url " + sh_quote(url));
   EXPECT_TRUE(has(r.err, "Redis unreachable: ")) << r.err;
   EXPECT_TRUE(has(r.err, "redis://ops:***@127.0.0.1:")) << r.err;
+}
+
+// A server that accepts connections and never answers: every wait is bounded by --timeout.
+TEST(CliRedis, ASilentServerTimesOut) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);  // the kernel completes the handshakes; nobody reads
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string port = std::to_string(ntohs(addr.sin_port));
+  for (const std::string& args :
+       {"inspect --key k --url redis://127.0.0.1:" + port, "stats --url redis://127.0.0.1:" + port,
+        "stats --url http://127.0.0.1:" + port + "/metrics"}) {
+    SCOPED_TRACE(args);
+    const auto start = tempest::test::Clock::now();
+    const auto r = cli(args + " --timeout 1");
+    EXPECT_EQ(r.code, 1) << r.all();
+    EXPECT_TRUE(has(r.err, "timed out") || has(r.err, "timeout")) << r.err;
+    EXPECT_LT(tempest::test::ms_since(start), 8000.0);
+  }
+  ::close(fd);
 }
 
 // ---- inspect ---------------------------------------------------------------------------------
