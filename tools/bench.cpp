@@ -1,4 +1,5 @@
-// tempest: the ops command-line tool.
+// tempest bench: the client's GETs, a cached function's warm hits, a stampede on one cold key,
+// and the delay of client-side invalidations, each printed as one JSON line.
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -10,100 +11,25 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <functional>
-#include <map>
 #include <mutex>
 #include <random>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-#include <spdlog/spdlog.h>
-
 #include "bench_profile.hpp"
+#include "commands.hpp"
 #include "tempest/cache/cached.hpp"
-#include "tempest/cache/invalidator.hpp"
-#include "tempest/cache/key.hpp"
 #include "tempest/redis/client.hpp"
+
+namespace tempest::cli {
 
 namespace asio = boost::asio;
 namespace tr = tempest::redis;
 namespace tc = tempest::cache;
 
 namespace {
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-constexpr const char* kUsage =
-    "usage:\n"
-    "  tempest bench --url URL --mode get|cached|stampede|invalidation --concurrency C --requests "
-    "N\n"
-    "                [--near] [--writes-per-sec W]   (cached: the near cache; a writer meanwhile)\n"
-    "                [--freshness]   (cached: early_refresh 0.8 and fail_safe_max 60 s on)\n"
-    "                [--value-size B]\n"
-    "                [--keys K]\n"
-    "  tempest key --name NAME [--prefix KEY_PREFIX] [--args '<JSON array>'] [--kwargs '<JSON "
-    "object>']\n"
-    "  tempest invalidate --url URL (--prefix P | --namespace NS | --tag T | --key K)\n"
-    "                [--key-prefix KEY_PREFIX]   (the cached functions' key_prefix, for NS/T)\n";
-
-using Flags = std::map<std::string, std::string>;
-
-// --name value (or --name=value) pairs after the subcommand.
-Flags parse_flags(int argc, char** argv, const std::vector<std::string>& known) {
-  Flags out;
-  for (int i = 2; i < argc; ++i) {
-    std::string a = argv[i];
-    if (!a.starts_with("--")) throw UsageError("unexpected argument '" + a + "'");
-    a = a.substr(2);
-    std::string value;
-    if (const auto eq = a.find('='); eq != std::string::npos) {
-      value = a.substr(eq + 1);
-      a = a.substr(0, eq);
-    } else if (a == "near" || a == "freshness") {
-      value = "1";  // a switch: --near, --freshness
-    } else {
-      if (i + 1 >= argc) throw UsageError("--" + a + " needs a value");
-      value = argv[++i];
-    }
-    if (std::find(known.begin(), known.end(), a) == known.end())
-      throw UsageError("unknown option --" + a);
-    if (out.contains(a)) throw UsageError("--" + a + " given twice");
-    out[a] = value;
-  }
-  return out;
-}
-
-std::string flag(const Flags& f, const std::string& name, const std::string& fallback) {
-  const auto it = f.find(name);
-  return it == f.end() ? fallback : it->second;
-}
-
-std::string required(const Flags& f, const std::string& name) {
-  const auto it = f.find(name);
-  if (it == f.end()) throw UsageError("--" + name + " is required");
-  return it->second;
-}
-
-long long to_count(const Flags& f, const std::string& name, long long fallback, long long min,
-                   long long max) {
-  const auto it = f.find(name);
-  if (it == f.end()) return fallback;
-  std::size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(it->second, &used);
-  } catch (...) {
-    used = 0;
-  }
-  if (used != it->second.size() || v < min || v > max)
-    throw UsageError("--" + name + " must be an integer in " + std::to_string(min) + ".." +
-                     std::to_string(max) + ", got '" + it->second + "'");
-  return v;
-}
 
 // The peak resident set of this process (VmHWM), in MiB.
 double peak_rss_mib() {
@@ -228,22 +154,18 @@ int invalidation_delays(asio::io_context& io, const std::string& url, long long 
   return us.size() == static_cast<std::size_t>(n) ? 0 : 1;
 }
 
-int bench(int argc, char** argv) {
-  const auto f = parse_flags(argc, argv,
-                             {"url", "mode", "concurrency", "requests", "value-size", "keys",
-                              "near", "writes-per-sec", "freshness"});
-  const std::string url = required(f, "url");
-  const std::string mode = flag(f, "mode", "get");
-  if (mode != "get" && mode != "cached" && mode != "stampede" && mode != "invalidation")
-    throw UsageError("--mode must be 'get', 'cached', 'stampede' or 'invalidation', got '" + mode +
-                     "'");
-  const auto concurrency = to_count(f, "concurrency", 1, 1, 100000);
-  const auto requests = to_count(f, "requests", 100000, 1, 1'000'000'000);
-  const auto value_size = to_count(f, "value-size", 3, 0, 512LL << 20);
-  const auto keys = to_count(f, "keys", std::min<long long>(requests, 1000), 1, 10'000'000);
-  const bool near = flag(f, "near", "0") == "1";
-  const bool freshness = flag(f, "freshness", "0") == "1";
-  const auto writes_per_sec = to_count(f, "writes-per-sec", 0, 0, 1'000'000);
+}  // namespace
+
+int run_bench(const BenchOptions& o) {
+  const std::string& url = o.url;
+  const std::string& mode = o.mode;
+  const long long concurrency = o.concurrency;
+  const long long requests = o.requests;
+  const long long value_size = o.value_size;
+  const long long keys = o.keys.value_or(std::min<long long>(requests, 1000));
+  const bool near = o.near;
+  const bool freshness = o.freshness;
+  const long long writes_per_sec = o.writes_per_sec;
   if ((near || freshness || writes_per_sec > 0) && mode != "cached")
     throw UsageError("--near, --freshness and --writes-per-sec go with --mode cached");
 
@@ -284,7 +206,9 @@ int bench(int argc, char** argv) {
     return invalidation_delays(io, url, requests);
   } else if (mode == "stampede") {
     // `concurrency` concurrent calls on one cold key of a 50 ms function: how often does it run?
-    tc::RedisManager redis(io.get_executor(), url);
+    tc::ManagerOptions manager_options;
+    manager_options.require_connection = true;  // a benchmark without Redis measures nothing
+    tc::RedisManager redis(io.get_executor(), url, manager_options);
     tc::CachedOptions options;
     options.name = "tempest_bench_stampede";
     options.ttl = std::chrono::seconds(60);
@@ -312,6 +236,7 @@ int bench(int argc, char** argv) {
   } else {
     tc::ManagerOptions manager_options;
     manager_options.near.enabled = near;
+    manager_options.require_connection = true;
     tc::RedisManager redis(io.get_executor(), url, manager_options);
     tr::Client writer(io.get_executor(), url);
     tc::CachedOptions options;
@@ -322,7 +247,7 @@ int bench(int argc, char** argv) {
       options.fail_safe_max = std::chrono::seconds(60);
     }
     // --value-size B (when given) pads the email field so the stored JSON grows with B.
-    const std::string email = f.contains("value-size")
+    const std::string email = o.value_size_given
                                   ? std::string(static_cast<std::size_t>(value_size), 'e')
                                   : std::string("ana@example.com");
     auto profile = tc::cached(redis, options, [&email](long long id) -> asio::awaitable<Profile> {
@@ -414,72 +339,4 @@ int bench(int argc, char** argv) {
   return errors == 0 ? 0 : 1;
 }
 
-int key(int argc, char** argv) {
-  const auto f = parse_flags(argc, argv, {"name", "prefix", "args", "kwargs"});
-  const std::string name = required(f, "name");
-  if (name.empty()) throw UsageError("--name must not be empty");
-  try {
-    std::printf("%s\n", tc::key_from_json_args(flag(f, "prefix", ""), name, flag(f, "args", "[]"),
-                                               flag(f, "kwargs", "{}"))
-                            .c_str());
-  } catch (const std::invalid_argument& e) {
-    throw UsageError(e.what());
-  }
-  return 0;
-}
-
-int invalidate(int argc, char** argv) {
-  const auto f =
-      parse_flags(argc, argv, {"url", "prefix", "namespace", "tag", "key", "key-prefix"});
-  const std::string url = required(f, "url");
-  int targets = 0;
-  for (const char* t : {"prefix", "namespace", "tag", "key"})
-    targets += f.contains(t) ? 1 : 0;
-  if (targets != 1) throw UsageError("give exactly one of --prefix, --namespace, --tag, --key");
-  asio::io_context io(1);
-  tc::ManagerOptions options;
-  options.require_connection = true;
-  tc::RedisManager redis(io.get_executor(), url, options);
-  tc::CacheInvalidator inv(redis, flag(f, "key-prefix", ""));
-  std::size_t count = 0;
-  run(io, [&]() -> asio::awaitable<void> {
-    co_await redis.connect();
-    if (f.contains("prefix")) {
-      count = co_await inv.invalidate_prefix(f.at("prefix"));
-    } else if (f.contains("namespace")) {
-      count = co_await inv.invalidate_namespace(f.at("namespace"));
-    } else if (f.contains("tag")) {
-      count = co_await inv.invalidate_tag(f.at("tag"));
-    } else {
-      const std::vector<std::string> keys{f.at("key")};
-      count = co_await inv.invalidate_keys(keys);
-    }
-    co_await redis.disconnect();
-  });
-  std::printf("%zu\n", count);
-  return 0;
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  // Only warnings and errors from the library's loggers: stdout carries the command's result.
-  spdlog::set_level(spdlog::level::warn);
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::fputs(kUsage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
-  }
-  const std::string sub = argv[1];
-  try {
-    if (sub == "bench") return bench(argc, argv);
-    if (sub == "key") return key(argc, argv);
-    if (sub == "invalidate") return invalidate(argc, argv);
-    throw UsageError("unknown command '" + sub + "'");
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "tempest: %s\n%s", e.what(), kUsage);
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tempest: %s\n", e.what());
-    return 1;
-  }
-}
+}  // namespace tempest::cli

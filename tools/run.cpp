@@ -1,0 +1,35 @@
+#include "run.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <stdexcept>
+
+namespace tempest::cli {
+
+void run_bounded(boost::asio::io_context& io, std::function<boost::asio::awaitable<void>()> body,
+                 std::chrono::milliseconds limit, const std::string& what) {
+  bool done = false;
+  std::exception_ptr failure;
+  boost::asio::co_spawn(io, std::move(body), [&](std::exception_ptr e) {
+    done = true;
+    failure = e;
+    io.stop();
+  });
+  boost::asio::steady_timer watchdog(io, limit);
+  watchdog.async_wait([&](boost::system::error_code ec) {
+    if (!ec) io.stop();
+  });
+  io.restart();
+  io.run();
+  watchdog.cancel();
+  if (!done)
+    throw std::runtime_error(what + " did not finish within " +
+                             std::to_string(limit.count() / 1000) + " s");
+  if (failure) std::rethrow_exception(failure);
+}
+
+std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(std::max(1LL, static_cast<long long>(seconds * 1000.0)));
+}
+
+}  // namespace tempest::cli

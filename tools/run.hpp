@@ -1,0 +1,21 @@
+// Running a subcommand's coroutine to completion, bounded in time.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <functional>
+#include <string>
+
+namespace tempest::cli {
+
+// Runs `body` on `io` until it finishes and rethrows what it threw. Throws std::runtime_error
+// ("<what> did not finish within N s") when it has not finished after `limit`: each connection
+// and command has a timeout of its own, this is the last guard against waiting forever.
+void run_bounded(boost::asio::io_context& io, std::function<boost::asio::awaitable<void>()> body,
+                 std::chrono::milliseconds limit, const std::string& what);
+
+// Seconds (from an option) as milliseconds, at least 1.
+std::chrono::milliseconds to_ms(double seconds);
+
+}  // namespace tempest::cli
