@@ -12,6 +12,7 @@
 #include "commands.hpp"
 #include "entry_format.hpp"
 #include "run.hpp"
+#include "tempest/cache/freshness.hpp"
 #include "tempest/cache/invalidator.hpp"
 #include "tempest/cache/key.hpp"
 #include "tempest/cache/manager.hpp"
@@ -210,7 +211,7 @@ void print_entry(const std::string& key, const std::string& where, const Entry& 
     std::printf("value:      not a string: not a cache entry of tempest or the Python SDK\n");
   if (e.value) {
     std::string_view logical = *e.value;
-    const auto fresh = read_freshness(logical);
+    const auto fresh = cache::read_freshness(logical);
     if (fresh) {
       logical.remove_suffix(fresh->suffix_bytes);
       const auto now = now_ms();

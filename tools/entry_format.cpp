@@ -4,8 +4,6 @@
 #include <cstdio>
 #include <ctime>
 
-#include "tempest/redis/detail/cluster_keys.hpp"
-
 namespace tempest::cli {
 
 namespace {
@@ -13,22 +11,6 @@ constexpr std::string_view kNs = "__ns__:";
 constexpr std::string_view kTag = "__tag__:";
 constexpr std::string_view kPending = ":pending";
 }  // namespace
-
-std::string namespace_set(std::string_view key_prefix, std::string_view ns) {
-  return std::string(key_prefix) + std::string(kNs) + std::string(ns);
-}
-
-std::string tag_set(std::string_view key_prefix, std::string_view tag) {
-  return std::string(key_prefix) + std::string(kTag) + std::string(tag);
-}
-
-std::string pending_set(std::string_view set) {
-  const auto slot = redis::detail::key_slot(set);
-  for (std::string k : {std::string(set) + std::string(kPending),
-                        "{" + std::string(set) + "}" + std::string(kPending)})
-    if (redis::detail::key_slot(k) == slot) return k;
-  return "";
-}
 
 namespace {
 std::optional<RegistrySetName> parse_plain(std::string_view name) {
@@ -65,51 +47,6 @@ std::optional<RegistrySetName> parse_registry_set(std::string_view redis_key) {
     }
   }
   return parse_plain(redis_key);
-}
-
-// ---- the freshness suffix (as CacheCore::with_freshness writes it) ---------------------------
-namespace {
-constexpr std::string_view kMark = "\t\r\t\r";
-constexpr std::size_t kTimeDigits = 21;
-constexpr std::size_t kSuffix = kMark.size() + 2 * kTimeDigits;
-
-bool read_time(std::string_view digits, std::int64_t& out) {
-  std::uint64_t v = 0;
-  for (char c : digits) {
-    int d = 0;
-    switch (c) {
-      case ' ':
-        d = 0;
-        break;
-      case '\t':
-        d = 1;
-        break;
-      case '\n':
-        d = 2;
-        break;
-      case '\r':
-        d = 3;
-        break;
-      default:
-        return false;
-    }
-    v = (v << 2) | static_cast<std::uint64_t>(d);
-  }
-  out = static_cast<std::int64_t>(v);
-  return true;
-}
-}  // namespace
-
-std::optional<Freshness> read_freshness(std::string_view stored) {
-  if (stored.size() < kSuffix) return std::nullopt;
-  const std::string_view tail = stored.substr(stored.size() - kSuffix);
-  if (tail.substr(0, kMark.size()) != kMark) return std::nullopt;
-  Freshness f;
-  if (!read_time(tail.substr(kMark.size(), kTimeDigits), f.fresh_until_ms) ||
-      !read_time(tail.substr(kMark.size() + kTimeDigits, kTimeDigits), f.refresh_at_ms))
-    return std::nullopt;
-  f.suffix_bytes = kSuffix;
-  return f;
 }
 
 // ---- rendering ------------------------------------------------------------------------------

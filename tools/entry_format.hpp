@@ -2,9 +2,8 @@
 // namespace/tag registry sets (and their invalidation "pending" sets), the freshness suffix that
 // early_refresh / fail_safe_max append to a value, and a readable rendering of the value.
 //
-// These restate rules of src/cache (core.cpp: CacheCore::store and with_freshness;
-// invalidator.cpp: pending_key) for a reader outside the library; candidates to move into the
-// library next to the code that writes them.
+// The rules themselves are the library's (namespace_set / tag_set / pending_set in
+// tempest/cache/invalidator.hpp, read_freshness in tempest/cache/freshness.hpp).
 #pragma once
 
 #include <cstdint>
@@ -12,18 +11,17 @@
 #include <string>
 #include <string_view>
 
+#include "tempest/cache/invalidator.hpp"
+
 namespace tempest::cli {
 
-// ---- registry sets --------------------------------------------------------------------------
-// A cached function with a namespace / tags registers each entry's key in the sets
-// "{key_prefix}__ns__:{namespace}" and "{key_prefix}__tag__:{tag}" (the Python SDK's names too).
-// An invalidation moves members into the set's pending set before unlinking them.
-std::string namespace_set(std::string_view key_prefix, std::string_view ns);
-std::string tag_set(std::string_view key_prefix, std::string_view tag);
-// "{set}:pending" or "{" + set + "}:pending", whichever is in the set's cluster slot; "" when
-// neither is (braces in the name that are not a hash tag).
-std::string pending_set(std::string_view set);
+using cache::namespace_set;
+using cache::pending_set;
+using cache::tag_set;
 
+// ---- registry sets --------------------------------------------------------------------------
+// The set names are the library's (tempest/cache/invalidator.hpp: namespace_set, tag_set,
+// pending_set); this reads them back.
 struct RegistrySetName {
   enum class Kind { ns, tag };
   Kind kind = Kind::ns;
@@ -38,18 +36,6 @@ std::optional<RegistrySetName> parse_registry_set(std::string_view redis_key);
 // A SCAN MATCH pattern every registry and pending set name matches (so do a few other names:
 // parse_registry_set sorts them out).
 inline constexpr const char* kRegistryScanPattern = "*__[nt][sa]*__:*";
-
-// ---- the freshness suffix -------------------------------------------------------------------
-// With early_refresh or fail_safe_max a stored value is followed by a 46-byte suffix of JSON
-// whitespace: a mark, then two Unix-ms times (fresh until, refresh due at), 21 base-4 digits
-// each written as ' ', '\t', '\n', '\r'.
-struct Freshness {
-  std::int64_t fresh_until_ms = 0;
-  std::int64_t refresh_at_ms = 0;
-  std::size_t suffix_bytes = 0;
-};
-// The freshness times at the end of `stored`, or nullopt for a plain value.
-std::optional<Freshness> read_freshness(std::string_view stored);
 
 // ---- rendering ------------------------------------------------------------------------------
 // `text` re-indented by `indent` spaces per level when it is one valid JSON value (numbers and

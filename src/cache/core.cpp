@@ -20,6 +20,7 @@
 #include <set>
 
 #include "tempest/cache/detail/manager_state.hpp"
+#include "tempest/cache/freshness.hpp"
 #include "tempest/cache/invalidator.hpp"
 #include "tempest/cache/key.hpp"
 #include "tempest/cache/manager.hpp"
@@ -493,6 +494,24 @@ bool read_times(const char* p, std::int64_t& first, std::int64_t& second) {
   return true;
 }
 }  // namespace
+
+}  // namespace tempest::cache::detail
+
+namespace tempest::cache {
+std::optional<EntryFreshness> read_freshness(std::string_view stored) {
+  using namespace detail;
+  if (stored.size() < kSuffix) return std::nullopt;
+  const char* tail = stored.data() + stored.size() - kSuffix;
+  EntryFreshness f;
+  if (std::string_view(tail, kMark.size()) != kMark ||
+      !read_times(tail + kMark.size(), f.fresh_until_ms, f.refresh_at_ms))
+    return std::nullopt;
+  f.suffix_bytes = kSuffix;
+  return f;
+}
+}  // namespace tempest::cache
+
+namespace tempest::cache::detail {
 
 void CacheCore::settle(Lookup& found, std::chrono::steady_clock::time_point sent) const {
   std::string& v = *found.value;
