@@ -11,6 +11,19 @@ install(TARGETS tempest_redis tempest_cache tempest_http EXPORT tempestTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# `cmake --install --strip` and the Debian package: install(TARGETS) strips executables and shared
+# libraries only; the static archives lose their debug information (strip --strip-debug, as
+# dh_strip does), which is most of their size in a RelWithDebInfo build.
+if(CMAKE_STRIP)
+  install(CODE "
+    if(CMAKE_INSTALL_DO_STRIP)
+      foreach(_lib redis cache http)
+        execute_process(COMMAND \"${CMAKE_STRIP}\" --strip-debug
+          \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/libtempest_\${_lib}.a\"
+          COMMAND_ERROR_IS_FATAL ANY)
+      endforeach()
+    endif()")
+endif()
 
 # ---- CMake package --------------------------------------------------------------------------
 install(EXPORT tempestTargets NAMESPACE tempest:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/tempest)
@@ -87,5 +100,6 @@ set(CPACK_DEBIAN_PACKAGE_DEPENDS
   "libboost1.81-dev, libboost-json1.81-dev, libspdlog-dev, libssl-dev")
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
-set(CPACK_STRIP_FILES OFF)
+# Stripped as Debian strips its packages: the CLI of everything, the archives of debug info.
+set(CPACK_STRIP_FILES ON)
 include(CPack)

@@ -31,11 +31,12 @@ if grep -rlF -e "$build" -e "$TEMPEST_ROOT" "$libdir/cmake" "$libdir/pkgconfig";
   echo "the files above hold a build or source path"
   missing=1
 fi
-# Every dependency it declares is installed here (so `apt install ./the.deb` would not fetch any).
-for dep in $(dpkg-deb --field "$deb" Depends | tr ',' '\n' | sed -E 's/\(.*\)//; s/\|.*//'); do
-  dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q "install ok installed" ||
-    { echo "declared dependency not installed: $dep"; missing=1; }
-done
+# Every dependency it declares (versions, virtual packages) is met here: dpkg-checkbuilddeps
+# checks a list as apt would, so `apt install ./the.deb` would have nothing to fetch.
+printf 'Source: tempest-consumer-check\n\nPackage: tempest-consumer-check\nArchitecture: any\n' \
+  >"$build/consumer-depends.control"
+dpkg-checkbuilddeps -d "$(dpkg-deb --field "$deb" Depends)" "$build/consumer-depends.control" ||
+  missing=1
 ((missing == 0))
 
 echo "== the packaged CLI: tempest --help"
@@ -43,6 +44,8 @@ echo "== the packaged CLI: tempest --help"
 
 echo "== consumer with CMake: find_package(tempest CONFIG), CMAKE_PREFIX_PATH=$root/usr"
 cmake -S "$consumer" -B "$build/consumer-cmake" -DCMAKE_PREFIX_PATH="$root/usr" >/dev/null
+found=$(sed -n 's/^tempest_DIR:PATH=//p' "$build/consumer-cmake/CMakeCache.txt")
+[[ $found == "$root"/* ]] || { echo "find_package(tempest) found $found, not the package's"; exit 1; }
 cmake --build "$build/consumer-cmake" -j "$(nproc)"
 "$build/consumer-cmake/tempest_consumer" "$redis_url"
 
