@@ -39,7 +39,9 @@ echo "== building users_service and the tempest libraries it links into build/" 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTEMPEST_WERROR=ON >/dev/null ||
   { echo "cmake configure failed"; exit 1; }
 # One line per file as it starts compiling, with the time since the start: "[ 30%] 0:42 src/...".
-cmake --build build -j "${TEMPEST_JOBS:-$(nproc)}" --target users_service 2>&1 |
+# Not a sub-make of `make demo`'s: no "Entering directory" lines, no inherited jobserver.
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+  cmake --build build -j "${TEMPEST_JOBS:-$(nproc)}" --target users_service 2>&1 |
   while IFS= read -r line; do
     case $line in
       *"Built target "* | "Consolidate compiler generated dependencies"*) ;;
