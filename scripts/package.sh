@@ -10,7 +10,7 @@ ensure_packages
 build=${1:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTEMPEST_WERROR=ON \
   -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
-cmake --build "$build" -j "${TEMPEST_JOBS:-$(nproc)}" \
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL cmake --build "$build" -j "${TEMPEST_JOBS:-$(nproc)}" \
   --target tempest_redis tempest_cache tempest_http tempest_cli
 rm -f "$build"/libtempest-dev_*.deb
 (cd "$build" && cpack -G DEB >cpack.log 2>&1) || { cat "$build/cpack.log"; exit 1; }
