@@ -19,25 +19,25 @@ echo "== $(basename "$deb") unpacked into $root: $(dpkg -c "$deb" | grep -vc '/$
 
 # What the package must hold.
 libdir=$(dirname "$(find "$root/usr/lib" -name libtempest_redis.a | head -1)")
-missing=0
+bad=0
 for f in "$libdir"/libtempest_{redis,cache,http}.a "$libdir"/cmake/tempest/tempestConfig.cmake \
   "$libdir"/cmake/tempest/tempestConfigVersion.cmake "$libdir"/cmake/tempest/tempestTargets.cmake \
   "$libdir"/pkgconfig/tempest-{redis,cache,http}.pc "$root/usr/include/tempest/redis/client.hpp" \
   "$root/usr/bin/tempest"; do
-  [[ -f $f ]] || { echo "missing from the package: ${f#"$root"}"; missing=1; }
+  [[ -f $f ]] || { echo "missing from the package: ${f#"$root"}"; bad=1; }
 done
 # Relocatable: no path of the build or source tree in the CMake and pkg-config files.
 if grep -rlF -e "$build" -e "$TEMPEST_ROOT" "$libdir/cmake" "$libdir/pkgconfig"; then
   echo "the files above hold a build or source path"
-  missing=1
+  bad=1
 fi
 # Every dependency it declares (versions, virtual packages) is met here: dpkg-checkbuilddeps
 # checks a list as apt would, so `apt install ./the.deb` would have nothing to fetch.
 printf 'Source: tempest-consumer-check\n\nPackage: tempest-consumer-check\nArchitecture: any\n' \
   >"$build/consumer-depends.control"
 dpkg-checkbuilddeps -d "$(dpkg-deb --field "$deb" Depends)" "$build/consumer-depends.control" ||
-  missing=1
-((missing == 0))
+  bad=1
+((bad == 0))
 
 echo "== the packaged CLI: tempest --help"
 "$root/usr/bin/tempest" --help >/dev/null
