@@ -1,9 +1,14 @@
 # The two commands: `make demo` and `make test`. Both install what is missing (Debian packages),
 # build, start the servers they need on free 127.0.0.1 ports, and stop them afterwards.
-.PHONY: test chaos chaos-each demo demo-smoke demo-cluster demo-smoke-cluster demo-sentinel demo-smoke-sentinel bench bench-cluster bench-near bench-http bench-client bench-cache docs format format-check build clean
+# `make package`: the Debian package libtempest-dev in build/; `make docs`: the API reference in
+# build/docs/html.
+.PHONY: test package chaos chaos-each demo demo-smoke demo-cluster demo-smoke-cluster demo-sentinel demo-smoke-sentinel bench bench-cluster bench-near bench-http bench-client bench-cache docs format format-check build clean
 
 test:
 	@bash scripts/test.sh
+
+package:
+	@bash scripts/package.sh
 
 chaos:
 	@bash scripts/chaos.sh

@@ -51,7 +51,7 @@ if configure_build build; then
   ctest --test-dir build --output-on-failure --timeout 600 2>&1 | tee build/ctest.log
   ctest_count "tests" build/ctest.log "${PIPESTATUS[0]}"
 
-  echo "== installed package and consumer project"
+  echo "== make package, the .deb unpacked (dpkg -x), the consumer project built against it (CMake, pkg-config)"
   bash scripts/consumer.sh build
   record "consumer project" $?
 else
