@@ -85,17 +85,6 @@ struct Entry {
   bool scan_complete = false;
 };
 
-// Connects a client with the given timeouts; a clear error (no password) when it cannot.
-asio::awaitable<void> connect_or_explain(tr::Client& client) {
-  std::string failure;
-  try {
-    co_await client.connect();
-  } catch (const tr::Error& e) {
-    failure = e.what();
-  }
-  if (!failure.empty()) throw std::runtime_error("Redis unreachable: " + failure);
-}
-
 long long integer_or(const tr::Reply& r, long long fallback) {
   return r.is_integer() ? r.as_integer() : fallback;
 }

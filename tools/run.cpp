@@ -4,6 +4,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <stdexcept>
 
+#include "tempest/redis/client.hpp"
+
 namespace tempest::cli {
 
 void run_bounded(boost::asio::io_context& io, std::function<boost::asio::awaitable<void>()> body,
@@ -30,6 +32,16 @@ void run_bounded(boost::asio::io_context& io, std::function<boost::asio::awaitab
 
 std::chrono::milliseconds to_ms(double seconds) {
   return std::chrono::milliseconds(std::max(1LL, static_cast<long long>(seconds * 1000.0)));
+}
+
+boost::asio::awaitable<void> connect_or_explain(redis::Client& client) {
+  std::string failure;
+  try {
+    co_await client.connect();
+  } catch (const redis::Error& e) {
+    failure = e.what();
+  }
+  if (!failure.empty()) throw std::runtime_error("Redis unreachable: " + failure);
 }
 
 }  // namespace tempest::cli

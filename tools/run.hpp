@@ -7,6 +7,10 @@
 #include <functional>
 #include <string>
 
+namespace tempest::redis {
+class Client;
+}
+
 namespace tempest::cli {
 
 // Runs `body` on `io` until it finishes and rethrows what it threw. Throws std::runtime_error
@@ -14,6 +18,10 @@ namespace tempest::cli {
 // and command has a timeout of its own, this is the last guard against waiting forever.
 void run_bounded(boost::asio::io_context& io, std::function<boost::asio::awaitable<void>()> body,
                  std::chrono::milliseconds limit, const std::string& what);
+
+// Connects `client`; when it cannot, throws std::runtime_error("Redis unreachable: <why>") (the
+// library's message, which never holds a password).
+boost::asio::awaitable<void> connect_or_explain(redis::Client& client);
 
 // Seconds (from an option) as milliseconds, at least 1.
 std::chrono::milliseconds to_ms(double seconds);

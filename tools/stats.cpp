@@ -69,13 +69,7 @@ int redis_stats(const StatsOptions& o) {
   run_bounded(
       io,
       [&]() -> asio::awaitable<void> {
-        std::string failure;
-        try {
-          co_await client.connect();
-        } catch (const tr::Error& e) {
-          failure = e.what();
-        }
-        if (!failure.empty()) throw std::runtime_error("Redis unreachable: " + failure);
+        co_await connect_or_explain(client);
         masters = client.masters();
         const tr::CallOptions call{to_ms(o.timeout_s)};
         for (auto& r : co_await client.for_each_master(tr::cmd("INFO", "stats"), call))
