@@ -267,12 +267,8 @@ int run_inspect(const InspectOptions& o) {
       throw UsageError(e.what());
     }
   }
-  tr::Config config = tr::Config::from_url(o.url);
-  config.connect_timeout = to_ms(o.timeout_s);
-  config.command_timeout = to_ms(o.timeout_s);
-  config.when_disconnected = tr::Config::WhenDisconnected::fail;
   asio::io_context io(1);
-  tr::Client client(io.get_executor(), config);
+  tr::Client client(io.get_executor(), tool_config(o.url, o.timeout_s));
   Entry e;
   // Each call has its timeout; the whole run gets a generous bound as well.
   run_bounded(

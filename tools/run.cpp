@@ -44,4 +44,12 @@ boost::asio::awaitable<void> connect_or_explain(redis::Client& client) {
   if (!failure.empty()) throw std::runtime_error("Redis unreachable: " + failure);
 }
 
+redis::Config tool_config(std::string_view url, double timeout_s) {
+  redis::Config config = redis::Config::from_url(url);
+  config.connect_timeout = to_ms(timeout_s);
+  config.command_timeout = to_ms(timeout_s);
+  config.when_disconnected = redis::Config::WhenDisconnected::fail;
+  return config;
+}
+
 }  // namespace tempest::cli

@@ -6,10 +6,12 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <string_view>
 
 namespace tempest::redis {
 class Client;
-}
+struct Config;
+}  // namespace tempest::redis
 
 namespace tempest::cli {
 
@@ -22,6 +24,10 @@ void run_bounded(boost::asio::io_context& io, std::function<boost::asio::awaitab
 // Connects `client`; when it cannot, throws std::runtime_error("Redis unreachable: <why>") (the
 // library's message, which never holds a password).
 boost::asio::awaitable<void> connect_or_explain(redis::Client& client);
+
+// The Config of a tool's connection to `url`: connect and command timeouts of `timeout_s`
+// seconds, and requests fail at once while there is no link (nothing waits for a reconnect).
+redis::Config tool_config(std::string_view url, double timeout_s);
 
 // Seconds (from an option) as milliseconds, at least 1.
 std::chrono::milliseconds to_ms(double seconds);

@@ -58,12 +58,8 @@ std::map<std::string, std::string> info_fields(const std::string& text) {
 }
 
 int redis_stats(const StatsOptions& o) {
-  tr::Config config = tr::Config::from_url(o.url);
-  config.connect_timeout = to_ms(o.timeout_s);
-  config.command_timeout = to_ms(o.timeout_s);
-  config.when_disconnected = tr::Config::WhenDisconnected::fail;
   asio::io_context io(1);
-  tr::Client client(io.get_executor(), config);
+  tr::Client client(io.get_executor(), tool_config(o.url, o.timeout_s));
   std::vector<std::string> masters;
   std::vector<std::string> stats, keyspace;
   run_bounded(
