@@ -498,68 +498,10 @@ def main():
            f"| tempest `cached()` (single-flight) | {t.median:.0f} |",
            f"| Python `@cached` | {p.median:.0f} |", ""]
 
-    # 4. HTTP
-    # 4a: one thread against one uvicorn worker; 4b: two threads against uvicorn --workers 2,
-    # the same wrk command for both; 4c: the response cache beside the plain cached route.
-    tr, pr, t2, p2, rc = [], [], [], [], []
-    py_app = [PY, os.path.join(ROOT, "bench", "python_app.py")]
-    rc_paths = ("/users/1", "/users/1/orders", "/users/1/orders")
-    for _ in range(RUNS):
-        tr.append(wrk_server([USERS], {"THREADS": "1"})[0])
-        pr.append(wrk_server(py_app, {})[0])
-        t2.append(wrk_server([USERS], {"THREADS": "2"}, wrk_threads=2)[0])
-        p2.append(wrk_server(py_app, {"WORKERS": "2"}, wrk_threads=2)[0])
-        plain_hit = wrk_server([USERS], {"THREADS": "2"}, rc_paths[:2], wrk_threads=2)
-        not_modified = wrk_server([USERS], {"THREADS": "2"}, rc_paths[2:], wrk_threads=2,
-                                  header=etag_header)
-        rc.append(plain_hit + not_modified)
-
-    def med(rs, i):
-        return Figure("", [r[i] for r in rs])
-
-    def col(rs, j, i):
-        return Figure("", [r[j][i] for r in rs])
-
-    trps, prps, t2rps, p2rps = med(tr, 0), med(pr, 0), med(t2, 0), med(p2, 0)
-    md += ["## 4. HTTP", "",
-           "`wrk -c64 -d10s --latency` on a warm `/users/1` of `examples/users_service` and of the "
-           "same app in Python (`bench/python_app.py`: FastAPI + uvicorn + redis.asyncio from "
-           "Debian's packages, the documented `@cached`). The servers, wrk and redis-server share "
-           "the machine's CPUs (no pinning: the servers use them all).", "",
-           "**One thread against one worker** (`THREADS=1`; `wrk -t1`). Goals: >= 10x the Python "
-           "app's requests per second, a lower p99, users_service peak RSS <= 30 MiB.", "",
-           "| server | requests/s | p50 ms | p99 ms | peak RSS MiB | server CPU µs per request |",
-           "|---|---|---|---|---|---|",
-           f"| users_service (C++), 1 thread | {trps} | {med(tr, 1).median:.2f} | {med(tr, 2).median:.2f} | {med(tr, 3).median:.1f} | {med(tr, 4).median:.1f} |",
-           f"| FastAPI app (Python), 1 worker | {prps} | {med(pr, 1).median:.2f} | {med(pr, 2).median:.2f} | {med(pr, 3).median:.1f} | {med(pr, 4).median:.1f} |",
-           "", f"Ratio: {trps.median / prps.median:.1f}x.", "",
-           "**Two threads against `uvicorn --workers 2`** (`THREADS=2` / `WORKERS=2`; the same "
-           "`wrk -t2 -c64`). Goals: >= 10x, a lower p99.", "",
-           "| server | requests/s | p50 ms | p99 ms | server CPU µs per request |", "|---|---|---|---|---|",
-           f"| users_service (C++), 2 threads | {t2rps} | {med(t2, 1).median:.2f} | {med(t2, 2).median:.2f} | {med(t2, 4).median:.1f} |",
-           f"| FastAPI app (Python), 2 workers | {p2rps} | {med(p2, 1).median:.2f} | {med(p2, 2).median:.2f} | {med(p2, 4).median:.1f} |",
-           "", f"Ratio: {t2rps.median / p2rps.median:.1f}x"
-           f" ({'met' if t2rps.median >= 10 * p2rps.median else 'MISSED'}); p99 "
-           f"{'lower' if med(t2, 2).median < med(p2, 2).median else 'NOT lower'}; CPU per request "
-           f"{med(p2, 4).median / med(t2, 4).median:.1f}x less. On a machine with two CPUs, wrk, "
-           "redis-server and the server share them: the second thread finds no idle CPU (the "
-           "one-thread server already uses about one), while the second uvicorn worker takes "
-           "CPU from wrk, which needs less of it at Python's rate. The CPU column is what each "
-           "request costs the server whatever the machine.", "",
-           "**The response cache** (users_service, 2 threads, `wrk -t2 -c64`): `/users/1` is the "
-           "cached() route (a Redis GET and a decode per request, the handler runs); "
-           "`/users/1/orders` is answered by the response cache from Redis without its handler "
-           "(`X-Cache: HIT`); the 304 is the same request with `If-None-Match` and its ETag.", "",
-           "| request | requests/s | p50 ms | p99 ms |", "|---|---|---|---|",
-           *[f"| {name} | {col(rc, j, 0)} | {col(rc, j, 1).median:.2f} | {col(rc, j, 2).median:.2f} |"
-             for j, name in enumerate(["`/users/1`, cached() hit", "`/users/1/orders`, X-Cache: HIT",
-                                       "`/users/1/orders`, 304 Not Modified"])],
-           "", "![HTTP latency](docs/bench/http_latency.png)", ""]
-    plot("http_latency", "HTTP latency on a warm /users/1 (wrk -c64)", "percentile", "ms",
-         [("users_service, 1 thread", [(50, med(tr, 1).median), (99, med(tr, 2).median)]),
-          ("FastAPI app, 1 worker", [(50, med(pr, 1).median), (99, med(pr, 2).median)]),
-          ("users_service, 2 threads", [(50, med(t2, 1).median), (99, med(t2, 2).median)]),
-          ("FastAPI app, 2 workers", [(50, med(p2, 1).median), (99, med(p2, 2).median)])], logx=False)
+    # 4. HTTP (bench/http_bench.py; make bench-http runs it alone)
+    import http_bench
+    http_md, http_goals = http_bench.section()
+    md += http_md
 
     # 5. growth
     keys_list = [1000, 10000, 100000] if QUICK else [1000, 10000, 100000, 1000000]
@@ -597,11 +539,6 @@ def main():
            "| value bytes | keys | calls/s | MiB/s decoded | client peak RSS MiB |", "|---|---|---|---|---|",
            *rows, "", "![growth with value size](docs/bench/growth_values.png)", ""]
 
-    http_ratio = trps.median / prps.median
-    http_p99 = (med(tr, 2).median, med(pr, 2).median)
-    http_rss = med(tr, 3).median
-    http2_ratio = t2rps.median / p2rps.median
-    http2_p99 = (med(t2, 2).median, med(p2, 2).median)
     stampede_runs = (t.median, p.median)
 
     # 6. CPU cost of a hit
@@ -638,14 +575,7 @@ def main():
         ("cached hits vs Python at C=64", cached_vs_python[64], ">= 12x", cached_vs_python[64] >= 12,
          f"{cached_vs_python[64]:.1f}x"),
         ("stampede: function runs", stampede_runs[0], "1", stampede_runs[0] == 1, f"{stampede_runs[0]:.0f}"),
-        ("HTTP requests/s vs Python", http_ratio, ">= 10x", http_ratio >= 10, f"{http_ratio:.1f}x"),
-        ("HTTP p99 lower than Python", http_p99[0], "lower", http_p99[0] < http_p99[1],
-         f"{http_p99[0]:.2f} ms vs {http_p99[1]:.2f} ms"),
-        ("HTTP, 2 threads vs uvicorn --workers 2", http2_ratio, ">= 10x", http2_ratio >= 10,
-         f"{http2_ratio:.1f}x"),
-        ("HTTP p99, 2 threads vs 2 workers", http2_p99[0], "lower", http2_p99[0] < http2_p99[1],
-         f"{http2_p99[0]:.2f} ms vs {http2_p99[1]:.2f} ms"),
-        ("users_service peak RSS", http_rss, "<= 30 MiB", http_rss <= 30, f"{http_rss:.1f} MiB"),
+        *http_goals,
         ("key for one short string", micro_ns.get("KeyOneShortString", 0), "<= 400 ns",
          micro_ns.get("KeyOneShortString", 1e9) <= 400, f"{micro_ns.get('KeyOneShortString', 0):.0f} ns"),
         ("decoding the 5-field struct", micro_ns.get("DecodeFiveFieldStruct", 0), "<= 500 ns",

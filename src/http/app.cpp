@@ -21,6 +21,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <list>
 #include <map>
@@ -62,6 +63,12 @@ std::string printable(std::string_view s) {
   return out;
 }
 
+// ASCII only, without the C locale's per-character calls (every response header goes through
+// these).
+constexpr char ascii_lower(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
 Request to_request(bhttp::request<bhttp::string_body>&& raw) {
   Request r;
   r.method = std::string(raw.method_string());
@@ -86,8 +93,7 @@ Request to_request(bhttp::request<bhttp::string_body>&& raw) {
   }
   for (const auto& field : raw) {
     std::string name(field.name_string());
-    std::transform(name.begin(), name.end(), name.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    std::transform(name.begin(), name.end(), name.begin(), [](char c) { return ascii_lower(c); });
     auto [it, fresh] = r.headers.try_emplace(std::move(name), field.value());
     if (!fresh) (it->second += it->first == "cookie" ? "; " : ", ") += field.value();
   }
@@ -96,9 +102,19 @@ Request to_request(bhttp::request<bhttp::string_body>&& raw) {
 }
 
 // RFC 9110 5.6.2: the characters of a token (a field name, a transfer coding).
+constexpr std::array<bool, 256> kTchar = [] {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c)
+    t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c)
+    t[c] = t[c - 'a' + 'A'] = true;
+  for (const char c : std::string_view("!#$%&'*+-.^_`|~"))
+    t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
+
 bool is_tchar(unsigned char c) {
-  if (std::isalnum(c) != 0) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+  return kTchar[c];
 }
 
 bool is_token(std::string_view s) {
@@ -107,8 +123,7 @@ bool is_token(std::string_view s) {
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
+           return ascii_lower(x) == ascii_lower(y);
          });
 }
 
@@ -195,6 +210,7 @@ struct Wire {
 // 1xx, 204 and 304), Connection as keep_alive says, the body (none for HEAD). Throws what makes
 // it unwritable: a status outside 100..999, a body where none may be, a bad or oversized field.
 Wire to_wire(Response&& res, unsigned version, bool keep_alive, bool head) {
+  using namespace std::string_view_literals;  // appended with their lengths, not strlen()
   if (res.status < 100 || res.status > 999)
     throw std::invalid_argument("status " + std::to_string(res.status) +
                                 " is not an HTTP status code");
@@ -212,29 +228,38 @@ Wire to_wire(Response&& res, unsigned version, bool keep_alive, bool head) {
     own_type = own_type || iequals(name, "content-type");
     fields += name.size() + value.size() + 4;
   }
+  const auto reason_text = bhttp::obsolete_reason(static_cast<bhttp::status>(res.status));
+  const std::string& date = http_date();
   Wire out;
   out.status = res.status;
   std::string& w = out.bytes;
-  w.reserve(128 + fields + res.content_type.size() + (head ? 0 : res.body.size()));
-  w += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
-  w += static_cast<char>('0' + res.status / 100);
-  w += static_cast<char>('0' + res.status / 10 % 10);
-  w += static_cast<char>('0' + res.status % 10);
-  w += ' ';
-  const auto reason_text = bhttp::obsolete_reason(static_cast<bhttp::status>(res.status));
-  w.append(reason_text.data(), reason_text.size());
-  w += "\r\n";
-  if (!own_server) w += "Server: tempest\r\n";
+  // Room for every part below (the fixed lines take under 200 bytes), written in place and cut
+  // to size at the end.
+  w.resize(256 + reason_text.size() + date.size() + fields + res.content_type.size() +
+           (head ? 0 : res.body.size()));
+  char* p = w.data();
+  const auto put = [&p](std::string_view part) {
+    std::memcpy(p, part.data(), part.size());
+    p += part.size();
+  };
+  put(version == 10 ? "HTTP/1.0 "sv : "HTTP/1.1 "sv);
+  *p++ = static_cast<char>('0' + res.status / 100);
+  *p++ = static_cast<char>('0' + res.status / 10 % 10);
+  *p++ = static_cast<char>('0' + res.status % 10);
+  *p++ = ' ';
+  put(std::string_view(reason_text.data(), reason_text.size()));
+  put("\r\n"sv);
+  if (!own_server) put("Server: tempest\r\n"sv);
   if (!own_date) {
-    w += "Date: ";
-    w += http_date();
-    w += "\r\n";
+    put("Date: "sv);
+    put(date);
+    put("\r\n"sv);
   }
   if (!own_type && !res.content_type.empty()) {
     check_header("content-type", res.content_type);
-    w += "Content-Type: ";
-    w += res.content_type;
-    w += "\r\n";
+    put("Content-Type: "sv);
+    put(res.content_type);
+    put("\r\n"sv);
   }
   for (const auto& [name, value] : res.headers) {
     // The framing and the connection are this server's: a Transfer-Encoding a handler set
@@ -243,22 +268,21 @@ Wire to_wire(Response&& res, unsigned version, bool keep_alive, bool head) {
     if (iequals(name, "content-length") || iequals(name, "transfer-encoding") ||
         iequals(name, "connection"))
       continue;
-    w += name;
-    w += ": ";
-    w += value;
-    w += "\r\n";
+    put(name);
+    put(": "sv);
+    put(value);
+    put("\r\n"sv);
   }
   if (!bodiless) {
-    char digits[24];
-    const auto end = std::to_chars(digits, digits + sizeof digits, res.body.size()).ptr;
-    w += "Content-Length: ";
-    w.append(digits, end);
-    w += "\r\n";
+    put("Content-Length: "sv);
+    p = std::to_chars(p, p + 24, res.body.size()).ptr;
+    put("\r\n"sv);
   }
-  if (version >= 11 && !keep_alive) w += "Connection: close\r\n";
-  if (version < 11 && keep_alive) w += "Connection: keep-alive\r\n";
-  w += "\r\n";
-  if (!bodiless && !head) w += res.body;
+  if (version >= 11 && !keep_alive) put("Connection: close\r\n"sv);
+  if (version < 11 && keep_alive) put("Connection: keep-alive\r\n"sv);
+  put("\r\n"sv);
+  if (!bodiless && !head) put(res.body);
+  w.resize(static_cast<std::size_t>(p - w.data()));
   return out;
 }
 

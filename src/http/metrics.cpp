@@ -57,8 +57,14 @@ std::string_view method_label(std::string_view method) {
 void HttpMetrics::observe(const std::string& route, const std::string& method, unsigned status,
                           std::chrono::nanoseconds took) {
   const double seconds = std::chrono::duration<double>(took).count();
+  const std::string_view method_text = method_label(method);
+  // Found without copying the labels; copied once, when the series is new.
+  const std::tuple<std::string_view, std::string_view, unsigned> key(route, method_text, status);
   std::lock_guard lock(mutex_);
-  auto& s = series_[{route, std::string(method_label(method)), status}];
+  auto it = series_.find(key);
+  if (it == series_.end())
+    it = series_.try_emplace({route, std::string(method_text), status}).first;
+  Series& s = it->second;
   ++s.count;
   s.sum += seconds;
   for (std::size_t i = 0; i < kBuckets.size(); ++i)

@@ -174,14 +174,19 @@ class ResponseCacheLayer {
       vary_header_ += (vary_header_.empty() ? "" : ", ") + name;
   }
 
+  // Whether the request may be answered from, or stored in, the cache: its method, its path and
+  // the predicate allow it.
+  bool applies(const Request& request) const {
+    const auto& o = options_;
+    return std::find(o.methods.begin(), o.methods.end(), request.method) != o.methods.end() &&
+           std::find(o.exempt_paths.begin(), o.exempt_paths.end(), request.path) ==
+               o.exempt_paths.end() &&
+           (!o.cacheable || o.cacheable(request));
+  }
+
+  // A request that applies().
   asio::awaitable<Response> operator()(Request& request, Next next) const {
     const auto& o = options_;
-    if (std::find(o.methods.begin(), o.methods.end(), request.method) == o.methods.end() ||
-        std::find(o.exempt_paths.begin(), o.exempt_paths.end(), request.path) !=
-            o.exempt_paths.end() ||
-        (o.cacheable && !o.cacheable(request)))
-      co_return co_await next(request);
-
     const auto creds = credentials(request);
     ResponseCacheStore* store = !creds || o.cache_credentialed ? o.store.get() : nullptr;
     const std::string key = detail::response_cache_key(request, o.vary, o.cache_credentialed);
@@ -450,7 +455,10 @@ std::optional<CachedResponse> decode_cached_response(std::string_view json) {
 
 Middleware response_cache(ResponseCacheOptions options) {
   auto m = std::make_shared<const ResponseCacheLayer>(std::move(options));
-  return [m](Request& request, Next next) { return (*m)(request, next); };
+  // The others go straight on, without a coroutine frame of this layer's.
+  return [m](Request& request, Next next) {
+    return m->applies(request) ? (*m)(request, next) : next(request);
+  };
 }
 
 // --- MemoryResponseCacheStore

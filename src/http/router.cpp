@@ -66,6 +66,18 @@ bool is_param(const std::string& segment) {
 namespace detail {
 std::string percent_decode(std::string_view s, bool plus_is_space) {
   std::string out;
+  percent_decode_into(s, plus_is_space, out);
+  return out;
+}
+
+void percent_decode_into(std::string_view s, bool plus_is_space, std::string& out) {
+  // Most paths and queries have nothing to decode: copied as they are.
+  if (s.find('%') == std::string_view::npos &&
+      (!plus_is_space || s.find('+') == std::string_view::npos)) {
+    out.assign(s);
+    return;
+  }
+  out.clear();
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
@@ -77,7 +89,6 @@ std::string percent_decode(std::string_view s, bool plus_is_space) {
       out += s[i];
     }
   }
-  return out;
 }
 }  // namespace detail
 
@@ -144,25 +155,35 @@ Router& Router::include(const Router& other) {
 
 Router::Match Router::match(const std::string& method, std::string_view path) const {
   Match m;
-  auto segments = split_path(path);
-  for (auto& segment : segments) {
-    segment = detail::percent_decode(segment, false);
+  // The decoded segments, in strings this thread reuses (matching allocates nothing of its own):
+  // the first `count` of them are this path's.
+  thread_local std::vector<std::string> segments;
+  std::size_t count = 0;
+  for (std::size_t i = 1; path.size() > 1;) {
+    const auto j = path.find('/', i);
+    if (count == segments.size()) segments.emplace_back();
+    std::string& segment = segments[count++];
+    detail::percent_decode_into(
+        path.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i), false,
+        segment);
     if (segment.find('\0') != std::string::npos || !is_utf8(segment)) {
       m.bad_path = true;
       return m;
     }
+    if (j == std::string_view::npos) break;
+    i = j + 1;
   }
   for (const auto& r : routes_) {
-    if (r.segments.size() != segments.size()) continue;
+    if (r.segments.size() != count) continue;
     bool ok = true;
-    for (std::size_t i = 0; i < segments.size() && ok; ++i)
+    for (std::size_t i = 0; i < count && ok; ++i)
       ok = is_param(r.segments[i]) ? !segments[i].empty()  // "//" gives no parameter ""
                                    : r.segments[i] == segments[i];
     if (!ok) continue;
     if (r.method == method || (method == "HEAD" && r.method == "GET")) {
       m.handler = &r.handler;
       m.route = r.pattern;
-      for (std::size_t i = 0; i < segments.size(); ++i)
+      for (std::size_t i = 0; i < count; ++i)
         if (is_param(r.segments[i]))
           m.params[r.segments[i].substr(1, r.segments[i].size() - 2)] = std::move(segments[i]);
       m.allowed.clear();

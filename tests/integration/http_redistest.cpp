@@ -67,6 +67,16 @@ TEST(HttpRouter, PathParamsQueryParams404And405) {
   EXPECT_EQ(r.body(), "{\"detail\":\"Method Not Allowed\"}");
   EXPECT_NE(r.text.find("allow: GET, POST"), std::string::npos) << r.text;
   EXPECT_EQ(http_request(s.port(), "POST", "/items", "{}").body(), "{\"created\":true}");
+  // The router reuses its segment strings from one request to the next: a long segment, then
+  // shorter ones, then one to decode, each matched as sent.
+  const std::string long_id(300, 'x');
+  EXPECT_EQ(http_get(s.port(), "/users/" + long_id + "/orders/1").body(),
+            "{\"id\":\"" + long_id + "\",\"order\":\"1\",\"fresh\":\"-\"}");
+  EXPECT_EQ(http_get(s.port(), "/users/7/orders/2?fresh=a+b").body(),
+            "{\"id\":\"7\",\"order\":\"2\",\"fresh\":\"a b\"}");
+  EXPECT_EQ(http_get(s.port(), "/users/%37%38/orders/3").body(),
+            "{\"id\":\"78\",\"order\":\"3\",\"fresh\":\"-\"}");
+  EXPECT_EQ(http_get(s.port(), "/users/7/orders").status, 404);
 }
 
 TEST(HttpDependencies, NoClientMeans503AndTheHandlerDoesNotRun) {

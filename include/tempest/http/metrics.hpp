@@ -39,7 +39,7 @@ class HttpMetrics {
     std::array<std::uint64_t, kBuckets.size()> buckets{};
   };
   mutable std::mutex mutex_;
-  std::map<std::tuple<std::string, std::string, unsigned>, Series> series_;
+  std::map<std::tuple<std::string, std::string, unsigned>, Series, std::less<>> series_;
 };
 
 /// What make_metrics_router() reports, and where.

@@ -64,6 +64,8 @@ namespace detail {
 /// Percent-decoding; '+' is a space when plus_is_space (query strings). Malformed escapes stay as
 /// they are.
 std::string percent_decode(std::string_view s, bool plus_is_space);
+/// The same into `out` (replaced; its capacity is reused).
+void percent_decode_into(std::string_view s, bool plus_is_space, std::string& out);
 }  // namespace detail
 
 }  // namespace tempest::http
