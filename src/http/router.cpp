@@ -158,6 +158,7 @@ Router::Match Router::match(const std::string& method, std::string_view path) co
   // The decoded segments, in strings this thread reuses (matching allocates nothing of its own):
   // the first `count` of them are this path's.
   thread_local std::vector<std::string> segments;
+  if (segments.size() > 64) segments = {};  // after a path of many segments: not kept for good
   std::size_t count = 0;
   for (std::size_t i = 1; path.size() > 1;) {
     const auto j = path.find('/', i);
