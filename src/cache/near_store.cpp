@@ -40,7 +40,7 @@ NearStore::Shard& NearStore::shard_of(std::size_t hash) {
 
 void NearStore::erase_locked(Shard& s, std::list<Entry>::iterator it) {
   s.bytes -= it->bytes;
-  s.index.erase(std::string_view(it->key));
+  s.index.erase(HashedKey{it->key, it->hash});
   s.lru.erase(it);
 }
 
@@ -54,9 +54,10 @@ void NearStore::evict_locked(Shard& s) {
 
 NearStore::Value NearStore::get(std::string_view key, Clock::time_point now,
                                 const std::type_info& type) {
-  Shard& s = shard_of(hash_of(key));
+  const std::size_t h = hash_of(key);
+  Shard& s = shard_of(h);
   std::lock_guard lock(s.mu);
-  const auto found = s.index.find(key);
+  const auto found = s.index.find(HashedKey{key, h});
   if (found == s.index.end()) {
     ++s.misses;
     return nullptr;
@@ -102,9 +103,10 @@ bool NearStore::put(std::string_view key, const Ticket& ticket, Value value,
     return false;
   }
   if (cost > max_bytes_per_shard_) return false;
-  if (const auto found = s.index.find(key); found != s.index.end()) erase_locked(s, found->second);
-  s.lru.push_front(Entry{std::string(key), std::move(value), &type, cost, expires});
-  s.index.emplace(std::string_view(s.lru.front().key), s.lru.begin());
+  if (const auto found = s.index.find(HashedKey{key, h}); found != s.index.end())
+    erase_locked(s, found->second);
+  s.lru.push_front(Entry{std::string(key), h, std::move(value), &type, cost, expires});
+  s.index.emplace(HashedKey{s.lru.front().key, h}, s.lru.begin());
   s.bytes += cost;
   evict_locked(s);
   return true;
@@ -116,7 +118,8 @@ void NearStore::invalidate(std::string_view key) noexcept {
   Shard& s = shard_of(h);
   std::lock_guard lock(s.mu);
   ++s.invalidations;
-  if (const auto found = s.index.find(key); found != s.index.end()) erase_locked(s, found->second);
+  if (const auto found = s.index.find(HashedKey{key, h}); found != s.index.end())
+    erase_locked(s, found->second);
 }
 
 void NearStore::reset() noexcept {

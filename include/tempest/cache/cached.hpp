@@ -250,12 +250,18 @@ class Cached<F, Codec, T, std::tuple<A...>> {
   static asio::awaitable<T> call(std::shared_ptr<const State> st, A... args) {
     detail::CacheCore& core = *st->core;
     asio::awaitable<T> rest;
+    detail::KeyBuffer key;  // inline: a hit allocates nothing for its key
     if (st->skip && st->skip(args...)) {
       rest = st->fn(args...);
-    } else if (core.near() != nullptr) {
-      rest = near_call(st, key_of(*st, args...), args...);
+    } else if (detail::NearStore* near = core.near()) {
+      // A near hit is answered here: its key built in place, no coroutine frame of its own.
+      key_into(*st, key, args...);
+      if (auto v = near->get(key.view(), detail::NearStore::Clock::now(), typeid(T))) {
+        core.count_near_hit();
+        co_return *static_cast<const T*>(v.get());
+      }
+      rest = near_call(st, key.str(), args...);
     } else {
-      detail::KeyBuffer key;  // inline: a hit allocates nothing for its key
       key_into(*st, key, args...);
       detail::Lookup found;
       // core.lookup(key) in steps: the GET is awaited here, one coroutine frame less per call.
@@ -310,14 +316,11 @@ class Cached<F, Codec, T, std::tuple<A...>> {
     return j;
   }
 
-  /// A call with a near cache: a near hit costs no Redis round trip at all.
+  /// A call with a near cache that missed it (call() serves a near hit, with no Redis round trip
+  /// at all): reads Redis and fills the near cache.
   static asio::awaitable<T> near_call(std::shared_ptr<const State> st, std::string key, A... args) {
     detail::CacheCore& core = *st->core;
     detail::NearStore& near = *core.near();
-    if (auto v = near.get(key, detail::NearStore::Clock::now(), typeid(T))) {
-      core.count_near_hit();
-      co_return *static_cast<const T*>(v.get());
-    }
     const detail::NearStore::Ticket ticket = near.begin_read(key);  // before the GET: see put()
     detail::Lookup found = co_await core.lookup(key);
     Judged j = judge(*st, key, found);

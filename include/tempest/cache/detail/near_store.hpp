@@ -61,8 +61,22 @@ class NearStore final : public redis::InvalidationSink {
   NearCacheStats stats() const;
 
  private:
+  // A key with its hash, computed once per operation: it picks the shard and the index's bucket.
+  struct HashedKey {
+    std::string_view text;
+    std::size_t hash = 0;
+  };
+  struct HashOf {
+    std::size_t operator()(const HashedKey& k) const noexcept { return k.hash; }
+  };
+  struct SameText {
+    bool operator()(const HashedKey& a, const HashedKey& b) const noexcept {
+      return a.hash == b.hash && a.text == b.text;
+    }
+  };
   struct Entry {
     std::string key;
+    std::size_t hash = 0;  // of `key`
     Value value;
     const std::type_info* type = nullptr;
     std::size_t bytes = 0;
@@ -71,7 +85,7 @@ class NearStore final : public redis::InvalidationSink {
   struct Shard {
     mutable std::mutex mu;
     std::list<Entry> lru;  // front: most recently used
-    std::unordered_map<std::string_view, std::list<Entry>::iterator> index;
+    std::unordered_map<HashedKey, std::list<Entry>::iterator, HashOf, SameText> index;
     std::size_t bytes = 0;
     std::uint64_t hits = 0, misses = 0, invalidations = 0, evictions = 0, stale_drops = 0;
   };
