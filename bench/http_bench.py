@@ -9,7 +9,6 @@ writes its section into BENCHMARKS.md (between the http markers), its rows of th
 and docs/bench/http_latency.png.
 """
 import os
-import re
 import sys
 
 _main = sys.modules.get("__main__")
@@ -102,33 +101,11 @@ def section():
     return md, goals
 
 
-def update_goal_rows(goals):
-    """This section's rows of BENCHMARKS.md's goals table, and the list of missed goals under
-    it, as this run measured them."""
-    path = os.path.join(ra.ROOT, "BENCHMARKS.md")
-    text = open(path).read()
-    for name, _, target, ok, shown in goals:
-        row = f"| {name} | {target} | {shown} | {'yes' if ok else '**no**'} |"
-        text = re.sub(rf"(?m)^\| {re.escape(name)} \|.*\|$", lambda _m: row, text)
-
-    def missed_line(m):
-        missed = m.group(1)  # names joined by ", " (a name may hold ", " itself)
-        for name, _, _, ok, _ in goals:
-            if ok:
-                missed = missed.replace(", " + name, "").replace(name + ", ", "").replace(name, "")
-            elif name not in missed:
-                missed = f"{missed}, {name}" if missed else name
-        return f"Missed in this run: {missed}." if missed else ""
-    text = re.sub(r"(?m)^Missed in this run: (.*?)\. (?=Runs on)", lambda m: missed_line(m) + " ", text)
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def main():
     os.makedirs(ra.PLOTS, exist_ok=True)
     md, goals = section()
     ra.write_section(md, BEGIN, END, before=("## 5.", "## Spread"))
-    update_goal_rows(goals)
+    ra.update_goal_rows(goals)
     print("\n".join(md))
     for name, _, target, ok, shown in goals:
         print(f"{name}: {shown} (goal {target}) {'met' if ok else 'MISSED'}")

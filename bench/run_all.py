@@ -293,6 +293,28 @@ def write_section(md, begin, end, after=(), before=("## Spread",)):
         f.write(text)
 
 
+def update_goal_rows(goals):
+    """A section run on its own: its rows of BENCHMARKS.md's goals tables (the summary's and its
+    own), and the summary's list of missed goals, as this run measured them."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    text = open(path).read()
+    for name, _, target, ok, shown in goals:
+        row = f"| {name} | {target} | {shown} | {'yes' if ok else '**no**'} |"
+        text = re.sub(rf"(?m)^\| {re.escape(name)} \|.*\|$", lambda _m: row, text)
+
+    def missed_line(m):
+        missed = m.group(1)  # names joined by ", " (a name may hold ", " itself)
+        for name, _, _, ok, _ in goals:
+            if ok:
+                missed = missed.replace(", " + name, "").replace(name + ", ", "").replace(name, "")
+            elif name not in missed:
+                missed = f"{missed}, {name}" if missed else name
+        return f"Missed in this run: {missed}." if missed else ""
+    text = re.sub(r"(?m)^Missed in this run: (.*?)\. (?=Runs on)", lambda m: missed_line(m) + " ", text)
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def plot(name, title, xlabel, ylabel, series, logx=True, y2=None):
     """series: [(label, [(x, y)...])]; writes docs/bench/<name>.png with gnuplot."""
     data = os.path.join(PLOTS, f"{name}.dat")
