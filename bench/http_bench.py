@@ -64,7 +64,8 @@ def section():
           "same app in Python (`bench/python_app.py`: FastAPI + uvicorn + redis.asyncio from "
           "Debian's packages, the documented `@cached`), one after the other, "
           f"{ra.RUNS} time{'s' if ra.RUNS != 1 else ''}. The servers, wrk and redis-server share the machine's CPUs (no "
-          "pinning: the servers use them all). `make bench-http` runs this section alone.", "",
+          f"pinning: the servers use them all). Measured on {ra.today()} (`make bench-http` runs "
+          "this section alone).", "",
           "**One thread against one worker** (`THREADS=1`; `wrk -t1`). Goals: >= 10x the Python "
           "app's requests per second, a lower p99, users_service peak RSS <= 30 MiB.", "",
           "| server | requests/s | p50 ms | p99 ms | peak RSS MiB | server CPU µs per request |",

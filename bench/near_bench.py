@@ -66,7 +66,8 @@ def section():
           "invalidation removes that entry and the next call goes to Redis), and the Redis-backed "
           "hits of section 2 (`--mode cached` without `--near`), alternating, redis-server on CPU 0 "
           "and the client on CPU 1. A near hit never suspends, so the benchmark's callers yield to "
-          "the connections every 64 calls, as a server's own I/O would.", "",
+          "the connections every 64 calls, as a server's own I/O would. Measured on "
+          f"{ra.today()} (`make bench-near` runs this section alone).", "",
           "| C | near cache calls/s | with a writer at 1%/s | Redis-backed hits calls/s | near / Redis | per near hit |",
           "|---|---|---|---|---|---|", *rows, "",
           "![near cache throughput](docs/bench/near_throughput.png)", "",

@@ -293,6 +293,11 @@ def write_section(md, begin, end, after=(), before=("## Spread",)):
         f.write(text)
 
 
+def today():
+    """The date a section was measured (a section can be run again on its own)."""
+    return time.strftime("%Y-%m-%d")
+
+
 def update_goal_rows(goals):
     """A section run on its own: its rows of BENCHMARKS.md's goals tables (the summary's and its
     own), and the summary's list of missed goals, as this run measured them."""
