@@ -3,8 +3,6 @@
 #include "sentinel.hpp"
 #include "tracking.hpp"
 
-#include <array>
-
 #include <openssl/x509.h>
 #include <spdlog/spdlog.h>
 
@@ -13,6 +11,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <exception>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -104,8 +103,14 @@ struct DeliveryScope {
   bool closed = false;    // left normally (not closed: a handler threw)
   // Other links that resumed callers sent requests to (the nodes of a cluster): written when
   // this delivery ends, each in one write, instead of one write for the first request of each.
+  // Constructed as they are added (the first n_others): a delivery that resumes no caller of
+  // another link, the usual case, constructs and destroys none.
   static constexpr std::size_t kOthers = 8;
-  std::array<std::shared_ptr<Link>, kOthers> others;
+  union Others {
+    Others() noexcept {}
+    ~Others() {}
+    std::shared_ptr<Link> at[kOthers];
+  } others;
   std::size_t n_others = 0;
 
   DeliveryScope(Link* l, Request* list, std::size_t flush)
@@ -117,16 +122,23 @@ struct DeliveryScope {
   // Whether `other`'s write can wait for the end of this delivery (false when too many links).
   bool defer(Link& other) {
     for (std::size_t i = 0; i < n_others; ++i)
-      if (others[i].get() == &other) return true;
+      if (others.at[i].get() == &other) return true;
     if (n_others == kOthers) return false;
-    others[n_others++] = other.shared_from_this();
+    ::new (static_cast<void*>(&others.at[n_others]))
+        std::shared_ptr<Link>(other.shared_from_this());
+    ++n_others;
     return true;
   }
   void flush_others() {
     for (std::size_t i = 0; i < n_others; ++i) {
-      std::shared_ptr<Link> l = std::move(others[i]);
+      std::shared_ptr<Link> l = std::move(others.at[i]);
       l->flush_queued();
     }
+    destroy_others();
+  }
+  void destroy_others() noexcept {
+    for (std::size_t i = 0; i < n_others; ++i)
+      others.at[i].~shared_ptr();
     n_others = 0;
   }
   void close() {
@@ -134,7 +146,11 @@ struct DeliveryScope {
     t_scope = outer;
   }
   ~DeliveryScope() {
-    if (closed) return;
+    if (!closed) abandoned();
+    destroy_others();
+  }
+  // Left by an exception (a caller's handler threw).
+  void abandoned() noexcept {
     t_scope = outer;
     // A caller's handler threw (it leaves through io_context::run()): the callers after it, and
     // the writes the resumed ones wait for, go on in a fresh handler.
@@ -144,7 +160,7 @@ struct DeliveryScope {
         self->step(true, [](TimePoint) { return true; });
       });
       for (std::size_t i = 0; i < n_others; ++i)
-        post_flush(std::move(others[i]));
+        post_flush(std::move(others.at[i]));
     } catch (...) {
     }
   }
@@ -339,17 +355,21 @@ void Link::make_tls_context() {
 template <class F>
 void Link::step(bool inline_ok, F&& f) {
   Request* done = nullptr;
-  std::vector<Session::Pushed> pushed;
+  // Only a subscriber's or a tracked link's step has messages: the others make no vector.
+  std::optional<std::vector<Session::Pushed>> pushed;
   {
     std::lock_guard lock(mu_);
     const TimePoint now = Clock::now();
     if (!f(now)) return;
     done = carry_out(now);
-    if (session_.has_messages()) session_.take_messages(pushed);
-    if (tracked_) done = track_events(now, done, pushed);
+    if (session_.has_messages() || tracked_) {
+      pushed.emplace();
+      if (session_.has_messages()) session_.take_messages(*pushed);
+      if (tracked_) done = track_events(now, done, *pushed);
+    }
   }
   deliver(done, inline_ok);
-  if (!pushed.empty() && sink_) sink_(std::move(pushed));
+  if (pushed && !pushed->empty() && sink_) sink_(std::move(*pushed));
 }
 
 void Link::set_subscriber(MessageSink sink) {
