@@ -59,7 +59,7 @@ void HttpMetrics::observe(const std::string& route, const std::string& method, u
   const double seconds = std::chrono::duration<double>(took).count();
   const std::string_view method_text = method_label(method);
   // Found without copying the labels; copied once, when the series is new.
-  const std::tuple<std::string_view, std::string_view, unsigned> key(route, method_text, status);
+  const KeyView key(route, method_text, status);
   std::lock_guard lock(mutex_);
   auto it = series_.find(key);
   if (it == series_.end())

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -39,7 +40,21 @@ class HttpMetrics {
     std::array<std::uint64_t, kBuckets.size()> buckets{};
   };
   mutable std::mutex mutex_;
-  std::map<std::tuple<std::string, std::string, unsigned>, Series, std::less<>> series_;
+  using Key = std::tuple<std::string, std::string, unsigned>;  // route, method, status
+  using KeyView = std::tuple<std::string_view, std::string_view, unsigned>;
+  // Orders keys and their views alike, so that a request's series is found without copying.
+  struct KeyLess {
+    using is_transparent = void;
+    static KeyView view(const Key& k) noexcept {
+      return {std::get<0>(k), std::get<1>(k), std::get<2>(k)};
+    }
+    static const KeyView& view(const KeyView& k) noexcept { return k; }
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const noexcept {
+      return view(a) < view(b);
+    }
+  };
+  std::map<Key, Series, KeyLess> series_;
 };
 
 /// What make_metrics_router() reports, and where.
