@@ -18,7 +18,6 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
-#include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <cstring>

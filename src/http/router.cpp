@@ -6,17 +6,27 @@
 namespace tempest::http {
 
 namespace {
-// The segments of a path, split on '/' before any percent-decoding, empty ones kept: "/a//b/"
-// is a, "", b, "" (so "%2F" stays inside its segment, and "//" does not fold into "/").
-std::vector<std::string> split_path(std::string_view path) {
-  std::vector<std::string> out;
-  if (path.size() <= 1) return out;  // "/" (or nothing): no segments
+// Calls f with each segment of a path, split on '/' before any percent-decoding, empty ones kept:
+// "/a//b/" is a, "", b, "" (so "%2F" stays inside its segment, and "//" does not fold into "/");
+// "/" (or nothing) has none. Stops when f returns false.
+template <class F>
+void for_each_segment(std::string_view path, F&& f) {
+  if (path.size() <= 1) return;
   for (std::size_t i = 1;;) {
     const auto j = path.find('/', i);
-    out.emplace_back(path.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i));
-    if (j == std::string_view::npos) return out;
+    if (!f(path.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i))) return;
+    if (j == std::string_view::npos) return;
     i = j + 1;
   }
+}
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> out;
+  for_each_segment(path, [&](std::string_view segment) {
+    out.emplace_back(segment);
+    return true;
+  });
+  return out;
 }
 
 // Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
@@ -160,20 +170,14 @@ Router::Match Router::match(const std::string& method, std::string_view path) co
   thread_local std::vector<std::string> segments;
   if (segments.size() > 64) segments = {};  // after a path of many segments: not kept for good
   std::size_t count = 0;
-  for (std::size_t i = 1; path.size() > 1;) {
-    const auto j = path.find('/', i);
+  for_each_segment(path, [&](std::string_view raw) {
     if (count == segments.size()) segments.emplace_back();
     std::string& segment = segments[count++];
-    detail::percent_decode_into(
-        path.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i), false,
-        segment);
-    if (segment.find('\0') != std::string::npos || !is_utf8(segment)) {
-      m.bad_path = true;
-      return m;
-    }
-    if (j == std::string_view::npos) break;
-    i = j + 1;
-  }
+    detail::percent_decode_into(raw, false, segment);
+    m.bad_path = segment.find('\0') != std::string::npos || !is_utf8(segment);
+    return !m.bad_path;
+  });
+  if (m.bad_path) return m;
   for (const auto& r : routes_) {
     if (r.segments.size() != count) continue;
     bool ok = true;
