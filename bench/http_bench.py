@@ -21,9 +21,19 @@ else:
 BEGIN, END = "<!-- http:begin -->", "<!-- http:end -->"
 
 
+class Runs(list):
+    """One server's results, run after run, with the name its figures are flagged under."""
+
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+
+
 def section():
     """Returns (markdown lines, goals as run_all's goal tuples)."""
-    tr, pr, t2, p2, rc = [], [], [], [], []
+    tr, pr = Runs("HTTP 1 thread"), Runs("HTTP 1 worker")
+    t2, p2 = Runs("HTTP 2 threads"), Runs("HTTP 2 workers")
+    rc = []
     py_app = [ra.PY, os.path.join(ra.ROOT, "bench", "python_app.py")]
     rc_paths = ("/users/1", "/users/1/orders", "/users/1/orders")
     for _ in range(ra.RUNS):
@@ -36,12 +46,10 @@ def section():
                                      header=ra.etag_header)
         rc.append(plain_hit + not_modified)
 
-    names = {id(tr): "HTTP 1 thread", id(pr): "HTTP 1 worker", id(t2): "HTTP 2 threads",
-             id(p2): "HTTP 2 workers"}
     columns = ["requests/s", "p50", "p99", "peak RSS", "CPU per request"]
 
     def med(rs, i):
-        return ra.Figure(f"{names[id(rs)]} {columns[i]}", [r[i] for r in rs])
+        return ra.Figure(f"{rs.name} {columns[i]}", [r[i] for r in rs])
 
     def col(rs, j, i):
         return ra.Figure(f"HTTP response cache, request {j + 1}, {columns[i]}", [r[j][i] for r in rs])
